@@ -1,0 +1,94 @@
+"""The vocabulary every other module speaks: server status and one server instance.
+
+Pure data, no I/O. Identifiers get their own ``NewType`` so that a Consul index is never
+confused with a replica count, and a Consul service instance id never with a Bolina server id.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NewType
+
+__all__ = [
+    "ConsulIndex",
+    "InstanceId",
+    "Server",
+    "ServerId",
+    "Status",
+    "aggregate_check_status",
+]
+
+ConsulIndex = NewType("ConsulIndex", int)
+"""The ``X-Consul-Index`` of a blocking query answer (a Raft index, not a counter)."""
+
+InstanceId = NewType("InstanceId", str)
+"""Consul's ``Service.ID`` of one registration: unique per agent, what Consul calls the instance."""
+
+ServerId = NewType("ServerId", str)
+"""The Bolina server id a load balancer shows to clients (``Service.Meta.server_id``)."""
+
+
+class Status(enum.StrEnum):
+    """The availability stage a Bolina server reports about itself (seed: "Our Service")."""
+
+    AVAILABLE = "available"
+    """Below capacity and ready to accept new clients (Consul check ``passing``)."""
+    WARNING = "warning"
+    """Near capacity: keeps its clients, takes no new ones (Consul check ``warning``)."""
+    CRITICAL = "critical"
+    """Over capacity, failing, or in maintenance: takes no traffic (``critical``/``maintenance``)."""
+
+    @property
+    def rank(self) -> int:
+        """Order for a load balancer: lower is a better candidate for a new client."""
+        return _RANK[self]
+
+
+_RANK = {Status.AVAILABLE: 0, Status.WARNING: 1, Status.CRITICAL: 2}
+
+# Consul's own aggregation order (api/health.go, AggregatedStatus): the worst check wins.
+_CHECK_SEVERITY = {"passing": 0, "warning": 1, "critical": 2, "maintenance": 3}
+_CHECK_TO_STATUS = {
+    "passing": Status.AVAILABLE,
+    "warning": Status.WARNING,
+    "critical": Status.CRITICAL,
+    "maintenance": Status.CRITICAL,
+}
+
+
+def aggregate_check_status(check_statuses: Iterable[str]) -> Status:
+    """Fold the statuses of all checks of one instance (node checks included) into one ``Status``.
+
+    maintenance > critical > warning > passing, as Consul aggregates them. An instance with no
+    check at all counts as Available, as Consul treats it as passing. An unknown check status is
+    treated as critical: we never count a server we cannot read as capacity.
+    """
+    worst = "passing"
+    for status in check_statuses:
+        severity = _CHECK_SEVERITY.get(status, _CHECK_SEVERITY["critical"])
+        if status not in _CHECK_SEVERITY:
+            status = "critical"
+        if severity > _CHECK_SEVERITY[worst]:
+            worst = status
+    return _CHECK_TO_STATUS[worst]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Server:
+    """One registered Bolina server as Consul reports it, already aggregated.
+
+    ``load`` is the optional share of capacity in use (0.0-1.0) the server publishes in its
+    registration (``Service.Meta.load``); it steers which pods go first on scale-down.
+    """
+
+    instance_id: InstanceId
+    server_id: ServerId
+    address: str
+    tcp_port: int
+    udp_port: int | None
+    node: str
+    pod: str | None
+    status: Status
+    load: float | None = None
