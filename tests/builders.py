@@ -1,0 +1,36 @@
+"""Small builders for fleets and servers, shared by the policy, daemon and simulator tests."""
+
+from __future__ import annotations
+
+from bolina_scaler.fleet import FleetSnapshot
+from bolina_scaler.model import InstanceId, Server, ServerId, Status
+
+
+def server(n: int, status: Status = Status.AVAILABLE, *, load: float | None = None) -> Server:
+    return Server(
+        instance_id=InstanceId(f"bolina-{n}"),
+        server_id=ServerId(str(800000 + n)),
+        address=f"10.0.0.{n % 250 + 1}",
+        tcp_port=9001,
+        udp_port=9002,
+        node=f"node-{n}",
+        pod=f"bolina-{n}",
+        status=status,
+        load=load,
+    )
+
+
+def fleet(
+    available: int = 0,
+    warning: int = 0,
+    critical: int = 0,
+    *,
+    index: int = 10,
+    observed_at: float = 0.0,
+    problems: tuple[str, ...] = (),
+    first: int = 0,
+) -> FleetSnapshot:
+    """A fleet with servers numbered from ``first``: Available ones first, then Warning, then Critical."""
+    statuses = [Status.AVAILABLE] * available + [Status.WARNING] * warning + [Status.CRITICAL] * critical
+    servers = [server(first + i, status) for i, status in enumerate(statuses)]
+    return FleetSnapshot.of(servers, index=index, observed_at=observed_at, problems=problems)

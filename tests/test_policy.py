@@ -1,0 +1,323 @@
+"""The pure scaling policy, tested with plain values: tables of cases and hypothesis invariants."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bolina_scaler.config import MassChangeConfig, PolicyConfig, ScaleDownConfig, ScaleUpConfig
+from bolina_scaler.decision import Direction, Reason
+from bolina_scaler.fleet import FleetSnapshot
+from bolina_scaler.model import Status
+from bolina_scaler.policy import Memory, decide, record_scale
+from tests.builders import fleet, server
+
+CONFIG = PolicyConfig(
+    min_replicas=2,
+    max_replicas=20,
+    target_available_ratio=0.5,
+    scale_down_ratio=0.8,
+    scale_down_stabilization=300,
+    startup_grace=120,
+    max_snapshot_age=900,
+    scale_up=ScaleUpConfig(max_step=4, max_percent=100, period=15),
+    scale_down=ScaleDownConfig(max_step=1, max_percent=10, period=60),
+    mass_change=MassChangeConfig(ratio=0.5, min_fleet=4, confirmation=30),
+)
+
+
+def at(current: int, snapshot: FleetSnapshot, *, now: float = 0.0, memory: Memory | None = None, **overrides: object):
+    config = CONFIG.model_copy(update=overrides) if overrides else CONFIG
+    mem = memory if memory is not None else Memory(last_replicas=current)
+    return decide(fleet=snapshot, current=current, config=config, memory=mem, now=now)
+
+
+class TestScaleUp:
+    @pytest.mark.parametrize(
+        ("current", "available", "warning", "critical", "desired"),
+        [
+            (4, 1, 3, 0, 6),  # 1/4 < 0.5: +2 → 3/6
+            (4, 2, 2, 0, 4),  # exactly at target: nothing
+            (4, 0, 4, 0, 8),  # 0/4: +4 → 4/8
+            (10, 4, 3, 3, 12),  # 4/10: +2 → 6/12
+            (3, 1, 1, 1, 4),  # 1/3: +1 → 2/4
+            (19, 0, 19, 0, 20),  # clamped by max_replicas
+        ],
+    )
+    def test_smallest_n_that_restores_the_target(self, current, available, warning, critical, desired):
+        """Below target, the scaler adds the smallest number of servers that brings the share back."""
+        decision, _ = at(current, fleet(available, warning, critical))
+        assert decision.desired == desired
+
+    def test_step_limit_clamps_and_is_recorded(self):
+        """A large shortfall is limited to max(max_step, max_percent) per period, and the clamp is listed."""
+        decision, _ = at(10, fleet(0, 10), scale_up=ScaleUpConfig(max_step=2, max_percent=10, period=15))
+        assert decision.desired == 12
+        assert [c.name for c in decision.clamps] == ["scale_up_step"]
+        assert decision.clamps[0].before == 20
+
+    def test_step_budget_is_shared_within_the_period(self):
+        """Two scale-ups inside one period together stay within the step limit."""
+        up = ScaleUpConfig(max_step=2, max_percent=0, period=15)
+        first, memory = at(4, fleet(0, 4), scale_up=up)
+        memory = record_scale(memory, first, now=0.0)
+        second, _ = at(6, fleet(0, 6), now=5.0, memory=memory, scale_up=up)
+        assert first.desired == 6
+        assert second.direction is Direction.HOLD
+        assert second.reason is Reason.STEP_LIMITED
+        assert second.recheck_at == 15.0
+
+    def test_at_max_holds_and_says_so(self):
+        """At max_replicas with a shortfall, the decision is a HOLD with reason at_max."""
+        decision, _ = at(20, fleet(0, 20))
+        assert (decision.desired, decision.direction, decision.reason) == (20, Direction.HOLD, Reason.AT_MAX)
+
+    def test_max_replicas_clamp_is_recorded(self):
+        """When max_replicas cuts the raw answer, the clamp says from what to what."""
+        decision, _ = at(18, fleet(2, 16))
+        assert decision.desired == 20
+        assert decision.clamps[0].name == "max_replicas"
+
+
+class TestInFlight:
+    def test_pending_servers_count_as_capacity(self):
+        """Replicas requested but not yet registered count as Available during startup_grace: no runaway."""
+        first, memory = at(4, fleet(1, 3), now=0.0)
+        assert first.desired == 6
+        memory = record_scale(memory, first, now=0.0)
+        # The two new pods have not registered yet; the old servers are still Warning.
+        again, _ = at(6, fleet(1, 3), now=10.0, memory=memory)
+        assert again.inputs.pending == 2
+        assert again.desired == 6
+        assert again.direction is Direction.NONE
+
+    def test_pending_expire_after_grace_and_the_log_says_so(self):
+        """After startup_grace, unregistered replicas stop counting and a note explains it."""
+        first, memory = at(4, fleet(1, 3), now=0.0)
+        memory = record_scale(memory, first, now=0.0)
+        later, _ = at(6, fleet(1, 3), now=121.0, memory=memory)
+        assert later.inputs.pending == 0
+        assert later.inputs.pending_expired == 2
+        assert any("startup_grace" in note for note in later.notes)
+        assert later.desired > 6
+
+    def test_recheck_when_grace_ends(self):
+        """While servers are starting, the policy asks to be re-evaluated when their grace ends."""
+        first, memory = at(4, fleet(1, 3), now=0.0)
+        memory = record_scale(memory, first, now=0.0)
+        again, _ = at(6, fleet(1, 3), now=10.0, memory=memory)
+        assert again.recheck_at == 120.0
+
+    def test_pending_still_short_scales_further(self):
+        """Counting starting servers as capacity, a remaining shortfall still scales up by what is missing."""
+        first, memory = at(4, fleet(1, 3), now=0.0)
+        memory = record_scale(memory, first, now=0.0)
+        # The 4 registered servers all turn Critical while the 2 new ones start: (0+2)/(4+2) < 0.5.
+        no_guard = MassChangeConfig(min_fleet=100)
+        decision, _ = at(6, fleet(0, 0, 4), now=10.0, memory=memory, mass_change=no_guard)
+        assert decision.inputs.pending == 2
+        assert decision.desired == 8
+
+
+class TestColdStartAndBounds:
+    def test_cold_start_goes_to_min(self):
+        """A Deployment at 0 replicas goes to min_replicas, even before any server registers."""
+        decision, _ = at(0, fleet())
+        assert (decision.desired, decision.reason) == (2, Reason.COLD_START)
+
+    def test_bounds_apply_even_on_untrusted_data(self):
+        """min/max come from the config, not from Consul, so they apply when Consul is not trusted."""
+        decision, _ = at(0, fleet(problems=("consul unreachable",)))
+        assert decision.desired == 2
+        above, _ = at(25, fleet(25, problems=("consul unreachable",)))
+        assert (above.desired, above.reason) == (20, Reason.ABOVE_MAX)
+
+    def test_no_patch_when_desired_equals_current(self):
+        """A fleet at target produces no change."""
+        decision, _ = at(4, fleet(3, 1))
+        assert not decision.changes_scale
+
+    def test_nothing_registered_holds(self):
+        """Replicas exist but nothing is registered and nothing is starting: hold, do not scale blindly."""
+        decision, _ = at(3, fleet())
+        assert decision.reason is Reason.NO_SERVERS_REGISTERED
+        assert decision.desired == 3
+
+
+class TestTrust:
+    def test_untrusted_data_holds(self):
+        """A snapshot marked untrusted never moves the replica count, however bad it looks."""
+        decision, _ = at(4, fleet(0, 4, problems=("no known leader",)))
+        assert (decision.direction, decision.reason, decision.desired) == (Direction.HOLD, Reason.UNTRUSTED_DATA, 4)
+        assert "no known leader" in decision.message
+
+    def test_stale_data_holds(self):
+        """A snapshot older than max_snapshot_age is not acted on."""
+        decision, _ = at(4, fleet(0, 4, observed_at=0.0), now=901.0)
+        assert decision.reason is Reason.STALE_DATA
+
+
+class TestScaleDown:
+    def test_needs_the_stabilization_window(self):
+        """A high share scales down only after it has lasted scale_down_stabilization seconds."""
+        first, memory = at(10, fleet(10), now=0.0)
+        assert (first.direction, first.reason, first.recheck_at) == (Direction.NONE, Reason.STABILIZING, 300.0)
+        early, memory = at(10, fleet(10), now=299.0, memory=memory)
+        assert early.reason is Reason.STABILIZING
+        late, _ = at(10, fleet(10), now=300.0, memory=memory)
+        assert (late.direction, late.desired) == (Direction.DOWN, 9)
+
+    def test_a_dip_restarts_the_window(self):
+        """One evaluation below scale_down_ratio restarts the stabilization window."""
+        _, memory = at(10, fleet(10), now=0.0)
+        _, memory = at(10, fleet(7, 3), now=200.0, memory=memory)
+        decision, _ = at(10, fleet(10), now=400.0, memory=memory)
+        assert decision.reason is Reason.STABILIZING
+
+    def test_never_below_target_after_scale_down(self):
+        """Scale-down never goes to a size whose predicted share (removed = Available) is below target."""
+        big_step = ScaleDownConfig(max_step=100, max_percent=100, period=60)
+        _, memory = at(10, fleet(8, 2), now=0.0, scale_down=big_step)
+        decision, _ = at(10, fleet(8, 2), now=300.0, memory=memory, scale_down=big_step)
+        removed = 10 - decision.desired
+        assert (8 - removed) / (10 - removed) >= 0.5
+        assert decision.desired == 4  # 4/6 would be kept; 3/5 too; (8-6)/(10-6)=0.5 → 6 removed
+
+    def test_not_while_servers_are_starting(self):
+        """Nothing is removed while requested servers have not registered yet, even with no window."""
+        first, memory = at(10, fleet(5, 5), now=0.0, scale_down_stabilization=0)
+        memory = record_scale(memory, first, now=0.0)
+        assert first.desired == 10 or first.direction is Direction.NONE
+        memory = record_scale(memory, replace(first, current=10, desired=12), now=1.0)
+        decision, _ = at(12, fleet(10), now=50.0, memory=memory, scale_down_stabilization=0)
+        assert decision.inputs.pending == 2
+        assert decision.direction is Direction.NONE
+
+    def test_replicas_that_never_registered_are_removed_after_grace(self):
+        """Once their grace is over, replicas that never registered no longer block a scale-down."""
+        memory = record_scale(Memory(last_replicas=10), replace(at(10, fleet(10))[0], current=10, desired=12), now=0.0)
+        decision, _ = at(12, fleet(10), now=121.0, memory=memory, scale_down_stabilization=0)
+        assert decision.inputs.pending_expired == 2
+        assert decision.direction is Direction.DOWN
+
+    def test_min_replicas_bound(self):
+        """Scale-down stops at min_replicas."""
+        _, memory = at(2, fleet(2), now=0.0)
+        decision, _ = at(2, fleet(2), now=500.0, memory=memory)
+        assert (decision.desired, decision.reason) == (2, Reason.AT_MIN)
+
+
+class TestMassChangeGuard:
+    def test_holds_then_confirms(self):
+        """Half the fleet turning Critical at once holds for the confirmation window, then acts."""
+        _, memory = at(8, fleet(8), now=0.0)
+        held, memory = at(8, fleet(4, 0, 4), now=1.0, memory=memory)
+        assert (held.direction, held.reason, held.recheck_at) == (Direction.HOLD, Reason.MASS_CHANGE_GUARD, 31.0)
+        still, memory = at(8, fleet(4, 0, 4), now=20.0, memory=memory)
+        assert still.reason is Reason.MASS_CHANGE_GUARD
+        confirmed, _ = at(8, fleet(3, 0, 5), now=31.0, memory=memory)
+        assert confirmed.direction is Direction.UP
+
+    def test_a_reverted_blip_clears_the_guard(self):
+        """If the fleet comes back within the window, nothing is done and the guard resets."""
+        _, memory = at(8, fleet(8), now=0.0)
+        _, memory = at(8, fleet(0, 0, 0), now=1.0, memory=memory)
+        back, memory = at(8, fleet(8), now=5.0, memory=memory)
+        assert back.reason is not Reason.MASS_CHANGE_GUARD
+        assert memory.guard_since is None
+
+    def test_small_fleets_are_not_guarded(self):
+        """Below min_fleet, a change is acted on at once."""
+        _, memory = at(3, fleet(3), now=0.0)
+        decision, _ = at(3, fleet(0, 0, 3), now=1.0, memory=memory)
+        assert decision.direction is Direction.UP
+
+
+class TestHandScaling:
+    def test_starts_from_a_hand_made_change(self):
+        """A person scaling by hand is respected: the scaler starts from the new value and says so."""
+        memory = Memory(last_replicas=4)
+        decision, memory = at(8, fleet(4), now=0.0, memory=memory)
+        assert decision.inputs.external_change == 4
+        assert any("someone else" in note for note in decision.notes)
+        # The 4 extra pods are starting: counted as capacity, no scale-up, no scale-down either.
+        assert decision.inputs.pending == 4
+        assert not decision.changes_scale
+
+
+class TestRecordScale:
+    def test_unapplied_decisions_leave_no_trace(self):
+        """A decision that changes nothing does not touch the memory."""
+        decision, memory = at(4, fleet(2, 2))
+        assert record_scale(memory, decision, now=0.0) is memory
+
+
+# Hypothesis invariants ------------------------------------------------------------------------
+
+statuses = st.lists(st.sampled_from(list(Status)), max_size=40)
+
+
+@st.composite
+def situations(draw: st.DrawFn):
+    min_r = draw(st.integers(0, 10))
+    max_r = draw(st.integers(max(1, min_r), 40))
+    target = draw(st.sampled_from([0.1, 0.25, 0.3, 0.5, 0.7, 0.9]))
+    down = draw(st.floats(min_value=target + 0.01, max_value=1.0))
+    config = CONFIG.model_copy(
+        update={
+            "min_replicas": min_r,
+            "max_replicas": max_r,
+            "target_available_ratio": target,
+            "scale_down_ratio": down,
+        }
+    )
+    current = draw(st.integers(min_r, max_r))
+    servers = [server(i, s) for i, s in enumerate(draw(statuses))]
+    snapshot = FleetSnapshot.of(servers, index=5, observed_at=0.0, problems=draw(st.sampled_from([(), ("x",)])))
+    memory = Memory(
+        last_replicas=draw(st.sampled_from([None, current])),
+        above_since=draw(st.sampled_from([None, 0.0])),
+    )
+    now = draw(st.floats(0, 1000))
+    return config, current, snapshot, memory, now
+
+
+class TestInvariants:
+    @settings(max_examples=400, deadline=None)
+    @given(situations())
+    def test_result_within_bounds(self, case):
+        """Whatever the fleet, the desired count stays within [min_replicas, max_replicas]."""
+        config, current, snapshot, memory, now = case
+        decision, _ = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
+        assert config.min_replicas <= decision.desired <= config.max_replicas
+
+    @settings(max_examples=400, deadline=None)
+    @given(situations())
+    def test_never_scales_down_while_below_target(self, case):
+        """When the Available share is below target, the desired count is never lower than the current one."""
+        config, current, snapshot, memory, now = case
+        decision, _ = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
+        ratio = snapshot.available_ratio
+        if ratio is not None and ratio < config.target_available_ratio:
+            assert decision.desired >= current
+
+    @settings(max_examples=400, deadline=None)
+    @given(situations())
+    def test_untrusted_data_never_moves_within_bounds(self, case):
+        """On untrusted data, a count already within bounds never changes."""
+        config, current, snapshot, memory, now = case
+        decision, _ = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
+        if not snapshot.trusted:
+            assert decision.desired == current
+
+    @settings(max_examples=200, deadline=None)
+    @given(situations())
+    def test_deterministic(self, case):
+        """Identical inputs give identical decisions and memories."""
+        config, current, snapshot, memory, now = case
+        one = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
+        two = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
+        assert one == two
