@@ -123,6 +123,7 @@ class KubernetesConfig(_Section):
     kubeconfig: Path | None = None
     context: str | None = None
     request_timeout: PositiveDuration = 10.0
+    resync: PositiveDuration = 30.0
     retry_initial: PositiveDuration = 0.5
     retry_max: PositiveDuration = 30.0
 
@@ -183,9 +184,7 @@ class PolicyConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
         if self.max_replicas < self.min_replicas:
-            raise ValueError(
-                f"max_replicas: must be >= min_replicas ({self.min_replicas}), got {self.max_replicas}"
-            )
+            raise ValueError(f"max_replicas: must be >= min_replicas ({self.min_replicas}), got {self.max_replicas}")
         if self.scale_down_ratio <= self.target_available_ratio:
             raise ValueError(
                 "scale_down_ratio: must be above target_available_ratio "
@@ -216,6 +215,17 @@ class Config(_Section):
     http: HttpConfig = HttpConfig()
     logging: LoggingConfig = LoggingConfig()
     dry_run: bool = False
+    shutdown_timeout: PositiveDuration = 8.0
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        slowest_answer = self.consul.wait * 17 / 16
+        if self.policy.max_snapshot_age <= slowest_answer:
+            raise ValueError(
+                f"policy.max_snapshot_age: must exceed consul.wait × 17/16 ({slowest_answer:g}s), "
+                f"or a quiet fleet looks stale; got {self.policy.max_snapshot_age:g}s"
+            )
+        return self
 
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain JSON-able data (no secret ever lives in it: tokens are files)."""
