@@ -109,9 +109,14 @@ class ConsulConfig(_Section):
         return self.wait * 17 / 16 + 10.0
 
     def token(self) -> str | None:
-        """The ACL token: ``token_file`` wins over ``CONSUL_HTTP_TOKEN``. Never logged."""
+        """The ACL token, never logged: ``token_file``, else ``$CONSUL_HTTP_TOKEN_FILE``, else
+        ``$CONSUL_HTTP_TOKEN`` (Consul's own variables, in Consul's own order of precedence)."""
         if self.token_file is not None:
             return self.token_file.read_text(encoding="utf-8").strip() or None
+        env_file = os.environ.get("CONSUL_HTTP_TOKEN_FILE")
+        if env_file and Path(env_file).is_file():
+            # A Secret mounted with optional: true leaves no file when the Secret does not exist.
+            return Path(env_file).read_text(encoding="utf-8").strip() or None
         return os.environ.get("CONSUL_HTTP_TOKEN") or None
 
 
