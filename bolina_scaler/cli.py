@@ -165,7 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands() -> list[Callable[[Any], None]]:
     """Subcommands that live beside their feature (simulate, report), registered here."""
-    registrations: list[Callable[[Any], None]] = []
+    from bolina_scaler.simulation.command import add_report_command, add_simulate_command
+
+    registrations: list[Callable[[Any], None]] = [add_simulate_command, add_report_command]
     return registrations
 
 

@@ -35,7 +35,7 @@ from bolina_scaler.config import Config
 from bolina_scaler.decision import Decision
 from bolina_scaler.fleet import FleetSnapshot
 from bolina_scaler.pacing import Backoff
-from bolina_scaler.patching import Conflict, Forbidden, NotFound, Scale, ScaleError, ScaleTarget, Unavailable
+from bolina_scaler.patching import Conflict, Forbidden, NotFound, Scale, ScaleError, ScaleTarget
 from bolina_scaler.policy import Memory, decide, record_scale
 from bolina_scaler.watching import ConsulWatch
 
@@ -113,8 +113,12 @@ class Daemon:
         self._changed = asyncio.Event()
         self._recheck_at: float | None = None
         self._kube_backoff = Backoff(config.kubernetes.retry_initial, config.kubernetes.retry_max)
-        self._last_error_line: str | None = None
+        self._failing: dict[str, str] = {}
+        """The last error line per operation ("read", "patch"): each distinct problem is logged once."""
         self._patch_task: asyncio.Task[Scale] | None = None
+        self._reacting_to: float | None = None
+        """When the Consul change this evaluation reacts to arrived (None: woken by a timer)."""
+        self._consumed_change: float | None = None
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -168,6 +172,9 @@ class Daemon:
             if snapshot is None:
                 continue
             self._recheck_at = None
+            changed_at = self.state.snapshot_changed_at
+            self._reacting_to = changed_at if changed_at != self._consumed_change else None
+            self._consumed_change = changed_at
             await self.evaluate(snapshot)
             if _iterations is not None:
                 _iterations -= 1
@@ -231,7 +238,7 @@ class Daemon:
             self.state.scale = None
             return False
         except ScaleError as exc:
-            self._kube_failed(exc)
+            self._kube_failed("patch", exc)
             return True
         finally:
             self._patch_task = None
@@ -240,8 +247,8 @@ class Daemon:
         self.state.scale, self.state.scale_read_at = new_scale, now
         self.state.patches += 1
         self.state.last_patch_error = None
-        self._kube_recovered()
-        started = self.state.snapshot_changed_at
+        self._kube_recovered("patch")
+        started = self._reacting_to
         log.info(
             "scaled",
             before=decision.current,
@@ -263,30 +270,30 @@ class Daemon:
         try:
             scale = await self.target.read()
         except ScaleError as exc:
-            self._kube_failed(exc)
+            self._kube_failed("read", exc)
             return None
         previous = state.scale
         state.scale, state.scale_read_at = scale, self.now()
         if previous is not None and previous.replicas != scale.replicas:
             log.info("replicas changed outside the scaler", before=previous.replicas, after=scale.replicas)
-        self._kube_recovered()
+        self._kube_recovered("read")
         return scale
 
-    def _kube_failed(self, exc: ScaleError) -> None:
+    def _kube_failed(self, operation: str, exc: ScaleError) -> None:
         """One clear line per distinct problem (not one per evaluation), then retry with backoff."""
         line = str(exc)
         self.state.last_patch_error = line
         self.state.scale = None
-        if line != self._last_error_line:
+        if self._failing.get(operation) != line:
             level = "error" if isinstance(exc, Forbidden | NotFound) else "warning"
-            getattr(log, level)("kubernetes request failed; holding and still watching", error=line)
-            self._last_error_line = line
-        if not isinstance(exc, Unavailable | Forbidden | NotFound):
-            log.debug("unexpected scale error type", type=type(exc).__name__)
+            getattr(log, level)(
+                "kubernetes request failed; holding and still watching", operation=operation, error=line
+            )
+            self._failing[operation] = line
         self._recheck(self.now() + self._kube_backoff.next_delay())
 
-    def _kube_recovered(self) -> None:
-        if self._last_error_line is not None:
-            log.info("kubernetes requests work again")
-        self._last_error_line = None
-        self._kube_backoff.reset()
+    def _kube_recovered(self, operation: str) -> None:
+        if self._failing.pop(operation, None) is not None:
+            log.info("kubernetes requests work again", operation=operation)
+        if not self._failing:
+            self._kube_backoff.reset()
