@@ -116,6 +116,9 @@ async def _plan(config: Config) -> int:
     }
     json.dump(report, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+    if not snapshot.trusted:
+        print(f"bolina-scaler plan: Consul data cannot be trusted: {snapshot.trust}", file=sys.stderr)
+        return EXIT_RUNTIME
     return EXIT_OK
 
 

@@ -214,11 +214,12 @@ class LoggingConfig(_Section):
 class Config(_Section):
     """The whole configuration file."""
 
-    consul: ConsulConfig = ConsulConfig()
-    kubernetes: KubernetesConfig = KubernetesConfig()
-    policy: PolicyConfig = PolicyConfig()
-    http: HttpConfig = HttpConfig()
-    logging: LoggingConfig = LoggingConfig()
+    # Factories, not instances: defaults that read the environment must read it at load time.
+    consul: ConsulConfig = Field(default_factory=ConsulConfig)
+    kubernetes: KubernetesConfig = Field(default_factory=KubernetesConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     dry_run: bool = False
     shutdown_timeout: PositiveDuration = 8.0
 

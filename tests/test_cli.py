@@ -1,0 +1,160 @@
+"""The command line: exit codes, check-config, plan, and the real `run` process stopping on SIGTERM.
+
+`plan` and `run` are started as real processes (as a user or Kubernetes starts them) against the
+in-process fakes served by the test's event loop; they run in real time but only wait for
+conditions (a log line, an exit), bounded by timeouts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bolina_scaler.cli import main
+from bolina_scaler.fakes.consul import FakeConsul
+from bolina_scaler.fakes.kubernetes import FakeKubernetes
+
+ROOT = Path(__file__).resolve().parent.parent
+NS = "bolina"
+
+
+class TestCheckConfig:
+    def test_valid_file_prints_effective_config(self, capsys: pytest.CaptureFixture[str]):
+        """check-config on the example exits 0 and prints the effective config as JSON."""
+        assert main(["check-config", str(ROOT / "config" / "config.yaml")]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["consul"]["service"] == "bolina"
+        assert printed["policy"]["scale_up"]["period"] == 15.0
+
+    def test_invalid_file_exits_2_with_one_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+        """An invalid value exits 2 with exactly one stderr line naming the key."""
+        path = tmp_path / "bad.yaml"
+        path.write_text("policy:\n  min_replicas: 5\n  max_replicas: 2\n")
+        assert main(["check-config", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1
+        assert "policy.max_replicas" in err[0]
+
+    def test_usage_error_exits_2(self, capsys: pytest.CaptureFixture[str]):
+        """An unknown command is a usage error: exit code 2."""
+        with pytest.raises(SystemExit) as exited:
+            main(["frobnicate"])
+        assert exited.value.code == 2
+
+
+@pytest.fixture
+async def fakes(tmp_path: Path) -> AsyncIterator[tuple[FakeConsul, FakeKubernetes, Path]]:
+    async with FakeConsul() as consul, FakeKubernetes() as kube:
+        kube.add_deployment(NS, "bolina", replicas=4, labels={"app": "bolina"})
+        for n in range(4):
+            consul.add_instance(
+                "bolina",
+                instance_id=f"bolina-{n}",
+                node=f"node-{n}",
+                address=f"10.0.0.{n}",
+                port=9001,
+                meta={"server_id": str(n), "udp_port": "9002", "pod": f"bolina-{n}"},
+                status="passing" if n == 0 else "warning",
+            )
+        config = {
+            "consul": {"address": consul.url, "wait": "30s"},
+            "kubernetes": {"namespace": NS, "kubeconfig": str(kube.kubeconfig(tmp_path / "kubeconfig"))},
+            "policy": {"target_available_ratio": 0.5, "scale_down_ratio": 0.8},
+            "http": {"enabled": False},
+            "logging": {"format": "json"},
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        yield consul, kube, path
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bolina_scaler",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+class TestPlan:
+    async def test_plan_prints_the_decision_and_changes_nothing(self, fakes):
+        """plan reads Consul and the scale once, prints the decision as JSON, and sends no patch."""
+        _, kube, path = fakes
+        process = await _spawn("plan", "--config", str(path))
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        report = json.loads(out)
+        assert (report["current"], report["desired"], report["reason"]) == (4, 6, "below_target")
+        assert report["would_patch"] is True
+        assert kube.patches == []
+
+    async def test_plan_with_unreachable_consul_exits_1(self, tmp_path: Path):
+        """When Consul cannot be reached, plan says so and exits 1 (it never guesses)."""
+        async with FakeKubernetes() as kube:
+            kube.add_deployment(NS, "bolina", replicas=2)
+            path = tmp_path / "c.yaml"
+            path.write_text(
+                yaml.safe_dump(
+                    {
+                        "consul": {"address": "http://127.0.0.1:9", "retry_max": "1s"},
+                        "kubernetes": {"namespace": NS, "kubeconfig": str(kube.kubeconfig(tmp_path / "k"))},
+                    }
+                )
+            )
+            process = await _spawn("plan", "--config", str(path))
+            out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 1, (out, err)
+        assert "consul" in err.decode().lower()
+
+
+class TestRun:
+    async def test_sigterm_stops_within_ten_seconds(self, fakes):
+        """The real process scales, then on SIGTERM exits 0 well within terminationGracePeriodSeconds."""
+        _, kube, path = fakes
+        process = await _spawn("run", "--config", str(path))
+        assert process.stdout is not None
+        lines: list[dict[str, object]] = []
+
+        async def read_until_scaled() -> None:
+            assert process.stdout is not None
+            while True:
+                raw = await process.stdout.readline()
+                assert raw, "daemon exited early"
+                lines.append(json.loads(raw))
+                if lines[-1]["event"] == "scaled":
+                    return
+
+        await asyncio.wait_for(read_until_scaled(), 60)
+        assert int(kube.deployment(NS, "bolina")["spec"]["replicas"]) == 6
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), 10)
+        assert process.returncode == 0
+        assert loop.time() - sent < 10
+        tail = [json.loads(line) for line in rest.splitlines() if line.strip()]
+        assert tail[-1]["event"] == "stopped"
+        assert any(entry["event"] == "signal received; stopping" for entry in tail)
+
+    async def test_bad_kubeconfig_is_a_runtime_failure(self, tmp_path: Path):
+        """Credentials that cannot be loaded end the process with exit 1 and one error line."""
+        path = tmp_path / "c.yaml"
+        broken = tmp_path / "kubeconfig"
+        broken.write_text("apiVersion: v1\nkind: Config\nclusters: []\n")
+        path.write_text(yaml.safe_dump({"kubernetes": {"kubeconfig": str(broken)}, "logging": {"format": "json"}}))
+        process = await _spawn("run", "--config", str(path))
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 1
+        errors = [json.loads(line) for line in out.splitlines() if b'"error"' in line]
+        assert errors
+        assert "\n" not in errors[-1]["error"]
