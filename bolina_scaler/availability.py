@@ -41,6 +41,7 @@ from bolina_scaler.config import ConfigError, Duration
 from bolina_scaler.model import Status
 
 __all__ = [
+    "LOAD_STEP",
     "ClassifierConfig",
     "Stage",
     "Thresholds",
@@ -48,6 +49,7 @@ __all__ = [
     "describe",
     "load_classifier_config",
     "parse_classifier_config",
+    "quantize_load",
 ]
 
 Sample = Mapping[str, float]
@@ -213,3 +215,13 @@ def load_classifier_config(path: Path | str) -> ClassifierConfig:
     if isinstance(data, dict) and "availability" in data:
         data = data["availability"]
     return parse_classifier_config(data)
+
+
+LOAD_STEP = 0.05
+"""Loads are reported in steps of 5 %: fine enough to steer scale-down, coarse enough that a
+server's check is not rewritten (and every blocking query woken) on every small wobble."""
+
+
+def quantize_load(value: float) -> float:
+    """A load (share of capacity in use) clipped to 0..1 and rounded to ``LOAD_STEP``."""
+    return round(min(1.0, max(0.0, value)) / LOAD_STEP) * LOAD_STEP

@@ -73,6 +73,8 @@ class Inputs:
     """Requested replicas not yet registered whose startup grace ran out: no longer counted."""
     current_replicas: int
     available_ratio: float | None
+    mean_load: float | None = None
+    """Mean ``Service.Meta.load`` of the non-Critical servers, when every one of them reports it."""
     external_change: int | None = None
     """Set when someone else changed the replica count since our last look: the old value."""
 

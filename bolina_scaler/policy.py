@@ -128,6 +128,7 @@ def decide(
         pending_expired=expired,
         current_replicas=current,
         available_ratio=fleet.available_ratio,
+        mean_load=_mean_load(fleet),
         external_change=external_change,
     )
 
@@ -158,6 +159,11 @@ def record_scale(memory: Memory, decision: Decision, *, now: float) -> Memory:
         grants=grants,
         events=(*memory.events, ScaleEvent(now, decision.current, decision.desired)),
         last_replicas=decision.desired,
+        # After a scale-down the remaining servers take the removed ones' clients. Without load
+        # figures that effect is unknown: watch it for a whole stabilization window first.
+        above_since=None
+        if decision.desired < decision.current and decision.inputs.mean_load is None
+        else memory.above_since,
     )
 
 
@@ -237,7 +243,7 @@ def _evaluate(
             f"{now - above_since:.0f}s of {config.scale_down_stabilization:g}s"
         )
         return _Step(current, Direction.NONE, Reason.STABILIZING, message, recheck_at=window_end), memory
-    return _scale_down(current, registered, available, target, config, memory, now), memory
+    return _scale_down(fleet, current, target, config, memory, now), memory
 
 
 def _scale_up(
@@ -280,14 +286,14 @@ def _scale_up(
 
 
 def _scale_down(
+    fleet: FleetSnapshot,
     current: int,
-    registered: int,
-    available: int,
     target: Fraction,
     config: PolicyConfig,
     memory: Memory,
     now: float,
 ) -> _Step:
+    registered, available = fleet.registered, fleet.available
     # Kubernetes may remove any pod, so assume the removed servers were Available: the largest
     # y with (available - y) / (registered - y) >= target.
     most = math.floor((available - target * registered) / (1 - target))
@@ -298,6 +304,13 @@ def _scale_down(
     )
     if most < 1:
         return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; removing one would go below target")
+    by_load = _removable_by_load(fleet, config)
+    if by_load is not None and by_load[0] < most:
+        most, mean = by_load
+        if most < 1:
+            detail = f"mean load {mean:.2f} leaves no room under scale_down_max_load {config.scale_down_max_load:g}"
+            return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; {detail}")
+        message += f"; mean load {mean:.2f} allows removing {most}"
     clamps: list[Clamp] = []
     desired = current - most
     if desired < config.min_replicas:
@@ -315,6 +328,30 @@ def _scale_down(
             current, Direction.NONE, Reason.STEP_LIMITED, f"{message}; step limit reached", tuple(clamps), recheck
         )
     return _Step(desired, Direction.DOWN, Reason.ABOVE_SCALE_DOWN_RATIO, message, tuple(clamps))
+
+
+def _removable_by_load(fleet: FleetSnapshot, config: PolicyConfig) -> tuple[int, float] | None:
+    """How many servers can go while the mean load of the non-Critical ones stays under the bound.
+
+    Servers share clients evenly through the load balancer, so they tend to be Available until
+    the fleet is nearly full and then turn Warning together: the Available share alone says
+    little about headroom. When every non-Critical server reports its load, the clients of the
+    removed servers are assumed to move to the others. None when the load is not known.
+    """
+    bound, mean = config.scale_down_max_load, _mean_load(fleet)
+    if bound is None or mean is None:
+        return None
+    serving = sum(1 for s in fleet.servers if s.status is not Status.CRITICAL)
+    removable = serving - math.ceil(mean * serving / bound - 1e-9)
+    return max(0, removable), mean
+
+
+def _mean_load(fleet: FleetSnapshot) -> float | None:
+    """Mean reported load of the non-Critical servers; None unless every one of them reports it."""
+    loads = [s.load for s in fleet.servers if s.status is not Status.CRITICAL]
+    if not loads or any(load is None for load in loads):
+        return None
+    return sum(load or 0.0 for load in loads) / len(loads)
 
 
 def _mass_change_guard(

@@ -44,7 +44,14 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bolina_scaler.availability import ClassifierConfig, Stage, classify, describe, load_classifier_config
+from bolina_scaler.availability import (
+    ClassifierConfig,
+    Stage,
+    classify,
+    describe,
+    load_classifier_config,
+    quantize_load,
+)
 from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, ConfigError, Duration, PositiveDuration
 from bolina_scaler.model import Status
 
@@ -321,6 +328,7 @@ class Reporter:
         self.stage: Stage | None = None
         self.registered = False
         self.last_update: float | None = None
+        self.last_load: float | None = None
         self.updates = 0
 
     async def __aenter__(self) -> Reporter:
@@ -365,8 +373,13 @@ class Reporter:
             failed = stage if stage.status is Status.CRITICAL else Stage(Status.CRITICAL, now, ("metrics unreadable",))
             return _Reading(failed, f"critical: metrics unreadable: {exc}"[:200], None)
         stage = classify(sample, config=self.classifier, stage=stage, now=now)
-        load = sample.get(self.settings.load_metric) if self.settings.load_metric else None
-        return _Reading(stage, describe(sample, stage), load)
+        raw = sample.get(self.settings.load_metric) if self.settings.load_metric else None
+        load = None if raw is None else quantize_load(raw)
+        output = describe(sample, stage)
+        if load is not None:
+            # The daemon reads "load=" from the check output (fresher than Service.Meta.load).
+            output = f"load={load:.2f} {output}"
+        return _Reading(stage, output, load)
 
     async def register(self) -> Stage:
         """Read the metrics once and register the server with that stage as the check's status."""
@@ -378,7 +391,7 @@ class Reporter:
         await self.agent.update_check(
             self.settings.check_id, status=check_status(reading.stage.status), output=reading.output
         )
-        self.stage, self.last_update = reading.stage, now
+        self.stage, self.last_update, self.last_load = reading.stage, now, reading.load
         log.info("registered", service=self.settings.service, id=self.settings.instance_id, stage=reading.stage.status)
         return reading.stage
 
@@ -391,7 +404,10 @@ class Reporter:
         reading = await self._read(now)
         changed = self.stage is None or reading.stage.status is not self.stage.status
         due = self.last_update is None or now - self.last_update >= self.settings.heartbeat_every - 1e-9
+        # A new load step is news too (steps of LOAD_STEP keep Consul writes rare).
+        due = due or reading.load != self.last_load
         self.stage = reading.stage
+        self.last_load = reading.load
         if not (changed or due):
             return False
         try:

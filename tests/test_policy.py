@@ -321,3 +321,55 @@ class TestInvariants:
         one = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
         two = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
         assert one == two
+
+
+def loaded(available: int, load: float, *, critical: int = 0) -> FleetSnapshot:
+    servers = [server(i, Status.AVAILABLE, load=load) for i in range(available)]
+    servers += [server(100 + i, Status.CRITICAL) for i in range(critical)]
+    return FleetSnapshot.of(servers, index=3, observed_at=0.0)
+
+
+class TestLoadAwareScaleDown:
+    BIG_STEP = ScaleDownConfig(max_step=100, max_percent=100, period=60)
+
+    def test_load_limits_how_many_go(self):
+        """10 servers at load 0.3 may shrink to 5 (mean 0.6), not further, whatever the share says."""
+        _, memory = at(10, loaded(10, 0.3), now=0.0, scale_down=self.BIG_STEP)
+        decision, _ = at(10, loaded(10, 0.3), now=300.0, memory=memory, scale_down=self.BIG_STEP)
+        assert decision.desired == 5
+        assert decision.inputs.mean_load == pytest.approx(0.3)
+        assert "mean load 0.30" in decision.message
+
+    def test_busy_fleet_keeps_its_servers(self):
+        """All Available but at mean load 0.58: removing one would exceed 0.6, so nothing goes."""
+        _, memory = at(10, loaded(10, 0.58), now=0.0)
+        decision, _ = at(10, loaded(10, 0.58), now=300.0, memory=memory)
+        assert (decision.direction, decision.desired) == (Direction.NONE, 10)
+        assert "scale_down_max_load" in decision.message
+
+    def test_critical_servers_do_not_count_as_serving(self):
+        """Load is averaged over the servers that serve: Critical ones are ignored (and may lack load)."""
+        decision, _ = at(12, loaded(10, 0.3, critical=2), now=300.0, memory=Memory(last_replicas=12, above_since=0.0))
+        assert decision.inputs.mean_load == pytest.approx(0.3)
+
+    def test_unknown_load_falls_back_to_the_share(self):
+        """One serving server without a load figure: the share rule alone decides."""
+        servers = [server(i, Status.AVAILABLE, load=0.59) for i in range(9)] + [server(9, Status.AVAILABLE)]
+        snapshot = FleetSnapshot.of(servers, index=3, observed_at=0.0)
+        decision, _ = at(10, snapshot, now=300.0, memory=Memory(last_replicas=10, above_since=0.0))
+        assert decision.inputs.mean_load is None
+        assert decision.direction is Direction.DOWN
+
+    def test_window_restarts_after_a_share_only_scale_down(self):
+        """Without load figures, the stabilization window starts again after each scale-down."""
+        memory = Memory(last_replicas=10, above_since=0.0)
+        decision, memory = at(10, fleet(10), now=300.0, memory=memory)
+        memory = record_scale(memory, decision, now=300.0)
+        assert memory.above_since is None
+
+    def test_window_kept_after_a_load_aware_scale_down(self):
+        """With load figures, the prediction already accounts for the move: the window is kept."""
+        memory = Memory(last_replicas=10, above_since=0.0)
+        decision, memory = at(10, loaded(10, 0.3), now=300.0, memory=memory)
+        assert decision.direction is Direction.DOWN
+        assert record_scale(memory, decision, now=300.0).above_since == 0.0

@@ -26,7 +26,7 @@ import operator
 import random
 from dataclasses import dataclass, field
 
-from bolina_scaler.availability import ClassifierConfig, Stage, Thresholds, classify
+from bolina_scaler.availability import ClassifierConfig, Stage, Thresholds, classify, quantize_load
 from bolina_scaler.fleet import FleetSnapshot
 from bolina_scaler.model import InstanceId, Server, ServerId, Status
 from bolina_scaler.simulation.traces import Trace
@@ -275,10 +275,12 @@ class SimulatedFleet:
             "cpu": max(0.0, self.params.cpu_per_load * load + self._noise.gauss(0.0, self.params.cpu_noise)),
             "errors": 1.0 if server.failing else 0.0,
         }
-        server.reported_load = load
+        # As the reporter does: the load goes to Consul in LOAD_STEP steps, and a new step is a change.
+        reported = quantize_load(load)
         stage = classify(sample, config=self.params.classifier, stage=server.stage, now=t)
-        if stage.status is not server.stage.status:
+        if stage.status is not server.stage.status or reported != server.reported_load:
             self._changed()
+        server.reported_load = reported
         server.stage = stage
 
     def fail_one(self, now: float) -> SimServer | None:
