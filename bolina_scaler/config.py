@@ -180,6 +180,9 @@ class PolicyConfig(_Section):
     target_available_ratio: float = Field(default=0.3, gt=0, lt=1, allow_inf_nan=False)
     scale_down_ratio: float = Field(default=0.6, gt=0, le=1, allow_inf_nan=False)
     scale_down_stabilization: Duration = 300.0
+    scale_down_max_load: float | None = Field(default=0.6, gt=0, le=1, allow_inf_nan=False)
+    """When every non-Critical server reports its load (``Service.Meta.load``), scale down only to a
+    size whose predicted mean load stays at or below this. ``null``: use the Available share only."""
     startup_grace: Duration = 180.0
     max_snapshot_age: PositiveDuration = 900.0
     scale_up: ScaleUpConfig = ScaleUpConfig()
