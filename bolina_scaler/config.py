@@ -29,8 +29,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConsulConfig",
+    "DeletionCostConfig",
+    "EventsConfig",
     "HttpConfig",
     "KubernetesConfig",
+    "LeaderElectionConfig",
     "LoggingConfig",
     "MassChangeConfig",
     "PolicyConfig",
@@ -156,12 +159,23 @@ class ScaleUpConfig(StepConfig):
     period: PositiveDuration = 15.0
 
 
+class DeletionCostConfig(_Section):
+    """Before a scale-down, steer which pods Kubernetes removes (``controller.kubernetes.io/pod-deletion-cost``).
+
+    Critical servers go first, then Warning, then the least-loaded Available ones; the load is
+    ``Service.Meta.load`` of the registration (see the README's registration convention).
+    """
+
+    enabled: bool = True
+
+
 class ScaleDownConfig(StepConfig):
     """Scale-down rate limit: slow on purpose (one server or 10 % per minute), capacity is cheap."""
 
     max_step: int = Field(default=1, ge=1)
     max_percent: float = Field(default=10.0, ge=0, allow_inf_nan=False)
     period: PositiveDuration = 60.0
+    deletion_cost: DeletionCostConfig = Field(default_factory=DeletionCostConfig)
 
 
 class MassChangeConfig(_Section):
@@ -207,6 +221,46 @@ class HttpConfig(_Section):
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
+    readiness_max_age: PositiveDuration = 600.0
+    """``/readyz`` fails when the last trusted Consul answer is older than this."""
+
+
+class LeaderElectionConfig(_Section):
+    """Run two or more replicas safely: only the holder of a ``coordination.k8s.io/v1`` Lease patches.
+
+    Timings are client-go's defaults. ``identity`` unset: ``$POD_NAME``, else the host name with a
+    random suffix (two processes on one host must never share an identity).
+    """
+
+    enabled: bool = True
+    lease_name: str = Field(default="bolina-scaler", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    lease_duration: PositiveDuration = 15.0
+    renew_deadline: PositiveDuration = 10.0
+    retry_period: PositiveDuration = 2.0
+    identity: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _check(self) -> LeaderElectionConfig:
+        if self.lease_duration <= self.renew_deadline:
+            raise ValueError(
+                f"lease_duration: must exceed renew_deadline ({self.renew_deadline:g}s), got {self.lease_duration:g}s"
+            )
+        if self.renew_deadline <= self.retry_period * 1.2:
+            raise ValueError(
+                f"renew_deadline: must exceed retry_period × 1.2 ({self.retry_period * 1.2:g}s), "
+                f"got {self.renew_deadline:g}s"
+            )
+        if self.lease_duration < 1:
+            raise ValueError(f"lease_duration: must be at least 1s, got {self.lease_duration:g}s")
+        return self
+
+
+class EventsConfig(_Section):
+    """Kubernetes Events on the Deployment for every scale change and every notable refusal."""
+
+    enabled: bool = True
+    min_interval: Duration = 300.0
+    """The same reason and message within this interval make one Event (its count is bumped)."""
 
 
 class LoggingConfig(_Section):
@@ -223,6 +277,8 @@ class Config(_Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
     dry_run: bool = False
     shutdown_timeout: PositiveDuration = 8.0
 
@@ -233,6 +289,11 @@ class Config(_Section):
             raise ValueError(
                 f"policy.max_snapshot_age: must exceed consul.wait × 17/16 ({slowest_answer:g}s), "
                 f"or a quiet fleet looks stale; got {self.policy.max_snapshot_age:g}s"
+            )
+        if self.http.readiness_max_age <= slowest_answer:
+            raise ValueError(
+                f"http.readiness_max_age: must exceed consul.wait × 17/16 ({slowest_answer:g}s), "
+                f"or a quiet fleet looks unready; got {self.http.readiness_max_age:g}s"
             )
         return self
 

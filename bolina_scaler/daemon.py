@@ -1,10 +1,12 @@
 """The daemon: wires the Consul watch, the pure policy and the Kubernetes scale target together.
 
-Does I/O only through the edges it is given. Two named tasks in one ``asyncio.TaskGroup``:
+Does I/O only through the edges it is given. Named tasks in one ``asyncio.TaskGroup``:
 
-    watch ──► latest snapshot ──► (wake) ──► evaluate ──► decide() ──► patch scale
-                                   ▲                         │
-                                   └──── recheck_at timer ◄──┘
+    watch ──► latest snapshot ──► (wake) ──► evaluate ──► decide() ──► [leader?] ──► patch scale
+                                   ▲                         │            │
+                                   └──── recheck_at timer ◄──┘            └─► Event, metrics
+    leader-election (Lease loop) ──► leader / follower ──► (wake: re-read the scale, evaluate)
+    events (sends queued Kubernetes Events)            HTTP server (reads ``DaemonState``)
 
 * ``watch`` follows Consul with blocking queries and only keeps the newest snapshot: bursts
   coalesce, the evaluator never works on a snapshot that is already outdated.
@@ -17,26 +19,40 @@ The Deployment's scale is cached between evaluations and re-read when older than
 precondition, so a change someone made meanwhile turns into a 409, a fresh read and a fresh
 decision instead of overwriting them.
 
+Only the leader (``leadership.Leadership``; every replica is leader without leader election)
+patches, annotates pods and records Events. Followers keep watching, evaluating (``/v1/decision``
+says "follower: would ...") and serving ``/v1/servers``, so a takeover needs no warm-up; a new
+leader re-reads the scale before its first patch, and the ``resourceVersion`` precondition makes
+a second patch for the same decision fail with 409 even if two replicas ever believed they lead.
+Before a scale-down the leader sets pod deletion costs (``deletion_cost``) so Kubernetes removes
+Critical servers first.
+
 Shutdown (SIGTERM/SIGINT → ``stop``): the watch is cancelled at once; a patch already sent is
-given until ``shutdown_timeout`` to be acknowledged so its outcome is logged, never half-known.
+given until ``shutdown_timeout`` to be acknowledged so its outcome is logged, never half-known;
+then the Lease is released so another replica takes over at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import structlog
 
 from bolina_scaler.config import Config
-from bolina_scaler.decision import Decision
+from bolina_scaler.decision import Decision, Direction
+from bolina_scaler.deletion_cost import DeletionCostSteering
+from bolina_scaler.events import EventRecorder, event_for
 from bolina_scaler.fleet import FleetSnapshot
+from bolina_scaler.httpapi import HttpServer, build_app
+from bolina_scaler.leadership import Leadership, default_identity
+from bolina_scaler.metrics import Metrics
 from bolina_scaler.pacing import Backoff
-from bolina_scaler.patching import Conflict, Forbidden, NotFound, Scale, ScaleError, ScaleTarget
-from bolina_scaler.policy import Memory, decide, record_scale
+from bolina_scaler.patching import Conflict, Forbidden, NotFound, Scale, ScaleError, ScaleTarget, Unavailable
+from bolina_scaler.policy import decide, record_scale
+from bolina_scaler.state import DaemonState
 from bolina_scaler.watching import ConsulWatch
 
 __all__ = ["Daemon", "DaemonState", "evaluation_fields"]
@@ -44,23 +60,12 @@ __all__ = ["Daemon", "DaemonState", "evaluation_fields"]
 log = structlog.get_logger("bolina_scaler.daemon")
 
 MAX_CONFLICT_RETRIES = 3
-
-
-@dataclass(slots=True)
-class DaemonState:
-    """What the daemon knows right now; read by the HTTP server and tests, written by the daemon."""
-
-    snapshot: FleetSnapshot | None = None
-    snapshot_changed_at: float | None = None
-    """Loop time at which the newest snapshot arrived (start of the reaction-latency clock)."""
-    scale: Scale | None = None
-    scale_read_at: float | None = None
-    decision: Decision | None = None
-    decided_at: float | None = None
-    memory: Memory = field(default_factory=Memory)
-    patches: int = 0
-    last_patch_error: str | None = None
-    evaluations: int = 0
+_T = TypeVar("_T")
+_PATCH_OUTCOMES: dict[type[ScaleError], str] = {
+    Forbidden: "forbidden",
+    NotFound: "not_found",
+    Unavailable: "unavailable",
+}
 
 
 def evaluation_fields(decision: Decision, *, now: float) -> dict[str, Any]:
@@ -104,12 +109,53 @@ class Daemon:
         watch: ConsulWatch,
         target: ScaleTarget,
         clock: Callable[[], float] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``target`` must be entered (``async with``): Leases, Events and pods share its API client."""
         self.config = config
         self.watch = watch
         self.target = target
         self.state = DaemonState()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.http: HttpServer | None = None
+        """The running HTTP server (``http.url``), once ``run`` started it."""
         self._clock = clock
+        watch.on_query = self.metrics.observe_consul_query
+        kube, timeout = config.kubernetes, config.kubernetes.request_timeout
+        election = config.leader_election
+        self.leadership: Leadership | None = None
+        if election.enabled:
+            self.leadership = Leadership(
+                election,
+                api_client=target.api_client,
+                namespace=target.namespace,
+                request_timeout=timeout,
+                clock=self.now,
+                metrics=self.metrics,
+                on_change=self._leadership_changed,
+            )
+            self.state.leader, self.state.identity = False, self.leadership.identity
+        self.events: EventRecorder | None = None
+        if config.events.enabled:
+            self.events = EventRecorder(
+                config.events,
+                api_client=target.api_client,
+                namespace=target.namespace,
+                deployment=kube.deployment,
+                instance=self.state.identity or election.identity or default_identity(),
+                request_timeout=timeout,
+                clock=self.now,
+                metrics=self.metrics,
+            )
+        self.steering: DeletionCostSteering | None = None
+        if config.policy.scale_down.deletion_cost.enabled:
+            self.steering = DeletionCostSteering(
+                api_client=target.api_client,
+                namespace=target.namespace,
+                request_timeout=timeout,
+                clock=self.now,
+                metrics=self.metrics,
+            )
         self._changed = asyncio.Event()
         self._recheck_at: float | None = None
         self._kube_backoff = Backoff(config.kubernetes.retry_initial, config.kubernetes.retry_max)
@@ -132,17 +178,48 @@ class Daemon:
             deployment=self.config.kubernetes.deployment,
             namespace=self.target.namespace,
             dry_run=self.config.dry_run,
+            identity=self.state.identity,
         )
-        async with asyncio.TaskGroup() as group:
+        async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             watching = group.create_task(self._watch_loop(), name="watch")
+            self.state.watch_task = watching
             evaluating = group.create_task(self._evaluate_loop(), name="evaluate")
+            electing = self.leadership and group.create_task(self.leadership.run(), name="leader-election")
+            recording = self.events and group.create_task(self.events.run(), name="events")
             stopping = group.create_task(stop.wait(), name="wait-for-stop")
+            if self.config.http.enabled:
+                app = build_app(state=self.state, config=self.config, metrics=self.metrics, clock=self.now)
+                http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
+                self.http = await stack.enter_async_context(http)
+                log.info("http server listening", url=self.http.url)
             await asyncio.wait({watching, evaluating, stopping}, return_when=asyncio.FIRST_COMPLETED)
             watching.cancel()
             await self._finish_pending_patch()
             evaluating.cancel()
+            if electing and self.leadership is not None:
+                electing.cancel()
+                await asyncio.wait({electing})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.leadership.release(), self.config.kubernetes.request_timeout)
+            if recording and self.events is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.events.flush(), 1.0)
+                recording.cancel()
             stopping.cancel()
         log.info("stopped", evaluations=self.state.evaluations, patches=self.state.patches)
+
+    def may_patch(self) -> bool:
+        """Only the leader patches (everyone is leader without leader election)."""
+        return self.leadership is None or self.leadership.is_leader()
+
+    def _leadership_changed(self, leading: bool) -> None:
+        self.state.leader = leading
+        if self.leadership is not None:
+            self.state.holder = self.leadership.holder
+        self.metrics.leader.set(1 if leading else 0)
+        if leading:
+            self.state.scale = None  # a new leader re-reads the scale before its first patch
+            self._changed.set()
 
     async def _finish_pending_patch(self) -> None:
         task = self._patch_task
@@ -160,6 +237,8 @@ class Daemon:
             if previous is None or previous.index != snapshot.index or previous.trust != snapshot.trust:
                 self.state.snapshot_changed_at = self.now()
             self.state.snapshot = snapshot
+            if snapshot.trusted:
+                self.state.trusted_at = snapshot.observed_at
             self._changed.set()
 
     # -- evaluate --------------------------------------------------------------------------
@@ -205,21 +284,36 @@ class Daemon:
                 memory=self.state.memory,
                 now=now,
             )
-            self.state.memory = memory
-            self.state.decision = decision
-            self.state.decided_at = now
-            self.state.evaluations += 1
+            state = self.state
+            state.memory, state.decision, state.decided_at = memory, decision, now
+            state.evaluations += 1
+            self.metrics.observe_decision(decision)
             self._recheck(decision.recheck_at)
-            log.info("evaluation", **evaluation_fields(decision, now=now))
+            leader = self.may_patch()
+            fields = evaluation_fields(decision, now=now)
+            if self.leadership is not None:
+                state.holder = self.leadership.holder
+                fields["role"] = "leader" if leader else "follower"
+            log.info("evaluation", **fields)
             if not decision.changes_scale:
+                state.outcome = "unchanged"
+                self._record_event(decision, "unchanged")
+                return decision
+            if not leader:
+                state.outcome = "follower"
+                self.metrics.patches.labels(outcome="not_leader").inc()
                 return decision
             if self.config.dry_run:
+                state.outcome = "dry_run"
+                self.metrics.patches.labels(outcome="dry_run").inc()
                 log.info(
                     "dry run: not patching",
                     would_patch={"spec": {"replicas": decision.desired}},
                     resource_version=scale.resource_version,
                 )
                 return decision
+            if decision.direction is Direction.DOWN and self.steering is not None:
+                await self.steering.steer(snapshot.servers, selector=scale.selector)
             if await self._apply(decision, scale):
                 return decision
         log.warning("gave up after repeated conflicts; will re-read and decide again", attempts=MAX_CONFLICT_RETRIES)
@@ -228,27 +322,41 @@ class Daemon:
 
     async def _apply(self, decision: Decision, scale: Scale) -> bool:
         """Patch; True when done (applied or failed for good), False when the decision must be re-made."""
+        if not self.may_patch():  # leadership lost while deciding or annotating pods
+            self.state.outcome = "follower"
+            self.metrics.patches.labels(outcome="not_leader").inc()
+            return True
         self._patch_task = asyncio.create_task(
-            self.target.patch(decision.desired, resource_version=scale.resource_version), name="patch"
+            self._timed("scale_patch", self.target.patch(decision.desired, resource_version=scale.resource_version)),
+            name="patch",
         )
         try:
             new_scale = await asyncio.shield(self._patch_task)
         except Conflict as exc:
             log.info("scale changed under us; re-reading and deciding again", error=str(exc))
-            self.state.scale = None
+            self.state.scale, self.state.outcome = None, "conflict"
+            self.metrics.patches.labels(outcome="conflict").inc()
             return False
         except ScaleError as exc:
+            self.state.outcome = "failed"
+            self.metrics.patches.labels(outcome=_PATCH_OUTCOMES.get(type(exc), "error")).inc()
+            self._record_event(decision, "failed", error=str(exc))
             self._kube_failed("patch", exc)
             return True
         finally:
             self._patch_task = None
         now = self.now()
+        self.state.outcome = "patched"
+        self.metrics.patches.labels(outcome="applied").inc()
+        self._record_event(decision, "applied")
         self.state.memory = record_scale(self.state.memory, decision, now=now)
         self.state.scale, self.state.scale_read_at = new_scale, now
         self.state.patches += 1
         self.state.last_patch_error = None
         self._kube_recovered("patch")
         started = self._reacting_to
+        if started is not None:
+            self.metrics.reaction.observe(max(0.0, now - started))
         log.info(
             "scaled",
             before=decision.current,
@@ -268,16 +376,30 @@ class Daemon:
         if fresh:
             return state.scale
         try:
-            scale = await self.target.read()
+            scale = await self._timed("scale_read", self.target.read())
         except ScaleError as exc:
+            state.read_error = str(exc)
             self._kube_failed("read", exc)
             return None
         previous = state.scale
-        state.scale, state.scale_read_at = scale, self.now()
+        state.scale, state.scale_read_at, state.read_error = scale, self.now(), None
+        if self.events is not None:
+            self.events.uid = scale.uid
         if previous is not None and previous.replicas != scale.replicas:
             log.info("replicas changed outside the scaler", before=previous.replicas, after=scale.replicas)
         self._kube_recovered("read")
         return scale
+
+    async def _timed(self, operation: str, call: Awaitable[_T]) -> _T:
+        with self.metrics.kube_call(operation, self.now):
+            return await call
+
+    def _record_event(self, decision: Decision, outcome: str, *, error: str | None = None) -> None:
+        if self.events is None or self.config.dry_run or not self.may_patch():
+            return  # followers stay silent: the leader records the one Event
+        event = event_for(decision, outcome=outcome, error=error)
+        if event is not None:
+            self.events.record(event)
 
     def _kube_failed(self, operation: str, exc: ScaleError) -> None:
         """One clear line per distinct problem (not one per evaluation), then retry with backoff."""

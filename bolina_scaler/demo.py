@@ -5,18 +5,23 @@ world: demand rises and falls, the fake Kubernetes creates and deletes pods as t
 the Deployment, each pod registers in the fake Consul after a start-up delay and reports a stage
 computed from its share of the demand, and one server crashes along the way. The daemon is the
 real one (watch, policy, patching); only the servers it talks to are fakes. It exits by itself
-after about 45 seconds (``--speed 2`` halves that) and prints every scale action with its reason.
+after about 45 seconds (``--speed 2`` halves that) and prints every scale action with its reason,
+the Kubernetes Events it recorded, which pods the scale-downs removed (deletion-cost steering:
+Critical first), and what its HTTP API (on a free port) answered to ``/v1/servers`` and
+``/v1/decision``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import structlog
 
 from bolina_scaler.config import Config, parse_config
@@ -52,7 +57,9 @@ DEMO_CONFIG = {
         "scale_down": {"max_step": 1, "max_percent": 10, "period": "2s"},
         "mass_change": {"ratio": 0.5, "min_fleet": 4, "confirmation": "3s"},
     },
-    "http": {"enabled": False},
+    "http": {"enabled": True, "host": "127.0.0.1", "port": 0, "readiness_max_age": "30s"},
+    "leader_election": {"identity": "demo-scaler"},
+    "events": {"min_interval": "10s"},
 }
 
 
@@ -108,6 +115,10 @@ class World:
     born: dict[str, float] = field(default_factory=dict)
     reported: dict[str, str] = field(default_factory=dict)
     timeline: list[tuple[float, int, int, int, int]] = field(default_factory=list)
+    removed: list[tuple[float, str, str, str]] = field(default_factory=list)
+    """Pods Kubernetes deleted: (scenario time, name, last reported status, load)."""
+    loads: dict[str, str] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)
 
     def tick(self, t: float) -> None:
         pods = [p["metadata"]["name"] for p in self.kube.pods(NAMESPACE, selector="app=bolina")]
@@ -115,6 +126,7 @@ class World:
             self.born.setdefault(name, t)
         registered = set(self.consul.instances(SERVICE))
         for gone in registered - set(pods):
+            self.removed.append((t * self.speed, gone, self.reported.get(gone, "?"), self.loads.get(gone, "?")))
             self.consul.remove_instance(gone)
             self.born.pop(gone, None)
             self.reported.pop(gone, None)
@@ -124,15 +136,17 @@ class World:
         load = demand / (CAPACITY * len(healthy)) if healthy else 0.0
         statuses = {n: ("critical" if n in self.crashed else stage(load)) for n in ready}
         for n, status in statuses.items():
-            if n not in registered:
+            published = f"{min(load, 1):.1f}"  # servers re-publish Service.Meta.load when it moves
+            if n not in registered or self.loads.get(n) != published:
+                self.loads[n] = published
                 number = zlib.crc32(n.encode()) % 900_000_000 + 100_000_000
                 self.consul.add_instance(
                     SERVICE,
                     instance_id=n,
                     node=f"node-{n[-5:]}",
-                    address=f"10.1.0.{len(self.born) % 250 + 1}",
+                    address=self.addresses.setdefault(n, f"10.1.0.{len(self.addresses) % 250 + 1}"),
                     port=9001,
-                    meta={"server_id": str(number), "udp_port": "9002", "pod": n, "load": f"{min(load, 1):.2f}"},
+                    meta={"server_id": str(number), "udp_port": "9002", "pod": n, "load": published},
                     status=status,
                 )
             elif self.reported.get(n) != status:
@@ -174,10 +188,14 @@ async def run_demo(*, speed: float = 1.0, plot: str | None = None, scenario: Sce
                 runner = asyncio.create_task(daemon.run(stop), name="daemon")
                 try:
                     await _play(world, daemon, scenario, speed, start, actions)
+                    answers = await _ask_http(daemon)
                 finally:
                     stop.set()
                     await runner
     _print_summary(actions, world)
+    _print_events(kube.events(NAMESPACE))
+    _print_removed(world)
+    _print_http(answers)
     if plot:
         return _plot(world, actions, plot, config)
     return 0
@@ -239,6 +257,50 @@ def _print_summary(actions: list[tuple[float, int, int, str, str]], world: World
             f"\n{len(actions)} scale actions; peak {peak} replicas; at the end {last[2]} replicas, "
             f"{last[4]}/{last[3]} servers available for {last[1]} clients.\n"
         )
+    out.flush()
+
+
+async def _ask_http(daemon: Daemon) -> list[tuple[str, str]]:
+    """What the daemon's own HTTP API answers at the end (the lines a person would curl)."""
+    if daemon.http is None:
+        return []
+    answers: list[tuple[str, str]] = []
+    async with aiohttp.ClientSession() as session:
+        for path in ("/readyz", "/v1/servers", "/v1/decision"):
+            async with session.get(f"{daemon.http.url}{path}") as response:
+                body = await response.json()
+            if path == "/v1/decision":
+                body = {k: body[k] for k in ("summary", "role", "identity", "outcome")} | {
+                    "inputs": body["decision"]["inputs"],
+                    "clamps": body["decision"]["clamps"],
+                }
+            answers.append((f"curl -s {daemon.http.url}{path}", json.dumps(body, ensure_ascii=False)))
+    return answers
+
+
+def _print_events(events: list[dict[str, object]]) -> None:
+    out = sys.stdout
+    out.write("\nKubernetes Events on deployment/bolina (kubectl describe deploy bolina):\n")
+    out.write(f"  {'type':<8} {'reason':<20} {'count':>5}  message\n")
+    for event in events:
+        out.write(f"  {event['type']!s:<8} {event['reason']!s:<20} {event.get('count', 1)!s:>5}  {event['message']}\n")
+
+
+def _print_removed(world: World) -> None:
+    out = sys.stdout
+    out.write("\nPods removed by scale-downs (pod-deletion-cost: Critical first, then the least loaded):\n")
+    for t, name, status, load in world.removed:
+        out.write(f"  t={t:5.1f}  {name:<28} was {status:<8} load {load}\n")
+    if not world.removed:
+        out.write("  (none)\n")
+
+
+def _print_http(answers: list[tuple[str, str]]) -> None:
+    out = sys.stdout
+    if answers:
+        out.write("\nThe daemon's HTTP API (it stops with the demo):\n")
+    for command, body in answers:
+        out.write(f"$ {command}\n{body}\n")
     out.flush()
 
 

@@ -21,7 +21,7 @@ import asyncio
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
@@ -61,6 +61,8 @@ class Scale:
     status_replicas: int
     resource_version: str
     selector: str | None
+    uid: str | None = field(default=None, compare=False)
+    """The Deployment's uid (the Scale carries it): Events name their involved object by it."""
 
 
 class ScaleError(Exception):
@@ -281,6 +283,7 @@ class ScaleTarget:
         replicas = getattr(spec, "replicas", None) or 0
         status_replicas = getattr(status, "replicas", None) or 0
         selector = getattr(status, "selector", None) or None
+        uid = getattr(metadata, "uid", None) or None
         if (
             spec is None
             or not isinstance(replicas, int)
@@ -297,6 +300,7 @@ class ScaleTarget:
             status_replicas=status_replicas,
             resource_version=resource_version,
             selector=selector if isinstance(selector, str) else None,
+            uid=uid if isinstance(uid, str) else None,
         )
 
 

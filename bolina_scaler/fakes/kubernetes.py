@@ -16,7 +16,7 @@ all exercised. It follows the real API server where the scaler depends on it:
 * A ReplicaSet-like controller: pods ``<deployment>-<hash>-<n>`` follow ``spec.replicas``;
   scale-down deletes not-ready pods first, then the lowest
   ``controller.kubernetes.io/pod-deletion-cost``, then the newest.
-* Core and ``events.k8s.io/v1`` Events, ``coordination.k8s.io/v1`` Leases (with
+* Core (with PATCH, for ``count``) and ``events.k8s.io/v1`` Events, ``coordination.k8s.io/v1`` Leases (with
   resourceVersion conflicts), pod list with ``labelSelector`` and pod PATCH.
 
 Tests steer it with plain methods (``scale_by_hand``, ``deny``, ``inject_error``,
@@ -847,6 +847,7 @@ class FakeKubernetes:
             ("api/v1/namespaces/{ns}/pods/{name}", "PATCH"): self._patch_pod,
             ("api/v1/namespaces/{ns}/events", "GET"): self._list_events,
             ("api/v1/namespaces/{ns}/events", "POST"): self._create_event,
+            ("api/v1/namespaces/{ns}/events/{name}", "PATCH"): self._patch_event,
             ("apis/events.k8s.io/v1/namespaces/{ns}/events", "GET"): self._list_events,
             ("apis/events.k8s.io/v1/namespaces/{ns}/events", "POST"): self._create_event,
             (leases, "POST"): self._create_lease,
@@ -996,6 +997,18 @@ class FakeKubernetes:
         }
         self._store.events.append(event)
         return web.json_response(event, status=201)
+
+    async def _patch_event(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        """PATCH a core/v1 Event (what client-go's EventCorrelator does to bump ``count``)."""
+        self._authorize(request, "events", ns, name)
+        for index, event in enumerate(self._store.events):
+            meta = event["metadata"]
+            if meta["name"] == name and meta["namespace"] == ns and event["apiVersion"] == "v1":
+                updated = await _apply_patch(request, event)
+                updated["metadata"] = meta | {"resourceVersion": self._bump()}
+                self._store.events[index] = updated
+                return web.json_response(updated)
+        raise _ApiError(404, f'events "{name}" not found', details={"name": name, "kind": "events"})
 
     async def _get_lease(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
         self._authorize(request, "leases", ns, name)

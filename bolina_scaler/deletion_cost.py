@@ -1,0 +1,132 @@
+"""Health-aware scale-down: tell the ReplicaSet which Bolina pods to remove first.
+
+``costs`` is pure (the fleet → a ``controller.kubernetes.io/pod-deletion-cost`` per pod);
+``DeletionCostSteering`` does I/O (list the Deployment's pods, merge-patch the annotation on the
+ones whose cost changes). When a Deployment scales down, the ReplicaSet controller deletes
+not-ready pods first, then the pods with the LOWEST deletion cost, then the newest. So before
+each scale-down the leader annotates:
+
+==================  ==========================  ================================================
+server status        cost                        why
+==================  ==========================  ================================================
+Critical            -3000 + load × 999          takes no traffic: removing it loses nothing
+Warning             -2000 + load × 999          near capacity, takes no new clients
+Available           -1000 + load × 999          least loaded first: fewest clients disconnected
+not in Consul       not annotated (cost 0)      starting or unregistered: the policy never
+                                                scales down while servers start
+==================  ==========================  ================================================
+
+``load`` is the ``Service.Meta.load`` the server registers (0.0-1.0; unknown counts as 0.5).
+Pods are matched to Consul instances by the pod name in the registration (``Service.Meta.pod``,
+else ``Node.Meta.pod``; see the README's registration convention); servers without one are
+not steered. Annotating needs ``list`` and ``patch`` on pods in the Deployment's namespace (the
+Role's ``pods`` rule). It is best effort: a failure is logged once and never blocks the scale-down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from bolina_scaler.metrics import Metrics
+from bolina_scaler.model import Server, Status
+
+__all__ = ["DELETION_COST", "DeletionCostSteering", "cost_of", "costs"]
+
+log = structlog.get_logger("bolina_scaler.deletion_cost")
+
+DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
+_MERGE_PATCH: Final = "application/merge-patch+json"
+_BASE: Final = {Status.CRITICAL: -3000, Status.WARNING: -2000, Status.AVAILABLE: -1000}
+
+
+def cost_of(server: Server) -> int:
+    """The deletion cost of one server's pod: lower is removed first."""
+    load = server.load if server.load is not None else 0.5
+    return _BASE[server.status] + round(min(1.0, max(0.0, load)) * 999)
+
+
+def costs(servers: Iterable[Server]) -> dict[str, int]:
+    """Pod name → deletion cost, for every server that names its pod (pure)."""
+    return {server.pod: cost_of(server) for server in servers if server.pod}
+
+
+def changes(wanted: Mapping[str, int], pods: Mapping[str, str | None]) -> dict[str, int]:
+    """The pods (among ``pods``: name → current annotation) whose annotation must change."""
+    return {name: cost for name, cost in wanted.items() if name in pods and pods[name] != str(cost)}
+
+
+class DeletionCostSteering:
+    """Annotates the Deployment's pods before a scale-down. ``await steer(servers, selector)``."""
+
+    def __init__(
+        self,
+        *,
+        api_client: Any,
+        namespace: str,
+        request_timeout: float,
+        clock: Callable[[], float],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.namespace = namespace
+        self._api: Any = client.CoreV1Api(api_client)
+        self._timeout = request_timeout
+        self._clock = clock
+        self._metrics = metrics
+        self._problem: str | None = None
+
+    async def steer(self, servers: Iterable[Server], *, selector: str | None) -> int:
+        """Annotate the pods whose cost changes; return how many were patched. Never raises."""
+        wanted = costs(servers)
+        if not wanted or not selector:
+            return 0
+        patched = 0
+        try:
+            listed = await self._call("pods_list", self._api.list_namespaced_pod(
+                self.namespace, label_selector=selector, _request_timeout=self._timeout))  # fmt: skip
+            current = {
+                pod.metadata.name: (pod.metadata.annotations or {}).get(DELETION_COST)
+                for pod in listed.items
+                if pod.metadata is not None and pod.metadata.deletion_timestamp is None
+            }
+            for name, cost in sorted(changes(wanted, current).items(), key=lambda item: item[1]):
+                body = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
+                await self._call(
+                    "pod_patch",
+                    self._api.patch_namespaced_pod(
+                        name, self.namespace, body, _content_type=_MERGE_PATCH, _request_timeout=self._timeout
+                    ),
+                )
+                patched += 1
+                self._count("patched")
+        except (ApiException, TimeoutError, aiohttp.ClientError) as exc:
+            self._count("failed")
+            problem = f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
+            if problem != self._problem:
+                log.warning(
+                    "could not set pod deletion costs; Kubernetes picks the pods to remove (scaling goes on)",
+                    error=problem,
+                )
+                self._problem = problem
+            return patched
+        if self._problem is not None:
+            log.info("pod deletion costs are set again")
+            self._problem = None
+        if patched:
+            log.info("pod deletion costs set before scale-down", pods=patched)
+        return patched
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.deletion_costs.labels(outcome=outcome).inc()
+
+    async def _call(self, operation: str, request: Awaitable[Any]) -> Any:
+        if self._metrics is None:
+            return await request
+        with self._metrics.kube_call(operation, self._clock):
+            return await request

@@ -1,0 +1,230 @@
+"""Kubernetes Events on the Bolina Deployment: what a person reads in ``kubectl describe deploy bolina``.
+
+``event_for`` is pure (a decision and its outcome → the Event to record, or none); the
+``EventRecorder`` does I/O (core ``v1`` Events through the shared ``ApiClient``, the API the
+Role's ``events`` rule allows, and the one ``kubectl describe`` lists). Recording never blocks
+or fails a scale: Events go through a small queue that one task drains, and a failure is
+logged once per distinct problem.
+
+Like client-go's ``EventCorrelator``, repeats are aggregated: the same reason and message within
+``events.min_interval`` are counted but not sent; the next occurrence after the interval bumps
+``count`` and ``lastTimestamp`` of the existing Event with a merge PATCH (or creates a new Event
+when the old one has expired, as Events do after an hour).
+
+Reasons (stable strings, like the HorizontalPodAutoscaler's):
+
+======================  ========  ===========================================================
+``SuccessfulRescale``   Normal    the scale was changed; message ``New size: N; reason: ...``
+``FailedRescale``       Warning   the patch was refused or failed (RBAC, API server down, ...)
+``ScaleHeld``           Warning   not scaling on purpose: untrusted or stale Consul data, or
+                                  the mass-change guard is waiting for confirmation
+``MaxReplicasReached``  Warning   more servers are needed but the Deployment is at max_replicas
+======================  ========  ===========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import aiohttp
+import structlog
+from kubernetes_asyncio import client
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from bolina_scaler.config import EventsConfig
+from bolina_scaler.decision import Decision, Direction, Reason
+from bolina_scaler.metrics import Metrics
+
+__all__ = ["COMPONENT", "EventRecorder", "EventSpec", "event_for"]
+
+log = structlog.get_logger("bolina_scaler.events")
+
+COMPONENT: Final = "bolina-scaler"
+_MERGE_PATCH: Final = "application/merge-patch+json"
+_MAX_MESSAGE: Final = 1024
+_FORGET_AFTER: Final = 3600.0
+"""The API server's default Event TTL: older aggregation state is useless."""
+_HELD = {Reason.UNTRUSTED_DATA, Reason.STALE_DATA, Reason.MASS_CHANGE_GUARD}
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One Event to record: Kubernetes' ``type``, ``reason`` and ``message``."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def event_for(decision: Decision, *, outcome: str, error: str | None = None) -> EventSpec | None:
+    """The Event a decision deserves (pure). ``outcome``: applied, failed, held or unchanged."""
+    clamps = "; ".join(f"{c.name} {c.before}→{c.after}" for c in decision.clamps)
+    why = f"{decision.reason}: {decision.message}" + (f" (clamped: {clamps})" if clamps else "")
+    if outcome == "applied":
+        return EventSpec("Normal", "SuccessfulRescale", f"New size: {decision.desired}; reason: {why}")
+    if outcome == "failed":
+        return EventSpec(
+            "Warning",
+            "FailedRescale",
+            f"failed to scale from {decision.current} to {decision.desired}: {error or 'unknown error'}",
+        )
+    if decision.direction is Direction.HOLD and decision.reason in _HELD:
+        return EventSpec("Warning", "ScaleHeld", decision.message)
+    if decision.reason is Reason.AT_MAX:
+        return EventSpec("Warning", "MaxReplicasReached", f"{decision.message} ({decision.current})")
+    return None
+
+
+@dataclass(slots=True)
+class _Sent:
+    name: str | None
+    count: int
+    at: float
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Records core/v1 Events on one Deployment. ``record()`` never blocks; ``run()`` sends."""
+
+    def __init__(
+        self,
+        config: EventsConfig,
+        *,
+        api_client: Any,
+        namespace: str,
+        deployment: str,
+        instance: str,
+        request_timeout: float,
+        clock: Callable[[], float],
+        metrics: Metrics | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.namespace = namespace
+        self.deployment = deployment
+        self.instance = instance
+        self._api: Any = client.CoreV1Api(api_client)
+        self._timeout = request_timeout
+        self._clock = clock
+        self._wall = wall_clock
+        self._metrics = metrics
+        self._queue: asyncio.Queue[tuple[EventSpec, str | None, _Sent | None]] = asyncio.Queue(maxsize=100)
+        self._recent: dict[tuple[str, str], _Sent] = {}
+        self._problem: str | None = None
+        self.uid: str | None = None
+        """The Deployment's uid (from the Scale): ``kubectl describe`` matches Events by it."""
+
+    def record(self, event: EventSpec) -> None:
+        """Queue ``event`` unless the same one was recorded within ``min_interval`` (then count it)."""
+        now = self._clock()
+        message = event.message[:_MAX_MESSAGE]
+        key = (event.reason, message)
+        self._recent = {k: v for k, v in self._recent.items() if now - v.at < _FORGET_AFTER}
+        seen = self._recent.get(key)
+        if seen is not None and now - seen.at < self.config.min_interval:
+            seen.count += 1
+            self._count(event.reason, "suppressed")
+            return
+        if seen is None:
+            seen = _Sent(name=None, count=0, at=now)
+            self._recent[key] = seen
+        seen.count += 1
+        seen.at = now
+        try:
+            self._queue.put_nowait((EventSpec(event.type, event.reason, message), self.uid, seen))
+        except asyncio.QueueFull:
+            self._count(event.reason, "failed")
+
+    async def run(self) -> None:
+        """Send queued Events forever."""
+        while True:
+            event, uid, seen = await self._queue.get()
+            try:
+                await self._send(event, uid, seen)
+            finally:
+                self._queue.task_done()
+
+    async def flush(self) -> None:
+        """Wait for the queued Events to be sent (bound it with ``asyncio.timeout`` at shutdown)."""
+        await self._queue.join()
+
+    async def _send(self, event: EventSpec, uid: str | None, seen: _Sent | None) -> None:
+        stamp = _timestamp(self._wall())
+        try:
+            if seen is not None and seen.name is not None:
+                body = {"count": seen.count, "lastTimestamp": stamp, "message": event.message}
+                try:
+                    await self._call("event_patch", lambda: self._api.patch_namespaced_event(
+                        seen.name, self.namespace, body, _content_type=_MERGE_PATCH,
+                        _request_timeout=self._timeout))  # fmt: skip
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+                    seen.name = None  # expired: record it anew
+                else:
+                    self._count(event.reason, "aggregated")
+                    self._recovered()
+                    return
+            name = f"{self.deployment}.{time.time_ns():x}"
+            await self._call("event_create", lambda: self._api.create_namespaced_event(
+                self.namespace, self._body(name, event, uid, stamp), _request_timeout=self._timeout))  # fmt: skip
+        except (ApiException, TimeoutError, aiohttp.ClientError) as exc:
+            self._count(event.reason, "failed")
+            problem = f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
+            if problem != self._problem:
+                log.warning("could not record a Kubernetes Event (scaling goes on)", reason=event.reason, error=problem)
+                self._problem = problem
+            return
+        if seen is not None:
+            seen.name, seen.count = name, 1
+        self._count(event.reason, "created")
+        self._recovered()
+
+    def _body(self, name: str, event: EventSpec, uid: str | None, stamp: str) -> dict[str, Any]:
+        involved: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": self.deployment,
+            "namespace": self.namespace,
+        }
+        if uid:
+            involved["uid"] = uid
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "involvedObject": involved,
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message,
+            "action": "Scale",
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance[:128],
+        }
+
+    def _recovered(self) -> None:
+        if self._problem is not None:
+            log.info("kubernetes Events are recorded again")
+            self._problem = None
+
+    def _count(self, reason: str, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.events.labels(reason=reason, outcome=outcome).inc()
+
+    async def _call(self, operation: str, request: Callable[[], Any]) -> Any:
+        if self._metrics is None:
+            return await request()
+        with self._metrics.kube_call(operation, self._clock):
+            return await request()

@@ -1,0 +1,109 @@
+"""Health-aware scale-down: the cost table (pure) and the pods Kubernetes removes (fake ReplicaSet)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+
+from bolina_scaler.deletion_cost import DELETION_COST, changes, cost_of, costs
+from bolina_scaler.model import Status
+from tests.test_daemon import NS, World, running, until
+from tests.test_daemon import world as _world_fixture
+from tests.test_http import server
+
+world = _world_fixture  # the shared fixture (fakes + kubeconfig) of tests/test_daemon.py
+
+
+class TestCosts:
+    def test_critical_then_warning_then_least_loaded_available(self):
+        """Lower cost goes first: Critical < Warning < Available, least loaded first within a status."""
+        fleet = [
+            server(1, Status.AVAILABLE, 0.9),
+            server(2, Status.CRITICAL, 0.1),
+            server(3, Status.WARNING, 0.2),
+            server(4, Status.AVAILABLE, 0.1),
+            server(5, Status.WARNING, 0.95),
+        ]
+        order = sorted(fleet, key=cost_of)
+        assert [s.instance_id for s in order] == ["bolina-2", "bolina-3", "bolina-5", "bolina-4", "bolina-1"]
+
+    def test_unknown_load_counts_as_half(self):
+        """A server that publishes no load sits in the middle of its status."""
+        assert cost_of(server(1, Status.AVAILABLE, None)) == -1000 + 500
+
+    def test_only_pods_named_by_the_registration(self):
+        """Servers without a pod name are not steered."""
+        nameless = server(1, Status.CRITICAL)
+        nameless = type(nameless)(**{**{f: getattr(nameless, f) for f in nameless.__slots__}, "pod": None})  # type: ignore[attr-defined]
+        assert costs([nameless, server(2, Status.WARNING, 0.0)]) == {"bolina-2": -2000}
+
+    def test_only_changed_annotations_are_written(self):
+        """Pods already carrying the right cost, and pods that do not exist, are left alone."""
+        wanted = {"a": -3000, "b": -1000, "gone": 5}
+        assert changes(wanted, {"a": "-3000", "b": None, "c": "7"}) == {"b": -1000}
+
+
+def register_pods(world: World, statuses: dict[int, tuple[str, float]]) -> list[str]:
+    """Register one Consul instance per fake pod (Service.Meta.pod = the pod's name)."""
+    pods = [p["metadata"]["name"] for p in world.kube.pods(NS, selector="app=bolina")]
+    for i, name in enumerate(pods):
+        status, load = statuses.get(i, ("passing", 0.1))
+        world.consul.add_instance(
+            "bolina",
+            instance_id=name,
+            node=f"node-{i}",
+            address=f"10.0.0.{i + 1}",
+            port=9001,
+            meta={"server_id": str(2000 + i), "pod": name, "load": str(load)},
+            status=status,
+        )
+    return pods
+
+
+@pytest.mark.looptime
+class TestScaleDown:
+    async def test_the_pods_removed_are_the_intended_ones(self, world: World):
+        """Scaling 6 → 5 (one at a time) removes the Critical pod, then the least-loaded Available one."""
+        world.kube.scale_by_hand(NS, "bolina", 6)
+        pods = register_pods(world, {0: ("passing", 0.5), 1: ("passing", 0.05), 2: ("passing", 0.4),
+                                     3: ("passing", 0.3), 4: ("passing", 0.6), 5: ("passing", 0.2)})  # fmt: skip
+        world.consul.set_status(pods[3], "critical")
+        # 5/6 Available ≥ 0.8: scale down after the 60 s window, one pod per step.
+        async with running(world.config(scale_down_ratio=0.8)):
+            await until(lambda: world.replicas() == 5, within=120)
+            await until(lambda: len(world.kube.deleted_pods) == 1)
+            assert world.kube.deleted_pods == [pods[3]]
+            world.consul.remove_instance(pods[3])
+            await until(lambda: world.replicas() == 4, within=120)
+            await until(lambda: len(world.kube.deleted_pods) == 2)
+        assert world.kube.deleted_pods == [pods[3], pods[1]]
+        costs_now = {p["metadata"]["name"]: p["metadata"]["annotations"].get(DELETION_COST)
+                     for p in world.kube.pods(NS)}  # fmt: skip
+        assert costs_now[pods[5]] == str(-1000 + round(0.2 * 999))
+
+    async def test_annotation_failure_never_blocks_the_scale_down(self, world: World):
+        """Without RBAC on pods the scale-down still happens, with one warning line."""
+        world.kube.scale_by_hand(NS, "bolina", 3)
+        register_pods(world, {})
+        world.kube.deny("list", "pods")
+        with capture_logs() as logs:
+            async with running(world.config()):
+                await until(lambda: world.replicas() == 2, within=120)
+        warnings = [e for e in logs if "deletion costs" in e["event"] and e["log_level"] == "warning"]
+        assert len(warnings) == 1
+
+    async def test_switch_off(self, world: World):
+        """policy.scale_down.deletion_cost.enabled: false never touches pods."""
+        world.kube.scale_by_hand(NS, "bolina", 3)
+        register_pods(world, {})
+        config = world.config()
+        policy = config.policy.model_copy(
+            update={"scale_down": config.policy.scale_down.model_copy(
+                update={"deletion_cost": config.policy.scale_down.deletion_cost.model_copy(update={"enabled": False})})}
+        )  # fmt: skip
+        async with running(config.model_copy(update={"policy": policy})):
+            await until(lambda: world.replicas() == 2, within=120)
+            await asyncio.sleep(1)
+        assert world.kube.request_count(path_contains="/pods") == 0

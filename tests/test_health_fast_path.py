@@ -1,0 +1,88 @@
+"""``parse_health``'s msgspec fast path gives exactly the checked path's answer, or steps aside.
+
+The fast path (``_parse_health_fast``) exists only for speed; the checked path
+(``_parse_health_checked``) is the reference. Hypothesis feeds both the same bodies: well-formed
+answers, and answers with every kind of odd field the checked path handles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bolina_scaler.watching import _parse_health_checked, _parse_health_fast, parse_health
+
+_text = st.one_of(st.sampled_from(["", "b1", "node-1", "10.0.0.1", "_node_maintenance"]), st.text(max_size=4))
+_odd = st.one_of(st.none(), st.integers(-5, 70000), st.booleans(), st.floats(allow_nan=False), st.lists(st.none()))
+_maybe = st.one_of(_text, _odd)
+_meta = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from(["server_id", "udp_port", "pod", "load", "other"]),
+        st.one_of(st.sampled_from(["", "9002", "0", "70000", "x", "0.5", "1.5", "nan", "p1"]), _odd),
+        max_size=5,
+    ),
+)
+_check = st.one_of(
+    st.fixed_dictionaries(
+        {"Status": st.sampled_from(["passing", "warning", "critical", "maintenance", "weird"])},
+        optional={
+            "CheckID": st.sampled_from(["serfHealth", "service:b1", "_node_maintenance", "_service_maintenance:b1"]),
+            "Output": _text,
+        },
+    ),
+    _odd,
+)
+_entry = st.fixed_dictionaries(
+    {
+        "Node": st.fixed_dictionaries({}, optional={"Node": _maybe, "Address": _maybe, "Meta": _meta, "ID": _text}),
+        "Service": st.fixed_dictionaries(
+            {},
+            optional={
+                "ID": _maybe,
+                "Address": _maybe,
+                "Port": st.one_of(st.integers(-1, 65536), _odd),
+                "Meta": _meta,
+                "Tags": st.lists(_text, max_size=2),
+            },
+        ),
+        "Checks": st.one_of(st.lists(_check, max_size=3), _odd),
+    }
+)
+
+
+def _outcome(parse: Any, body: bytes) -> Any:
+    try:
+        return parse(body)
+    except Exception as exc:  # the same exception type and message count as the same outcome
+        return (type(exc), str(exc))
+
+
+class TestFastPath:
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.one_of(_entry, _odd), max_size=4))
+    def test_same_result_as_the_checked_path(self, entries: list[Any]) -> None:
+        """Whatever the body, ``parse_health`` answers exactly as the checked path does."""
+        body = orjson.dumps(entries)
+        assert _outcome(parse_health, body) == _outcome(_parse_health_checked, body)
+
+    def test_well_formed_answer_takes_the_fast_path(self) -> None:
+        """A normal Consul answer is decoded by the fast path, with the same servers and notes."""
+        entry = {
+            "Node": {"Node": "n1", "Address": "10.0.0.1", "Meta": {"pod": "p0"}, "TaggedAddresses": {"lan": "x"}},
+            "Service": {"ID": "b1", "Port": 9001, "Address": "", "Meta": {"udp_port": "x", "load": "0.25"}},
+            "Checks": [{"CheckID": "serfHealth", "Status": "passing"}, {"CheckID": "service:b1", "Status": "warning"}],
+        }
+        body = orjson.dumps([entry, {**entry, "Service": {**entry["Service"], "ID": "b2"}}])
+        fast = _parse_health_fast(body)
+        assert fast is not None
+        assert fast == _parse_health_checked(body)
+        assert len(fast[2]) == 2  # the bad udp_port of each entry is noted
+
+    def test_odd_answers_step_aside(self) -> None:
+        """Not JSON, not a list, or a broken entry: the fast path returns None."""
+        for body in (b"{", b"{}", b'[{"Node": {}, "Service": {"Port": 1}, "Checks": []}]'):
+            assert _parse_health_fast(body) is None

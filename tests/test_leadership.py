@@ -1,0 +1,223 @@
+"""Leader election on a Lease: the Lease loop against the Kubernetes fake, then two real daemons.
+
+Runs on looptime's fake clock: lease durations pass in no real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from bolina_scaler.config import Config, parse_config
+from bolina_scaler.daemon import Daemon
+from bolina_scaler.leadership import Leadership, micro_time
+from bolina_scaler.patching import ScaleTarget
+from bolina_scaler.watching import ConsulWatch
+from tests.test_daemon import NS, World, until
+from tests.test_daemon import world as _world_fixture
+
+world = _world_fixture  # the shared fixture (fakes + kubeconfig) of tests/test_daemon.py
+
+pytestmark = pytest.mark.looptime
+
+LEASE = "bolina-scaler"
+MICRO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def election(identity: str, **overrides: Any) -> Any:
+    return parse_config({"leader_election": {"identity": identity, **overrides}}).leader_election
+
+
+@contextlib.asynccontextmanager
+async def candidate(world: World, identity: str) -> AsyncIterator[Leadership]:
+    config = world.config()
+    async with ScaleTarget(config.kubernetes) as target:
+        loop = asyncio.get_running_loop()
+        yield Leadership(
+            election(identity), api_client=target.api_client, namespace=NS, request_timeout=5.0, clock=loop.time
+        )
+
+
+class TestLeaseLoop:
+    async def test_first_candidate_creates_the_lease(self, world: World):
+        """With no Lease, the candidate creates one naming itself, with MicroTime timestamps."""
+        async with candidate(world, "a") as a:
+            assert await a.try_once() is True
+            assert a.is_leader()
+        spec = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
+        assert spec["holderIdentity"] == "a"
+        assert spec["leaseDurationSeconds"] == 15
+        assert spec["leaseTransitions"] == 0
+        assert MICRO.match(spec["acquireTime"])
+        assert MICRO.match(spec["renewTime"])
+
+    async def test_renewal_keeps_acquire_time(self, world: World):
+        """Renewing changes renewTime only; acquireTime and leaseTransitions stay."""
+        async with candidate(world, "a") as a:
+            await a.try_once()
+            first = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
+            await asyncio.sleep(2)
+            await a.try_once()
+        second = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
+        assert second["acquireTime"] == first["acquireTime"]
+        assert second["leaseTransitions"] == 0
+        assert second["renewTime"] != first["renewTime"]
+
+    async def test_live_lease_of_another_is_respected(self, world: World):
+        """A Lease another holder keeps renewing is never taken."""
+        world.kube.set_lease(NS, LEASE, {"holderIdentity": "other", "leaseDurationSeconds": 15})
+        async with candidate(world, "a") as a:
+            for _ in range(10):
+                renewed = micro_time(datetime.now(UTC))
+                world.kube.set_lease(NS, LEASE, {"holderIdentity": "other", "leaseDurationSeconds": 15,
+                                                 "renewTime": renewed})  # fmt: skip
+                assert await a.try_once() is False
+                await asyncio.sleep(2)
+            assert a.holder == "other"
+
+    async def test_expired_lease_is_taken_over(self, world: World):
+        """A Lease not renewed for leaseDurationSeconds (on OUR clock) is acquired; transitions +1."""
+        world.kube.set_lease(NS, LEASE, {"holderIdentity": "other", "leaseDurationSeconds": 15,
+                                         "leaseTransitions": 3})  # fmt: skip
+        loop = asyncio.get_running_loop()
+        async with candidate(world, "a") as a:
+            assert await a.try_once() is False
+            start = loop.time()
+            for _ in range(20):
+                if await a.try_once():
+                    break
+                await asyncio.sleep(2)
+            assert 15 <= loop.time() - start <= 17
+        spec = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
+        assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("a", 4)
+
+    async def test_steps_down_before_the_lease_can_be_taken(self, world: World):
+        """A leader that cannot renew stops leading after renew_deadline (10 s), before expiry (15 s)."""
+        loop = asyncio.get_running_loop()
+        async with candidate(world, "a") as a:
+            await a.try_once()
+            renewed = loop.time()
+            world.kube.deny("update", "leases")
+            world.kube.deny("get", "leases")
+            while a.is_leader():
+                await a.try_once()
+                await asyncio.sleep(0.5)
+            assert 9.5 <= loop.time() - renewed <= 10.5
+
+    async def test_release_lets_the_other_take_over_at_once(self, world: World):
+        """release() empties the holder (leaseDurationSeconds 1): the other acquires on its next try."""
+        async with candidate(world, "a") as a, candidate(world, "b") as b:
+            await a.try_once()
+            assert await b.try_once() is False
+            await a.release()
+            assert not a.is_leader()
+            spec = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
+            assert spec.get("holderIdentity") is None
+            assert spec["leaseDurationSeconds"] == 1
+            assert await b.try_once() is True
+
+    async def test_conflicting_update_is_lost_not_fatal(self, world: World):
+        """Two candidates racing for a free Lease: exactly one wins (resourceVersion precondition)."""
+        world.kube.set_lease(NS, LEASE, {})
+        async with candidate(world, "a") as a, candidate(world, "b") as b:
+            results = await asyncio.gather(a.try_once(), b.try_once())
+        assert sorted(results) == [False, True]
+
+
+# -- two daemons ---------------------------------------------------------------------------------
+
+
+def ha_config(world: World, identity: str) -> Config:
+    config = world.config()
+    return config.model_copy(update={"leader_election": election(identity)})
+
+
+@contextlib.asynccontextmanager
+async def daemon(config: Config) -> AsyncIterator[tuple[Daemon, asyncio.Event, asyncio.Task[None]]]:
+    stop = asyncio.Event()
+    async with ConsulWatch(config.consul) as watch, ScaleTarget(config.kubernetes) as target:
+        d = Daemon(config, watch=watch, target=target)
+        task = asyncio.create_task(d.run(stop), name=f"daemon-{config.leader_election.identity}")
+        try:
+            yield d, stop, task
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 15)
+
+
+def scale_patches(world: World) -> list[Any]:
+    return [p for p in world.kube.patches if p.path.endswith("/scale")]
+
+
+class TestTwoDaemons:
+    async def test_only_the_leader_patches(self, world: World):
+        """Two replicas watch the same fleet; exactly one patch per decision, from the leader."""
+        world.kube.scale_by_hand(NS, "bolina", 4)
+        for n in range(4):
+            world.register(n)
+        async with daemon(ha_config(world, "a")) as (a, _, _), daemon(ha_config(world, "b")) as (b, _, _):
+            await until(lambda: a.state.evaluations >= 1 and b.state.evaluations >= 1)
+            await until(lambda: a.state.leader != b.state.leader)
+            for n in (1, 2, 3):
+                world.consul.set_status(f"bolina-{n}", "warning")
+            await until(lambda: world.replicas() == 6)
+            follower = b if a.state.leader else a
+            await asyncio.sleep(5)
+            assert follower.state.patches == 0
+        patches = [p for p in scale_patches(world) if p.status == 200]
+        assert [p.body["spec"]["replicas"] for p in patches] == [6]
+        assert all(p.status in {200, 409} for p in scale_patches(world))
+
+    async def test_killed_leader_hands_over_within_the_lease_duration(self, world: World):
+        """The leader dies without releasing; the follower leads within 15 s and then does the patching."""
+        world.kube.scale_by_hand(NS, "bolina", 4)
+        for n in range(4):
+            world.register(n)
+        loop = asyncio.get_running_loop()
+        async with daemon(ha_config(world, "a")) as (a, _, a_task):
+            await until(lambda: a.state.leader)
+            async with daemon(ha_config(world, "b")) as (b, _, _):
+                await until(lambda: b.state.evaluations >= 1)
+                assert not b.state.leader
+                a_task.cancel()  # a crash: no release, the Lease must expire
+                killed = loop.time()
+                await until(lambda: b.state.leader, within=30)
+                assert loop.time() - killed <= 15 + 2 * 1.2 + 0.5
+                for n in (1, 2, 3):
+                    world.consul.set_status(f"bolina-{n}", "warning")
+                await until(lambda: world.replicas() == 6)
+        assert world.kube.lease(NS, LEASE)["spec"]["leaseTransitions"] == 1  # type: ignore[index]
+
+    async def test_graceful_stop_hands_over_at_once(self, world: World):
+        """SIGTERM on the leader releases the Lease: the follower leads within one retry period."""
+        world.register(1)
+        world.kube.scale_by_hand(NS, "bolina", 2)
+        loop = asyncio.get_running_loop()
+        async with daemon(ha_config(world, "a")) as (a, a_stop, a_task):
+            await until(lambda: a.state.leader)
+            async with daemon(ha_config(world, "b")) as (b, _, _):
+                await until(lambda: b.state.evaluations >= 1)
+                a_stop.set()
+                await a_task
+                stopped = loop.time()
+                await until(lambda: b.state.leader, within=10)
+                assert loop.time() - stopped <= 2 * 1.2 + 0.5
+
+    async def test_follower_explains_what_it_would_do(self, world: World):
+        """A follower decides too (for /v1/decision) but never patches."""
+        world.kube.scale_by_hand(NS, "bolina", 4)
+        for n in range(4):
+            world.register(n, "warning" if n else "passing")
+        world.kube.set_lease(NS, LEASE, {"holderIdentity": "someone-else", "leaseDurationSeconds": 15})
+        async with daemon(ha_config(world, "b")) as (b, _, _):
+            await until(lambda: b.state.outcome == "follower")
+            assert world.replicas() == 4
+            assert not scale_patches(world)
+            assert b.state.holder == "someone-else"
