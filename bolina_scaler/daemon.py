@@ -84,7 +84,7 @@ def evaluation_fields(decision: Decision, *, now: float) -> dict[str, Any]:
         "direction": str(decision.direction),
         "reason": str(decision.reason),
         "why": decision.message,
-        "clamps": [f"{c.name}: {c.before}→{c.after}{f' ({c.detail})' if c.detail else ''}" for c in decision.clamps],
+        "clamps": [str(clamp) for clamp in decision.clamps],
     }
     if inputs.trust_problems:
         fields["trust_problems"] = list(inputs.trust_problems)

@@ -54,6 +54,11 @@ class Clamp:
     after: int
     detail: str = ""
 
+    def __str__(self) -> str:
+        """``max_replicas: wanted 16, limited to 12``, as logs, Events and the API show it."""
+        detail = f" ({self.detail})" if self.detail else ""
+        return f"{self.name}: wanted {self.before}, limited to {self.after}{detail}"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Inputs:

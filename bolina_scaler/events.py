@@ -63,7 +63,7 @@ class EventSpec:
 
 def event_for(decision: Decision, *, outcome: str, error: str | None = None) -> EventSpec | None:
     """The Event a decision deserves (pure). ``outcome``: applied, failed, held or unchanged."""
-    clamps = "; ".join(f"{c.name} {c.before}→{c.after}" for c in decision.clamps)
+    clamps = "; ".join(str(clamp) for clamp in decision.clamps)
     why = f"{decision.reason}: {decision.message}" + (f" (clamped: {clamps})" if clamps else "")
     if outcome == "applied":
         return EventSpec("Normal", "SuccessfulRescale", f"New size: {decision.desired}; reason: {why}")

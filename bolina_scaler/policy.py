@@ -260,9 +260,11 @@ def _scale_up(
     need = math.ceil((target * (registered + pending) - (available + pending)) / (1 - target))
     need = max(1, need)
     raw = current + need
+    starting = f" (+{pending} starting, counted as Available)" if pending else ""
+    share = (available + pending) / (registered + pending)
     message = (
-        f"share {available}+{pending} starting / {registered}+{pending} is below target "
-        f"{float(target):g}: {need} more server(s) needed"
+        f"{available} of {registered} servers Available{starting}: share {share:.2f} is below target "
+        f"{float(target):g}; {need} more server(s) needed"
     )
     clamps: list[Clamp] = []
     desired = raw

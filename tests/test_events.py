@@ -61,7 +61,10 @@ class TestEventFor:
                      clamps=(Clamp("max_replicas", 16, 12),))  # fmt: skip
         event = event_for(d, outcome="applied")
         assert event is not None
-        assert event.message == "New size: 12; reason: below_target: need 16 (clamped: max_replicas 16→12)"
+        assert (
+            event.message
+            == "New size: 12; reason: below_target: need 16 (clamped: max_replicas: wanted 16, limited to 12)"
+        )
 
 
 @contextlib.asynccontextmanager
