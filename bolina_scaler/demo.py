@@ -193,6 +193,7 @@ async def run_demo(*, speed: float = 1.0, plot: str | None = None, scenario: Sce
                     stop.set()
                     await runner
     _print_summary(actions, world)
+    _print_chart(world, config)
     _print_events(kube.events(NAMESPACE))
     _print_removed(world)
     _print_http(answers)
@@ -257,6 +258,37 @@ def _print_summary(actions: list[tuple[float, int, int, str, str]], world: World
             f"\n{len(actions)} scale actions; peak {peak} replicas; at the end {last[2]} replicas, "
             f"{last[4]}/{last[3]} servers available for {last[1]} clients.\n"
         )
+    out.flush()
+
+
+_BARS = " ▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], *, top: float) -> str:
+    """One character per value, ``" "`` for 0 up to ``"█"`` for ``top`` (a plot that needs no matplotlib)."""
+    scale = len(_BARS) - 1
+    return "".join(_BARS[max(0, min(scale, round(v / top * scale)))] if top > 0 else " " for v in values)
+
+
+def _print_chart(world: World, config: Config, *, width: int = 60) -> None:
+    """The run at a glance in the terminal: demand, replicas and the Available share over time."""
+    if not world.timeline:
+        return
+    end = world.timeline[-1][0]
+    columns: list[tuple[float, int, int, int, int]] = []
+    for column in range(width):
+        at = end * (column + 1) / width
+        columns.append(next((row for row in world.timeline if row[0] >= at), world.timeline[-1]))
+    top = float(max(config.policy.max_replicas, *(row[1] / CAPACITY for row in columns)))
+    shares = [row[4] / row[3] if row[3] else 0.0 for row in columns]
+    target = config.policy.target_available_ratio
+    below = "".join("^" if share < target else " " for share in shares)
+    out = sys.stdout
+    out.write(f"\nThe run at a glance (0 to {end:.0f} scenario seconds, full bar = {top:g} servers / share 1.0):\n")
+    out.write(f"  demand    |{sparkline([row[1] / CAPACITY for row in columns], top=top)}|\n")
+    out.write(f"  replicas  |{sparkline([float(row[2]) for row in columns], top=top)}|\n")
+    out.write(f"  available |{sparkline(shares, top=1.0)}|  share of registered servers\n")
+    out.write(f"  < target  |{below}|  ^ = share below target {target:g}\n")
     out.flush()
 
 
