@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+
+from bolina_scaler.fakes.consul import FakeConsul
+from bolina_scaler.fakes.kubernetes import FakeKubernetes
+from tests.harness import NS, World
 
 
 @pytest.fixture(autouse=True)
@@ -20,3 +25,11 @@ async def _no_tasks_left_behind() -> AsyncIterator[None]:
     if leftover:
         names = ", ".join(sorted(t.get_name() for t in leftover))
         pytest.fail(f"test left {len(leftover)} task(s) running: {names}")
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    """A fake Consul and a fake Kubernetes with a `bolina` Deployment at 0 replicas."""
+    async with FakeConsul() as consul, FakeKubernetes() as kube:
+        kube.add_deployment(NS, "bolina", replicas=0, labels={"app": "bolina"})
+        yield World(consul, kube, kube.kubeconfig(tmp_path / "kubeconfig", namespace=NS))

@@ -9,11 +9,8 @@ from structlog.testing import capture_logs
 
 from bolina_scaler.deletion_cost import DELETION_COST, changes, cost_of, costs
 from bolina_scaler.model import Status
-from tests.test_daemon import NS, World, running, until
-from tests.test_daemon import world as _world_fixture
+from tests.harness import NS, World, running, until
 from tests.test_http import server
-
-world = _world_fixture  # the shared fixture (fakes + kubeconfig) of tests/test_daemon.py
 
 
 class TestCosts:

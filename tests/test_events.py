@@ -14,11 +14,8 @@ from bolina_scaler.config import parse_config
 from bolina_scaler.decision import Clamp, Decision, Direction, Reason
 from bolina_scaler.events import EventRecorder, EventSpec, event_for
 from bolina_scaler.patching import ScaleTarget
-from tests.test_daemon import NS, World, running, until
-from tests.test_daemon import world as _world_fixture
+from tests.harness import NS, World, running, until
 from tests.test_http import decision as make_decision
-
-world = _world_fixture  # the shared fixture (fakes + kubeconfig) of tests/test_daemon.py
 
 
 def decision(direction: Direction, reason: Reason, *, current: int = 4, desired: int = 4, **kw: Any) -> Decision:
@@ -143,13 +140,10 @@ class TestRecorder:
 class TestDaemonEvents:
     async def test_scale_up_records_successful_rescale(self, world: World):
         """A scale-up leaves a SuccessfulRescale Event with the new size on the Deployment."""
-        world.kube.scale_by_hand(NS, "bolina", 4)
-        for n in range(4):
-            world.register(n)
+        world.serving(4)
         async with running(world.config()) as daemon:
             await until(lambda: daemon.state.evaluations >= 1)
-            for n in (1, 2, 3):
-                world.consul.set_status(f"bolina-{n}", "warning")
+            world.set_statuses("warning", 1, 2, 3)
             await until(lambda: any(e["reason"] == "SuccessfulRescale" for e in world.kube.events(NS)))
         event = next(e for e in world.kube.events(NS) if e["reason"] == "SuccessfulRescale")
         assert event["message"].startswith("New size: 6; reason: below_target")
@@ -157,9 +151,7 @@ class TestDaemonEvents:
 
     async def test_untrusted_data_is_one_scale_held_event(self, world: World):
         """Consul trouble over many evaluations: one ScaleHeld Event per distinct refusal, not one per evaluation."""
-        world.kube.scale_by_hand(NS, "bolina", 4)
-        for n in range(4):
-            world.register(n)
+        world.serving(4)
         with capture_logs() as logs:
             async with running(world.config()) as daemon:
                 await until(lambda: daemon.state.evaluations >= 1)

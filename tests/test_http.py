@@ -23,10 +23,7 @@ from bolina_scaler.metrics import Metrics
 from bolina_scaler.model import ConsulIndex, InstanceId, Server, ServerId, Status
 from bolina_scaler.patching import Scale
 from bolina_scaler.state import DaemonState
-from tests.test_daemon import World, running, until
-from tests.test_daemon import world as _world_fixture
-
-world = _world_fixture  # the shared fixture (fakes + kubeconfig) of tests/test_daemon.py
+from tests.harness import World, running, until
 
 NOW = 1000.0
 
@@ -301,8 +298,7 @@ class TestWithTheDaemon:
             world.register(n)
         async with running(http_config(world)) as daemon:
             await until(lambda: daemon.state.evaluations >= 1 and daemon.http is not None)
-            for n in (1, 2, 3):
-                world.consul.set_status(f"bolina-{n}", "warning")
+            world.set_statuses("warning", 1, 2, 3)
             await until(lambda: world.replicas() == 6)
             assert daemon.http is not None
             _, text = await fetch(f"{daemon.http.url}/metrics")

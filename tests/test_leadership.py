@@ -19,10 +19,7 @@ from bolina_scaler.daemon import Daemon
 from bolina_scaler.leadership import Leadership, micro_time
 from bolina_scaler.patching import ScaleTarget
 from bolina_scaler.watching import ConsulWatch
-from tests.test_daemon import NS, World, until
-from tests.test_daemon import world as _world_fixture
-
-world = _world_fixture  # the shared fixture (fakes + kubeconfig) of tests/test_daemon.py
+from tests.harness import NS, World, until
 
 pytestmark = pytest.mark.looptime
 
@@ -159,14 +156,11 @@ def scale_patches(world: World) -> list[Any]:
 class TestTwoDaemons:
     async def test_only_the_leader_patches(self, world: World):
         """Two replicas watch the same fleet; exactly one patch per decision, from the leader."""
-        world.kube.scale_by_hand(NS, "bolina", 4)
-        for n in range(4):
-            world.register(n)
+        world.serving(4)
         async with daemon(ha_config(world, "a")) as (a, _, _), daemon(ha_config(world, "b")) as (b, _, _):
             await until(lambda: a.state.evaluations >= 1 and b.state.evaluations >= 1)
             await until(lambda: a.state.leader != b.state.leader)
-            for n in (1, 2, 3):
-                world.consul.set_status(f"bolina-{n}", "warning")
+            world.set_statuses("warning", 1, 2, 3)
             await until(lambda: world.replicas() == 6)
             follower = b if a.state.leader else a
             await asyncio.sleep(5)
@@ -177,9 +171,7 @@ class TestTwoDaemons:
 
     async def test_killed_leader_hands_over_within_the_lease_duration(self, world: World):
         """The leader dies without releasing; the follower leads within 15 s and then does the patching."""
-        world.kube.scale_by_hand(NS, "bolina", 4)
-        for n in range(4):
-            world.register(n)
+        world.serving(4)
         loop = asyncio.get_running_loop()
         async with daemon(ha_config(world, "a")) as (a, _, a_task):
             await until(lambda: a.state.leader)
@@ -190,8 +182,7 @@ class TestTwoDaemons:
                 killed = loop.time()
                 await until(lambda: b.state.leader, within=30)
                 assert loop.time() - killed <= 15 + 2 * 1.2 + 0.5
-                for n in (1, 2, 3):
-                    world.consul.set_status(f"bolina-{n}", "warning")
+                world.set_statuses("warning", 1, 2, 3)
                 await until(lambda: world.replicas() == 6)
         assert world.kube.lease(NS, LEASE)["spec"]["leaseTransitions"] == 1  # type: ignore[index]
 
