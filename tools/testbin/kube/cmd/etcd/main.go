@@ -30,6 +30,7 @@ func main() {
 	peerURL := flag.String("listen-peer-urls", "http://127.0.0.1:2380", "peer URL (one)")
 	quota := flag.Int64("quota-backend-bytes", 0, "backend quota in bytes (0 = etcd default)")
 	logLevel := flag.String("log-level", "warn", "debug, info, warn, error")
+	noFsync := flag.Bool("unsafe-no-fsync", false, "skip fsync (faster; test data only)")
 	flag.Parse()
 	if *dataDir == "" {
 		log.Fatal("--data-dir is required")
@@ -45,6 +46,7 @@ func main() {
 	cfg.ListenPeerUrls = []url.URL{pu}
 	cfg.AdvertisePeerUrls = []url.URL{pu}
 	cfg.InitialCluster = cfg.InitialClusterFromName(*name)
+	cfg.UnsafeNoFsync = *noFsync
 	if *quota > 0 {
 		cfg.QuotaBackendBytes = *quota
 	}
