@@ -658,8 +658,9 @@ class TestRegistrationWithRealConsul:
         agent = subprocess.Popen(
             [
                 str(consul), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-                f"-http-port={http}", "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1", f"-serf-lan-port={serf_lan}",
-                f"-serf-wan-port={serf_wan}", f"-server-port={server}", f"-config-file={service_file}",
+                f"-http-port={http}", "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+                f"-serf-lan-port={serf_lan}", f"-serf-wan-port={serf_wan}", f"-server-port={server}",
+                f"-config-file={service_file}",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
