@@ -305,8 +305,14 @@ class TestScalerDeployment:
     @pytest.fixture
     def spec(self, overlay: tuple[Obj, ...]) -> Obj:
         deployment = find(overlay, "Deployment", "bolina-scaler")
-        assert deployment["spec"]["replicas"] == 1
+        assert deployment["spec"]["replicas"] == 2  # leader election makes a second replica safe
         return dict(deployment["spec"]["template"]["spec"])
+
+    def test_disruption_budget_keeps_one_replica(self, overlay: tuple[Obj, ...]) -> None:
+        """A drain never takes both scaler replicas at once."""
+        budget = find(overlay, "PodDisruptionBudget", "bolina-scaler")
+        assert budget["spec"]["maxUnavailable"] == 1
+        assert budget["spec"]["selector"]["matchLabels"]["app"] == "bolina-scaler"
 
     def test_termination_grace_period(self, spec: Obj) -> None:
         """terminationGracePeriodSeconds is 10, as in the seed."""
