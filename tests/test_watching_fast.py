@@ -1,8 +1,12 @@
-"""``parse_health``'s msgspec fast path gives exactly the checked path's answer, or steps aside.
+"""The watch's performance paths: the msgspec fast path, and streaming answers' unset headers.
 
 The fast path (``_parse_health_fast``) exists only for speed; the checked path
 (``_parse_health_checked``) is the reference. Hypothesis feeds both the same bodies: well-formed
 answers, and answers with every kind of odd field the checked path handles.
+
+Real Consul 1.14 answers blocking queries from its streaming backend with
+``X-Consul-KnownLeader: false``; treating that as "no leader" cost a backoff and a second query
+on every change (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -13,7 +17,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bolina_scaler.watching import _parse_health_checked, _parse_health_fast, parse_health
+from bolina_scaler.config import parse_config
+from bolina_scaler.fakes.consul import FakeConsul, Fault
+from bolina_scaler.model import ConsulIndex
+from bolina_scaler.watching import ConsulWatch, _parse_health_checked, _parse_health_fast, parse_health
 
 _text = st.one_of(st.sampled_from(["", "b1", "node-1", "10.0.0.1", "_node_maintenance"]), st.text(max_size=4))
 _odd = st.one_of(st.none(), st.integers(-5, 70000), st.booleans(), st.floats(allow_nan=False), st.lists(st.none()))
@@ -86,3 +93,29 @@ class TestFastPath:
         """Not JSON, not a list, or a broken entry: the fast path returns None."""
         for body in (b"{", b"{}", b'[{"Node": {}, "Service": {"Port": 1}, "Checks": []}]'):
             assert _parse_health_fast(body) is None
+
+
+class TestStreamingHeaders:
+    async def test_streaming_answer_with_known_leader_false_is_trusted(self) -> None:
+        """Consul 1.14's streaming answers say KnownLeader false on every blocking query: not a problem."""
+        headers = {
+            "X-Consul-Index": "7",
+            "X-Consul-KnownLeader": "false",
+            "X-Consul-LastContact": "0",
+            "X-Consul-Query-Backend": "streaming",
+        }
+        async with FakeConsul() as consul:
+            consul.inject(Fault.response(200, b"[]", headers))
+            async with ConsulWatch(parse_config({"consul": {"address": consul.url}}).consul) as watch:
+                snapshot = await watch.fetch(ConsulIndex(1))
+        assert snapshot.trusted, snapshot.trust
+
+    async def test_blocking_query_backend_with_known_leader_false_is_untrusted(self) -> None:
+        """The same headers from the classic blocking-query backend still mean "no leader"."""
+        headers = {"X-Consul-Index": "7", "X-Consul-KnownLeader": "false", "X-Consul-Query-Backend": "blocking-query"}
+        async with FakeConsul() as consul:
+            consul.inject(Fault.response(200, b"[]", headers))
+            async with ConsulWatch(parse_config({"consul": {"address": consul.url}}).consul) as watch:
+                snapshot = await watch.fetch(ConsulIndex(1))
+        assert not snapshot.trusted
+        assert "no leader" in str(snapshot.trust)

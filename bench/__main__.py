@@ -1,0 +1,216 @@
+"""``python -m bench``: run every suite and print one report (``--quick``: the CI smoke run).
+
+Does I/O: starts the fakes in this process, the daemon and the floor as child processes, and
+the real Consul agent when ``.testbin/bin/consul`` exists (full mode). Everything listens on
+127.0.0.1 and every suite ends by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import proc
+from bench.backends import (
+    TESTBIN,
+    BenchConsul,
+    ConsulSide,
+    FakeConsulSide,
+    FakeKubeSide,
+    KubeSide,
+    RealConsulSide,
+    consul_binary,
+    equivalent_to_add_instance,
+)
+from bench.churn import ChurnResult, measure_churn
+from bench.idle import IdleResult, measure_idle
+from bench.latency import LatencyRun, measure_latency
+from bench.realkube import RealKubeSide, kube_binaries
+from bench.report import render, splice
+from bench.work import WorkResult, measure_work
+from bolina_scaler.fakes.kubernetes import FakeKubernetes
+
+FAKES = "fake Consul + fake Kubernetes"
+REAL_CONSUL = "real Consul + fake Kubernetes"
+REAL_BOTH = "real Consul + real kube-apiserver"
+
+
+@dataclass(frozen=True)
+class Plan:
+    mode: str
+    sizes: tuple[int, ...]
+    changes: int
+    work_size: int
+    work_repeat: int
+    idle_size: int
+    idle_wait: float
+    idle_window: float
+    churn_size: int
+    churn_rate: float
+    churn_duration: float
+    real: bool
+
+
+FULL = Plan("full", (10, 1000, 10000), 200, 10000, 5, 10000, 20.0, 60.0, 10000, 100.0, 60.0, True)
+QUICK = Plan("quick", (10, 100), 20, 1000, 3, 100, 2.0, 5.0, 1000, 20.0, 5.0, False)
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.asynccontextmanager
+async def fakes(workdir: Path) -> AsyncIterator[tuple[FakeConsulSide, FakeKubeSide]]:
+    consul = BenchConsul()
+    async with consul, FakeKubernetes() as kube:
+        yield FakeConsulSide(consul), FakeKubeSide(kube, workdir)
+
+
+async def latency_suite(
+    plan: Plan, workdir: Path, profile: Path | None
+) -> tuple[list[LatencyRun], list[str], list[str]]:
+    runs: list[LatencyRun] = []
+    missing: list[str] = []
+    extra: list[str] = []
+
+    async def both(consul: ConsulSide, kube: KubeSide, backend: str) -> None:
+        for size in plan.sizes:
+            for subject in ("floor", "daemon"):
+                say(f"latency: {backend}, {size:,} servers, {subject}, {plan.changes} changes")
+                prof = (
+                    profile / f"{subject}-{size}.txt"
+                    if profile and subject == "daemon" and size == max(plan.sizes)
+                    else None
+                )
+                run = await measure_latency(
+                    consul=consul,
+                    kube=kube,
+                    backend=backend,
+                    size=size,
+                    changes=plan.changes,
+                    subject=subject,
+                    workdir=workdir,
+                    profile=prof,
+                )
+                say(f"  p50 {run.p50 * 1000:.1f} ms, p99 {run.p99 * 1000:.1f} ms, max {run.max * 1000:.1f} ms")
+                runs.append(run)
+
+    async with fakes(workdir) as (consul, kube):
+        await both(consul, kube, FAKES)
+    binary = consul_binary()
+    if not plan.real:
+        missing.append(
+            f"real Consul / kube-apiserver rows: not run ({'quick mode' if plan.mode == 'quick' else '--no-real'})"
+        )
+    elif binary is None:
+        missing.append(f"{REAL_CONSUL}: no Consul binary at {TESTBIN}/consul (tools/testbin/build.sh consul)")
+    else:
+        async with RealConsulSide(binary) as real:
+            extra.append(
+                f"real Consul: `{real.version()}` (`consul agent -dev`, catalog registrations, one node per server)"
+            )
+            async with FakeKubernetes() as fake_kube:
+                await both(real, FakeKubeSide(fake_kube, workdir), REAL_CONSUL)
+            kube_bins = kube_binaries()
+            if kube_bins is None:
+                missing.append(f"{REAL_BOTH}: no etcd + kube-apiserver in {TESTBIN} (tools/testbin/build.sh)")
+            else:
+                async with RealKubeSide(*kube_bins, workdir) as real_kube:
+                    extra.append(f"real Kubernetes: {real_kube.version()}, PATCH timed by a watch on the Deployment")
+                    await both(real, real_kube, REAL_BOTH)
+    return runs, missing, extra
+
+
+async def main_async(plan: Plan, profile: Path | None, skip: set[str]) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="bolina-bench-"))
+    started = time.monotonic()
+    runs: list[LatencyRun] = []
+    missing: list[str] = []
+    extra: list[str] = []
+    work: WorkResult | None = None
+    idle: IdleResult | None = None
+    churn: ChurnResult | None = None
+    try:
+        if "latency" not in skip:
+            runs, missing, extra = await latency_suite(plan, workdir, profile)
+        if "work" not in skip:
+            say(f"work per update: {plan.work_size:,} servers")
+            work = measure_work(plan.work_size, plan.work_repeat)
+        if "idle" not in skip:
+            say(f"idle: {plan.idle_size:,} servers, {plan.idle_window:g} s")
+            async with fakes(workdir) as (consul, kube):
+                idle = await measure_idle(
+                    consul=consul,
+                    kube=kube,
+                    size=plan.idle_size,
+                    window=plan.idle_window,
+                    wait=plan.idle_wait,
+                    workdir=workdir,
+                )
+        if "churn" not in skip:
+            say(f"churn: {plan.churn_size:,} servers, {plan.churn_rate:g}/s for {plan.churn_duration:g} s")
+            async with fakes(workdir) as (consul, kube):
+                churn = await measure_churn(
+                    consul=consul,
+                    kube=kube,
+                    size=plan.churn_size,
+                    rate=plan.churn_rate,
+                    duration=plan.churn_duration,
+                    workdir=workdir,
+                )
+        extra.append(f"bench wall time {time.monotonic() - started:.0f} s")
+        mode = plan.mode + (", daemon with the pre-issue-6 parser" if proc.REFERENCE else "")
+        report = render(mode=mode, runs=runs, missing=missing, work=work, idle=idle, churn=churn, extra=extra)
+    except BaseException:
+        say(f"failed; logs kept in {workdir}")
+        raise
+    shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small fleets, few changes, fakes only (< 60 s)")
+    parser.add_argument("--markdown", type=Path, help="write the results into this file's generated block")
+    parser.add_argument("--profile", type=Path, help="run the largest daemon latency run under pyinstrument, into DIR")
+    parser.add_argument("--changes", type=int, help="status changes per latency run")
+    parser.add_argument("--sizes", help="comma-separated fleet sizes for the latency runs")
+    parser.add_argument("--no-real", action="store_true", help="skip the real Consul rows")
+    parser.add_argument(
+        "--reference-parser", action="store_true", help="measure the daemon with the pre-issue-6 parser (before/after)"
+    )
+    parser.add_argument("--skip", default="", help="comma-separated suites to skip: latency,work,idle,churn")
+    args = parser.parse_args()
+    plan = QUICK if args.quick else FULL
+    if args.changes:
+        plan = Plan(**{**plan.__dict__, "changes": args.changes})
+    if args.sizes:
+        plan = Plan(**{**plan.__dict__, "sizes": tuple(int(s) for s in args.sizes.split(","))})
+    if args.no_real:
+        plan = Plan(**{**plan.__dict__, "real": False})
+    if args.reference_parser:
+        proc.REFERENCE = True
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    if not equivalent_to_add_instance():
+        say("BenchConsul.load_fleet no longer matches FakeConsul.add_instance: fix bench/backends.py")
+        return 1
+    report = asyncio.run(main_async(plan, args.profile, set(filter(None, args.skip.split(",")))))
+    print(report)
+    if args.markdown is not None:
+        document = args.markdown.read_text(encoding="utf-8") if args.markdown.is_file() else "# Performance\n"
+        args.markdown.write_text(splice(document, report), encoding="utf-8")
+        say(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
