@@ -36,10 +36,12 @@ Trust. A snapshot is untrusted (the policy holds, ``/readyz`` says why) when Con
 reached or answers an error, the body is not the documented shape, ``X-Consul-Index`` is
 missing or below 1, ``X-Consul-KnownLeader`` is ``false`` (with ``require_known_leader``),
 ``X-Consul-LastContact`` exceeds ``max_last_contact``, or an entry is structurally broken. The
-agent's streaming backend (Consul's default for blocking queries) sends neither KnownLeader nor
-LastContact: a missing header means "unknown", not a problem. Consul in default consistency
-answers 500 "No cluster leader" rather than a stale answer, so these two headers matter mostly
-with ``consistency: stale``.
+agent's streaming backend (Consul's default for blocking queries) either omits KnownLeader and
+LastContact (a missing header means "unknown", not a problem) or, as Consul 1.14 does, sends
+them as unset defaults (KnownLeader ``false``, LastContact ``0``): the two headers of an answer
+marked ``X-Consul-Query-Backend: streaming`` are ignored. Consul in default consistency answers
+500 "No cluster leader" rather than a stale answer, so these two headers matter mostly with
+``consistency: stale``.
 
 Registration convention (what a Bolina server puts in its Consul registration):
 
@@ -54,6 +56,7 @@ Field                      Required    Meaning
 ``Service.Meta.udp_port``  no          the UDP port, an integer 1-65535 (invalid: ignored, noted)
 ``Service.Meta.pod``       no          the Kubernetes pod name (fallback ``Node.Meta.pod``)
 ``Service.Meta.load``      no          share of capacity in use, 0.0-1.0 (invalid: ignored, noted)
+``load=`` in check Output  no          current load; wins over Meta.load (written by the reporter)
 checks                     yes         one TTL check the server sets passing / warning / critical
 =========================  ==========  ===========================================================
 
@@ -72,6 +75,7 @@ import asyncio
 import dataclasses
 import math
 import random
+import re
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
@@ -205,22 +209,37 @@ def _parse_health_checked(body: bytes) -> _Parsed:
 # any entry ``_parse_entry`` would treat specially, which sends the answer to the checked path.
 # ``gc=False``: they hold only strings, ints and lists of each other (no cycles possible), so the
 # collector need not track 30,000 of them per answer (a third less decoding time).
+class _FastNodeMeta(msgspec.Struct, gc=False):
+    pod: str | None = None
+
+
+class _FastMeta(msgspec.Struct, gc=False):
+    # Only the registration convention's keys: any other key is skipped whatever its type, as
+    # ``_meta`` drops it; a known key that is not a string sends the answer to the checked path.
+    server_id: str | None = None
+    udp_port: str | None = None
+    pod: str | None = None
+    load: str | None = None
+
+
 class _FastNode(msgspec.Struct, gc=False):
     Node: str = ""
     Address: str = ""
-    Meta: dict[str, str] | None = None
+    Meta: _FastNodeMeta | None = None
 
 
 class _FastService(msgspec.Struct, gc=False):
     Port: int
     ID: str = ""
     Address: str = ""
-    Meta: dict[str, str] | None = None
+    Meta: _FastMeta | None = None
 
 
 class _FastCheck(msgspec.Struct, gc=False):
     Status: str
     CheckID: str = ""
+    ServiceID: str = ""
+    Output: str = ""
 
 
 class _FastEntry(msgspec.Struct, gc=False):
@@ -232,7 +251,8 @@ class _FastEntry(msgspec.Struct, gc=False):
 _FAST_DECODER = msgspec.json.Decoder(list[_FastEntry])
 _SEVERITY = {"passing": 0, "warning": 1, "critical": 2}  # unknown: 2 (critical); maintenance: 3
 _BY_SEVERITY = (Status.AVAILABLE, Status.WARNING, Status.CRITICAL, Status.CRITICAL)
-_NO_META: dict[str, str] = {}
+_NO_META = _FastMeta()
+_NO_NODE_META = _FastNodeMeta()
 
 
 def _parse_health_fast(body: bytes) -> _Parsed | None:
@@ -251,7 +271,10 @@ def _parse_health_fast(body: bytes) -> _Parsed | None:
         if not instance_id or not node_name or not 0 <= port <= 65535 or not address:
             return None  # a broken entry: the checked path names it
         worst = 0
+        output_load: str | None = None
         for check in entry.Checks:
+            if output_load is None and check.ServiceID == instance_id and "load=" in check.Output:
+                output_load = _output_load(check.Output)
             check_id = check.CheckID
             if check_id == "_node_maintenance" or check_id.startswith("_service_maintenance:"):
                 severity = 3
@@ -260,17 +283,17 @@ def _parse_health_fast(body: bytes) -> _Parsed | None:
             if severity > worst:
                 worst = severity
         meta = service.Meta or _NO_META
-        udp_port = meta.get("udp_port")
-        load = meta.get("load")
+        udp_port = meta.udp_port
+        load = output_load or meta.load
         append(
             Server(
                 instance_id=InstanceId(instance_id),
-                server_id=ServerId(meta.get("server_id") or instance_id),
+                server_id=ServerId(meta.server_id or instance_id),
                 address=address,
                 tcp_port=port,
                 udp_port=None if udp_port is None else _udp_port(instance_id, udp_port, notes),
                 node=node_name,
-                pod=meta.get("pod") or (node.Meta or _NO_META).get("pod") or None,
+                pod=meta.pod or (node.Meta or _NO_NODE_META).pod or None,
                 status=_BY_SEVERITY[worst],
                 load=None if load is None else _load(instance_id, load, notes),
             )
@@ -306,7 +329,7 @@ def _parse_entry(raw: Any, notes: list[str]) -> Server:
         node=node_name,
         pod=meta.get("pod") or node_meta.get("pod") or None,
         status=aggregate_check_status(_check_status(instance_id, c) for c in entry["Checks"]),
-        load=_load(instance_id, meta.get("load"), notes),
+        load=_load(instance_id, _checks_load(instance_id, entry["Checks"]) or meta.get("load"), notes),
     )
 
 
@@ -345,6 +368,25 @@ def _udp_port(instance_id: str, value: str | None, notes: list[str]) -> int | No
     return port
 
 
+_OUTPUT_LOAD = re.compile(r"(?:^|\s)load=(\S+)")
+
+
+def _output_load(output: str) -> str | None:
+    """The ``load=<value>`` token of a check's output (``bolina-scaler report`` writes it first)."""
+    match = _OUTPUT_LOAD.search(output)
+    return match.group(1) if match else None
+
+
+def _checks_load(instance_id: str, checks: list[Any]) -> str | None:
+    """The current load a service check of this instance reports in its output, if any."""
+    for check in checks:
+        if isinstance(check, dict) and check.get("ServiceID") == instance_id:
+            output = check.get("Output")
+            if isinstance(output, str) and "load=" in output:
+                return _output_load(output)
+    return None
+
+
 def _load(instance_id: str, value: str | None, notes: list[str]) -> float | None:
     if value is None or value == "":
         return None
@@ -353,12 +395,18 @@ def _load(instance_id: str, value: str | None, notes: list[str]) -> float | None
     except ValueError:
         load = math.nan
     if not 0.0 <= load <= 1.0:  # NaN fails this too
-        notes.append(f"{instance_id}: ignored Meta.load {value!r} (not a number in 0..1)")
+        notes.append(f"{instance_id}: ignored load {value!r} (not a number in 0..1)")
         return None
     return load
 
 
 def _header_problems(headers: Mapping[str, str], config: ConsulConfig) -> tuple[str, ...]:
+    if headers.get("X-Consul-Query-Backend") == "streaming":
+        # Consul 1.14's streaming answers carry KnownLeader "false" and LastContact "0" as unset
+        # defaults (agent/http.go setMeta on the materialized view's empty QueryMeta), on every
+        # blocking query, leader or not. Reading them as "no leader" made every change cost an
+        # untrusted answer, a backoff and a second full query (+50-150 ms on the real agent).
+        return ()
     problems = []
     if config.require_known_leader and headers.get("X-Consul-KnownLeader", "").lower() == "false":
         problems.append("consul server knows no leader (X-Consul-KnownLeader: false)")

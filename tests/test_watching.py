@@ -439,3 +439,51 @@ class TestConsulWatchLoop:
                 await asyncio.gather(churner, task, return_exceptions=True)
         queries = consul.request_counts["health.service"]
         assert 25 <= queries <= 2 + 30 * 1 + 1
+
+
+class TestLoadFromCheckOutput:
+    @staticmethod
+    def body(output: str, meta_load: str | None = "0.9", service_id: str = "b1") -> bytes:
+        meta = {"server_id": "1", "udp_port": "9002"} | ({"load": meta_load} if meta_load is not None else {})
+        entry = {
+            "Node": {"Node": "n1", "Address": "10.0.0.1"},
+            "Service": {"ID": "b1", "Service": "bolina", "Port": 9001, "Address": "", "Meta": meta},
+            "Checks": [
+                {"CheckID": "serfHealth", "Status": "passing", "ServiceID": "", "Output": "Agent alive load=0.1"},
+                {"CheckID": "service:b1", "Status": "passing", "ServiceID": service_id, "Output": output},
+            ],
+        }
+        return orjson.dumps([entry])
+
+    def test_output_load_wins_over_meta(self):
+        """The reporter's fresh "load=" in the service check output beats the registration's Meta.load."""
+        servers, problems, _ = parse_health(self.body("load=0.35 available: cpu=0.3"))
+        assert problems == ()
+        assert servers[0].load == pytest.approx(0.35)
+
+    def test_meta_load_when_the_output_has_none(self):
+        """Without a load token in the output, Service.Meta.load is used."""
+        servers, _, _ = parse_health(self.body("available: cpu=0.3"))
+        assert servers[0].load == pytest.approx(0.9)
+
+    def test_node_checks_do_not_count(self):
+        """A load token in a node check (serfHealth) is not the server's load."""
+        servers, _, _ = parse_health(self.body("available", meta_load=None))
+        assert servers[0].load is None
+
+    def test_bad_output_load_is_ignored_and_noted(self):
+        """A load token that is not a number in 0..1 is dropped with a note; the snapshot stays trusted."""
+        servers, problems, notes = parse_health(self.body("load=lots", meta_load=None))
+        assert problems == ()
+        assert servers[0].load is None
+        assert any("ignored load 'lots'" in note for note in notes)
+
+    def test_checked_path_agrees(self):
+        """The tolerant parser (taken for odd answers) reads the same load as the fast one."""
+        body = self.body("load=0.35 available").replace(b'"Port":9001', b'"Port":9001,"Weird":{"x":[1]}')
+        servers, _, _ = parse_health(body)
+        assert servers[0].load == pytest.approx(0.35)
+        from bolina_scaler.watching import _parse_health_checked  # the slow path on purpose
+
+        checked, _, _ = _parse_health_checked(self.body("load=0.35 available"))
+        assert checked[0].load == pytest.approx(0.35)
