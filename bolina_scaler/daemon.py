@@ -59,7 +59,7 @@ __all__ = ["Daemon", "DaemonState", "evaluation_fields"]
 
 log = structlog.get_logger("bolina_scaler.daemon")
 
-MAX_CONFLICT_RETRIES = 3
+MAX_CONFLICT_RETRIES = 5
 _T = TypeVar("_T")
 _PATCH_OUTCOMES: dict[type[ScaleError], str] = {
     Forbidden: "forbidden",
@@ -193,17 +193,21 @@ class Daemon:
                 self.http = await stack.enter_async_context(http)
                 log.info("http server listening", url=self.http.url)
             await asyncio.wait({watching, evaluating, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            # One budget for the whole shutdown (the pod's terminationGracePeriodSeconds is 10 s):
+            # a patch in flight, then the Lease release and the Events get only what is left.
+            deadline = self.now() + self.config.shutdown_timeout
             watching.cancel()
-            await self._finish_pending_patch()
+            await self._finish_pending_patch(deadline)
             evaluating.cancel()
             if electing and self.leadership is not None:
                 electing.cancel()
                 await asyncio.wait({electing})
+                left = min(self.config.kubernetes.request_timeout, deadline - self.now())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.leadership.release(), self.config.kubernetes.request_timeout)
+                    await asyncio.wait_for(self.leadership.release(), max(0.0, left))
             if recording and self.events is not None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.events.flush(), 1.0)
+                    await asyncio.wait_for(self.events.flush(), max(0.0, min(1.0, deadline - self.now())))
                 recording.cancel()
             stopping.cancel()
         log.info("stopped", evaluations=self.state.evaluations, patches=self.state.patches)
@@ -221,13 +225,18 @@ class Daemon:
             self.state.scale = None  # a new leader re-reads the scale before its first patch
             self._changed.set()
 
-    async def _finish_pending_patch(self) -> None:
+    async def _finish_pending_patch(self, deadline: float) -> None:
         task = self._patch_task
         if task is None or task.done():
             return
         log.info("waiting for the patch in flight before stopping")
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError, ScaleError):
-            await asyncio.wait_for(asyncio.shield(task), timeout=self.config.shutdown_timeout)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - self.now()))
+        except TimeoutError:
+            task.cancel()
+            log.warning("the patch in flight was not answered within shutdown_timeout; stopping without its outcome")
+        except (asyncio.CancelledError, ScaleError):
+            pass
 
     # -- watch -----------------------------------------------------------------------------
 
@@ -333,8 +342,10 @@ class Daemon:
         try:
             new_scale = await asyncio.shield(self._patch_task)
         except Conflict as exc:
-            log.info("scale changed under us; re-reading and deciding again", error=str(exc))
-            self.state.scale, self.state.outcome = None, "conflict"
+            # Usually only the resourceVersion moved (the deployment controller writes status
+            # after every change); a person's hand-scale is logged by the re-read that follows.
+            log.debug("resourceVersion moved under the patch; re-reading and deciding again", error=str(exc))
+            self.state.scale_read_at, self.state.outcome = None, "conflict"
             self.metrics.patches.labels(outcome="conflict").inc()
             return False
         except ScaleError as exc:

@@ -94,6 +94,13 @@ def decide(
     memory = _prune(memory, config, now)
 
     external_change: int | None = None
+    if memory.last_replicas is None and current > fleet.registered:
+        # First look (a fresh process, e.g. after a restart or a takeover): replicas that are not
+        # registered yet may have been requested a moment ago. Count them as starting, as if
+        # requested now, rather than ordering them a second time.
+        unregistered = current - fleet.registered
+        notes.append(f"first evaluation: {unregistered} unregistered replica(s) counted as starting")
+        memory = replace(memory, grants=(*memory.grants, Grant(now, unregistered)))
     if memory.last_replicas is not None and current != memory.last_replicas:
         external_change = memory.last_replicas
         notes.append(

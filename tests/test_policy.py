@@ -373,3 +373,16 @@ class TestLoadAwareScaleDown:
         decision, memory = at(10, loaded(10, 0.3), now=300.0, memory=memory)
         assert decision.direction is Direction.DOWN
         assert record_scale(memory, decision, now=300.0).above_since == 0.0
+
+
+class TestRestart:
+    def test_a_fresh_process_counts_unregistered_replicas_as_starting(self):
+        """After a restart (empty memory), replicas not registered yet are not ordered a second time."""
+        decision, memory = decide(fleet=fleet(1, 3), current=6, config=CONFIG, memory=Memory(), now=100.0)
+        assert decision.inputs.pending == 2
+        assert decision.desired == 6
+        assert any("first evaluation" in note for note in decision.notes)
+        # ... and they stop counting after startup_grace, like any other request.
+        later, _ = decide(fleet=fleet(1, 3), current=6, config=CONFIG, memory=memory, now=221.0)
+        assert later.inputs.pending_expired == 2
+        assert later.desired > 6
