@@ -322,7 +322,9 @@ class Daemon:
                 )
                 return decision
             if decision.direction is Direction.DOWN and self.steering is not None:
-                await self.steering.steer(snapshot.servers, selector=scale.selector)
+                await self.steering.steer(
+                    snapshot.servers, selector=scale.selector, remove=decision.current - decision.desired
+                )
             if await self._apply(decision, scale):
                 return decision
         log.warning("gave up after repeated conflicts; will re-read and decide again", attempts=MAX_CONFLICT_RETRIES)

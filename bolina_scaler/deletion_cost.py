@@ -2,9 +2,10 @@
 
 ``costs`` is pure (the fleet → a ``controller.kubernetes.io/pod-deletion-cost`` per pod);
 ``DeletionCostSteering`` does I/O (list the Deployment's pods, merge-patch the annotation on the
-ones whose cost changes). When a Deployment scales down, the ReplicaSet controller deletes
-not-ready pods first, then the pods with the LOWEST deletion cost, then the newest. So before
-each scale-down the leader annotates:
+few that decide the choice, concurrently). When a Deployment scales down, the ReplicaSet
+controller deletes not-ready pods first, then the pods with the LOWEST deletion cost, then the
+newest. So before each scale-down of k pods the leader writes the cost of the k cheapest pods
+(and of any other pod whose older annotation would undercut them) from this table:
 
 ==================  ==========================  ================================================
 server status        cost                        why
@@ -25,7 +26,8 @@ Role's ``pods`` rule). It is best effort: a failure is logged once and never blo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Final
 
 import aiohttp
@@ -43,6 +45,7 @@ log = structlog.get_logger("bolina_scaler.deletion_cost")
 DELETION_COST: Final = "controller.kubernetes.io/pod-deletion-cost"
 _MERGE_PATCH: Final = "application/merge-patch+json"
 _BASE: Final = {Status.CRITICAL: -3000, Status.WARNING: -2000, Status.AVAILABLE: -1000}
+_CONCURRENT_PATCHES: Final = 8
 
 
 def cost_of(server: Server) -> int:
@@ -56,9 +59,31 @@ def costs(servers: Iterable[Server]) -> dict[str, int]:
     return {server.pod: cost_of(server) for server in servers if server.pod}
 
 
-def changes(wanted: Mapping[str, int], pods: Mapping[str, str | None]) -> dict[str, int]:
-    """The pods (among ``pods``: name → current annotation) whose annotation must change."""
-    return {name: cost for name, cost in wanted.items() if name in pods and pods[name] != str(cost)}
+def changes(wanted: Mapping[str, int], pods: Mapping[str, str | None], *, remove: int) -> dict[str, int]:
+    """The annotations to write so that the ``remove`` cheapest pods are the ones deleted.
+
+    ``pods`` maps the live pods to their current annotation. Only what decides the choice is
+    written: the intended victims' costs, and the cost of any other pod whose (stale) annotation
+    would undercut them; the rest keep theirs, so a scale-down of one pod in a fleet of
+    thousands patches one or two pods, not thousands.
+    """
+    live = sorted((cost, name) for name, cost in wanted.items() if name in pods)
+    if remove <= 0 or not live:
+        return {}
+    victims = live[:remove]
+    threshold = victims[-1][0]
+    writes = {name: cost for cost, name in victims if pods[name] != str(cost)}
+    for cost, name in live[remove:]:
+        if pods[name] != str(cost) and _as_cost(pods[name]) <= threshold:
+            writes[name] = cost
+    return writes
+
+
+def _as_cost(annotation: str | None) -> int:
+    try:
+        return int(annotation) if annotation is not None else 0
+    except ValueError:
+        return 0  # the controller treats an invalid annotation as the default cost
 
 
 class DeletionCostSteering:
@@ -80,8 +105,8 @@ class DeletionCostSteering:
         self._metrics = metrics
         self._problem: str | None = None
 
-    async def steer(self, servers: Iterable[Server], *, selector: str | None) -> int:
-        """Annotate the pods whose cost changes; return how many were patched. Never raises."""
+    async def steer(self, servers: Iterable[Server], *, selector: str | None, remove: int) -> int:
+        """Annotate so the ``remove`` cheapest pods go; return how many were patched. Never raises."""
         wanted = costs(servers)
         if not wanted or not selector:
             return 0
@@ -94,16 +119,23 @@ class DeletionCostSteering:
                 for pod in listed.items
                 if pod.metadata is not None and pod.metadata.deletion_timestamp is None
             }
-            for name, cost in sorted(changes(wanted, current).items(), key=lambda item: item[1]):
+            writes = changes(wanted, current, remove=remove)
+            limit = asyncio.Semaphore(_CONCURRENT_PATCHES)
+
+            async def annotate(name: str, cost: int) -> None:
+                nonlocal patched
                 body = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
-                await self._call(
-                    "pod_patch",
-                    self._api.patch_namespaced_pod(
-                        name, self.namespace, body, _content_type=_MERGE_PATCH, _request_timeout=self._timeout
-                    ),
-                )
+                async with limit:
+                    await self._call(
+                        "pod_patch",
+                        self._api.patch_namespaced_pod(
+                            name, self.namespace, body, _content_type=_MERGE_PATCH, _request_timeout=self._timeout
+                        ),
+                    )
                 patched += 1
                 self._count("patched")
+
+            await _all(annotate(name, cost) for name, cost in writes.items())
         except (ApiException, TimeoutError, aiohttp.ClientError) as exc:
             self._count("failed")
             problem = f"HTTP {exc.status} {exc.reason}" if isinstance(exc, ApiException) else type(exc).__name__
@@ -130,3 +162,13 @@ class DeletionCostSteering:
             return await request
         with self._metrics.kube_call(operation, self._clock):
             return await request
+
+
+async def _all(calls: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the calls concurrently; on failure, raise the first error (the others are cancelled)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for call in calls:
+                group.create_task(call)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None

@@ -39,7 +39,23 @@ class TestCosts:
     def test_only_changed_annotations_are_written(self):
         """Pods already carrying the right cost, and pods that do not exist, are left alone."""
         wanted = {"a": -3000, "b": -1000, "gone": 5}
-        assert changes(wanted, {"a": "-3000", "b": None, "c": "7"}) == {"b": -1000}
+        assert changes(wanted, {"a": "-3000", "b": None, "c": "7"}, remove=2) == {"b": -1000}
+
+    def test_only_what_decides_the_choice_is_written(self):
+        """Removing one of many: the victim's cost is written, the other pods are left as they are."""
+        wanted = {f"p{i}": -1000 + i for i in range(100)}
+        pods: dict[str, str | None] = dict.fromkeys(wanted)
+        assert changes(wanted, pods, remove=1) == {"p0": -1000}
+
+    def test_a_stale_lower_annotation_is_corrected(self):
+        """A pod whose old annotation would undercut the intended victim gets its current cost."""
+        wanted = {"critical": -3000, "busy": -1000 + 900}
+        pods = {"critical": None, "busy": "-3500"}
+        assert changes(wanted, pods, remove=1) == {"critical": -3000, "busy": -100}
+
+    def test_nothing_to_remove(self):
+        """No scale-down, no writes."""
+        assert changes({"a": -3000}, {"a": None}, remove=0) == {}
 
 
 def register_pods(world: World, statuses: dict[int, tuple[str, float]]) -> list[str]:
@@ -78,7 +94,9 @@ class TestScaleDown:
         assert world.kube.deleted_pods == [pods[3], pods[1]]
         costs_now = {p["metadata"]["name"]: p["metadata"]["annotations"].get(DELETION_COST)
                      for p in world.kube.pods(NS)}  # fmt: skip
-        assert costs_now[pods[5]] == str(-1000 + round(0.2 * 999))
+        # Only what decided the choice was written: the survivors kept no annotation.
+        assert costs_now[pods[5]] is None
+        assert all(cost is None for cost in costs_now.values())
 
     async def test_annotation_failure_never_blocks_the_scale_down(self, world: World):
         """Without RBAC on pods the scale-down still happens, with one warning line."""
