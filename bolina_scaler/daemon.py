@@ -365,6 +365,7 @@ class Daemon:
         self.state.memory = record_scale(self.state.memory, decision, now=now)
         self.state.scale, self.state.scale_read_at = new_scale, now
         self.state.patches += 1
+        self.state.applied.append((now, decision))
         self.state.last_patch_error = None
         self._kube_recovered("patch")
         started = self._reacting_to

@@ -26,7 +26,6 @@ import structlog
 
 from bolina_scaler.config import Config, parse_config
 from bolina_scaler.daemon import Daemon
-from bolina_scaler.decision import Direction
 from bolina_scaler.fakes.consul import FakeConsul
 from bolina_scaler.fakes.kubernetes import FakeKubernetes
 from bolina_scaler.patching import ScaleTarget
@@ -212,7 +211,6 @@ async def _play(
 ) -> None:
     loop = asyncio.get_running_loop()
     phases = list(scenario.phases)
-    seen_patches = 0
     while (t := loop.time() - start) < scenario.duration / speed:
         while phases and t * speed >= phases[0].at:
             phase = phases.pop(0)
@@ -220,12 +218,10 @@ async def _play(
             if phase.crash:
                 world.crash_one()
         world.tick(t)
-        decision = daemon.state.decision
-        if daemon.state.patches != seen_patches and decision is not None:
-            seen_patches = daemon.state.patches
-            if decision.direction in {Direction.UP, Direction.DOWN}:
-                actions.append((t * speed, decision.current, decision.desired, str(decision.reason), decision.message))
         await asyncio.sleep(0.1 / speed)
+    for at, decision in daemon.state.applied:
+        when = (at - start) * speed
+        actions.append((when, decision.current, decision.desired, str(decision.reason), decision.message))
 
 
 def _scaled_config(speed: float) -> Config:

@@ -8,6 +8,7 @@ see a consistent picture between two awaits.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass, field
 
 from bolina_scaler.decision import Decision
@@ -38,6 +39,8 @@ class DaemonState:
     ``failed``."""
     memory: Memory = field(default_factory=Memory)
     patches: int = 0
+    applied: deque[tuple[float, Decision]] = field(default_factory=lambda: deque(maxlen=100))
+    """The last scale changes made (loop time, decision), oldest first."""
     last_patch_error: str | None = None
     evaluations: int = 0
     leader: bool = True

@@ -223,6 +223,7 @@ def scalers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Scalers]
 
 _ROWS = pytest.StashKey[dict[str, dict[str, Any]]]()
 _STARTED = pytest.StashKey[float]()
+_LOADED_AT = time.monotonic()
 
 
 @dataclass
@@ -285,7 +286,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     rows = session.config.stash.get(_ROWS, {})
     if not rows or any(key not in rows for key in MATRIX):
         return  # partial run: keep the committed table
-    DOC.write_text(render_doc(rows, elapsed=time.monotonic() - session.config.stash[_STARTED]))
+    # pytest_sessionstart of a conftest below the rootdir never runs when the session starts at the
+    # root (the conftest is loaded later, at collection): fall back to when this module was loaded.
+    started = session.config.stash.get(_STARTED, _LOADED_AT)
+    DOC.write_text(render_doc(rows, elapsed=time.monotonic() - started))
 
 
 def _versions() -> str:
