@@ -19,11 +19,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +28,7 @@ import pytest
 import yaml
 
 from bolina_scaler.config import Config, parse_config
+from tests.integration.harness import ConsulAgent, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"
@@ -612,17 +610,6 @@ class TestScalerConfigMap:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @pytest.mark.integration
 class TestRegistrationWithRealConsul:
     """The bolina sidecar's registration, loaded by a real Consul agent (tools/testbin), reads as the daemon expects."""
@@ -660,39 +647,23 @@ class TestRegistrationWithRealConsul:
             )
             assert result.returncode == 0, result.stdout + result.stderr
 
-        http, serf_lan, serf_wan, server = _free_ports(4)
-        agent = subprocess.Popen(
-            [
-                str(consul), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-                f"-http-port={http}", "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-                f"-serf-lan-port={serf_lan}", f"-serf-wan-port={serf_wan}", f"-server-port={server}",
-                f"-config-file={service_file}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        base = f"http://127.0.0.1:{http}"
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+        # The sidecar's agent syncs the file's service with its default token (ACLs are the
+        # operator's choice; here the default token may register it).
+        agent = ConsulAgent(tmp_path / "consul", extra_args=(f"-config-file={service_file}",), default_token=True)
+        entries: list[dict[str, Any]] = []
+
+        def updated_and_visible() -> bool:
+            nonlocal entries
+            update = {"Status": "warning", "Output": "near capacity"}
+            agent.api("PUT", "/v1/agent/check/update/bolina-availability", update)
+            entries = agent.api("GET", "/v1/health/service/bolina").json() or []
+            return bool(entries) and any(c["Status"] == "warning" for c in entries[0]["Checks"])
+
         try:
-            entries: list[dict[str, Any]] = []
-            for _ in range(100):
-                try:
-                    update = urllib.request.Request(
-                        f"{base}/v1/agent/check/update/bolina-availability",
-                        data=json.dumps({"Status": "warning", "Output": "near capacity"}).encode(),
-                        method="PUT",
-                    )
-                    direct.open(update, timeout=2).close()
-                    with direct.open(f"{base}/v1/health/service/bolina", timeout=2) as response:
-                        entries = json.load(response)
-                except OSError:
-                    entries = []
-                if entries and any(c["Status"] == "warning" for c in entries[0]["Checks"]):
-                    break
-                time.sleep(0.2)
+            agent.start()
+            wait_until(updated_and_visible, timeout=20, what="the TTL update in /v1/health/service/bolina")
         finally:
-            agent.terminate()
-            agent.wait(timeout=30)
+            agent.stop()
         assert len(entries) == 1
         service = entries[0]["Service"]
         assert service["ID"] == "bolina-5c6d7-xyz12"

@@ -223,8 +223,19 @@ class ConsulAgent:
     """``consul agent -dev`` with ACLs on (default deny), a management token, and helpers to
     play Bolina servers (service registrations with TTL checks) in it."""
 
-    def __init__(self, workdir: Path, *, http_port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        http_port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        default_token: bool = False,
+    ) -> None:
+        """``default_token``: anonymous requests (and services defined in config files, which the
+        agent syncs with the default token) act with the management token."""
         self.dir = workdir
+        self.extra_args = extra_args
+        self.default_token = default_token
         self.dir.mkdir(parents=True, exist_ok=True)
         self.http_port = http_port or free_port()
         self.ports = {"serf_lan": free_port(), "serf_wan": free_port(), "server": free_port()}
@@ -245,13 +256,13 @@ class ConsulAgent:
             'default_policy = "deny"\n'
             "enable_token_persistence = false\n"
             f'tokens {{ initial_management = "{self.token}"\n'
-            f'agent = "{self.token}" }} }}'
+            f'agent = "{self.token}"\n' + (f'default = "{self.token}"\n' if self.default_token else "") + "} }"
         )
         return [
             str(BIN / "consul"), "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
             f"-http-port={self.http_port}", "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
             f"-serf-lan-port={p['serf_lan']}", f"-serf-wan-port={p['serf_wan']}", f"-server-port={p['server']}",
-            f"-data-dir={self.dir / 'data'}", "-log-level=warn", f"-hcl={acl}",
+            f"-data-dir={self.dir / 'data'}", "-log-level=warn", f"-hcl={acl}", *self.extra_args,
         ]  # fmt: skip
 
     def start(self, *, timeout: float = 60.0) -> float:
