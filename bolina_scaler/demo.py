@@ -2,8 +2,9 @@
 
 Does I/O (local HTTP servers on 127.0.0.1, stdout). A scripted scenario plays the part of the
 world: demand rises and falls, the fake Kubernetes creates and deletes pods as the scaler patches
-the Deployment, each pod registers in the fake Consul after a start-up delay and reports a stage
-computed from its share of the demand, and one server crashes along the way. The daemon is the
+the Deployment, each pod registers in the fake Consul after a start-up delay and reports the stage the real
+availability classifier (hysteresis, dwell) gives its share of the demand, and one server crashes
+along the way. The daemon is the
 real one (watch, policy, patching); only the servers it talks to are fakes. It exits by itself
 after about 45 seconds (``--speed 2`` halves that) and prints every scale action with its reason,
 the Kubernetes Events it recorded, which pods the scale-downs removed (deletion-cost steering:
@@ -24,10 +25,12 @@ from pathlib import Path
 import aiohttp
 import structlog
 
+from bolina_scaler.availability import ClassifierConfig, Stage, Thresholds, classify
 from bolina_scaler.config import Config, parse_config
 from bolina_scaler.daemon import Daemon
 from bolina_scaler.fakes.consul import FakeConsul
 from bolina_scaler.fakes.kubernetes import FakeKubernetes
+from bolina_scaler.model import Status
 from bolina_scaler.patching import ScaleTarget
 from bolina_scaler.watching import ConsulWatch
 
@@ -46,7 +49,7 @@ DEMO_CONFIG = {
     "kubernetes": {"namespace": NAMESPACE, "deployment": "bolina", "resync": "2s", "request_timeout": "5s"},
     "policy": {
         "min_replicas": 2,
-        "max_replicas": 12,
+        "max_replicas": 16,
         "target_available_ratio": 0.5,
         "scale_down_ratio": 0.8,
         "scale_down_stabilization": "6s",
@@ -93,13 +96,17 @@ class Scenario:
         return current
 
 
-def stage(load: float) -> str:
-    """The stage a simulated server reports for its load (share of capacity)."""
-    if load < 0.7:
-        return "passing"
-    if load < 0.95:
-        return "warning"
-    return "critical"
+DEMO_CLASSIFIER = ClassifierConfig(
+    metrics={
+        "connections": Thresholds(warning=0.7, critical=0.95, warning_clear=0.6, critical_clear=0.85),
+        "errors": Thresholds(warning=0.5, critical=0.5),
+    },
+    min_dwell=2.0,
+)
+"""How the demo's servers judge their own stage: the real classifier (``bolina_scaler.availability``,
+as ``bolina-scaler report`` runs it), with hysteresis and a dwell shrunk to the demo's pace."""
+
+_CHECK_STATUS = {Status.AVAILABLE: "passing", Status.WARNING: "warning", Status.CRITICAL: "critical"}
 
 
 @dataclass(slots=True)
@@ -117,6 +124,12 @@ class World:
     removed: list[tuple[float, str, str, str]] = field(default_factory=list)
     """Pods Kubernetes deleted: (scenario time, name, last reported status, load)."""
     loads: dict[str, str] = field(default_factory=dict)
+    stages: dict[str, Stage] = field(default_factory=dict)
+    classifier: ClassifierConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.classifier = DEMO_CLASSIFIER.model_copy(update={"min_dwell": DEMO_CLASSIFIER.min_dwell / self.speed})
+
     addresses: dict[str, str] = field(default_factory=dict)
 
     def tick(self, t: float) -> None:
@@ -129,11 +142,12 @@ class World:
             self.consul.remove_instance(gone)
             self.born.pop(gone, None)
             self.reported.pop(gone, None)
+            self.stages.pop(gone, None)
         ready = [n for n in pods if t - self.born[n] >= self.scenario.startup_delay / self.speed]
         healthy = [n for n in ready if n not in self.crashed]
         demand = self.scenario.demand(t * self.speed)
         load = demand / (CAPACITY * len(healthy)) if healthy else 0.0
-        statuses = {n: ("critical" if n in self.crashed else stage(load)) for n in ready}
+        statuses = {n: self._classify(n, load, t) for n in ready}
         for n, status in statuses.items():
             published = f"{min(load, 1):.1f}"  # servers re-publish Service.Meta.load when it moves
             if n not in registered or self.loads.get(n) != published:
@@ -154,6 +168,13 @@ class World:
         available = sum(1 for s in statuses.values() if s == "passing")
         replicas = int(self.kube.deployment(NAMESPACE, "bolina")["spec"]["replicas"])
         self.timeline.append((t * self.speed, demand, replicas, len(statuses), available))
+
+    def _classify(self, name: str, load: float, t: float) -> str:
+        """The stage the server reports: the real classifier on its share of the demand (and errors)."""
+        sample = {"connections": load, "errors": 1.0 if name in self.crashed else 0.0}
+        previous = self.stages.get(name) or Stage.initial(t)
+        self.stages[name] = classify(sample, config=self.classifier, stage=previous, now=t)
+        return _CHECK_STATUS[self.stages[name].status]
 
     def crash_one(self) -> str | None:
         names = sorted(n for n in self.consul.instances(SERVICE) if n not in self.crashed)
