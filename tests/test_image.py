@@ -10,7 +10,6 @@ network to the package index; a missing tool fails the test, never skips it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -20,19 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_manifests import _tool
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 IMAGE_CONFIG_PATH = "/etc/bolina-scaler/config.yaml"
-
-
-def _tool(name: str) -> str:
-    beside = Path(sys.executable).parent / name
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} not found (next to {sys.executable} or on PATH): install the dev dependencies")
-    return found
 
 
 def _instructions() -> list[tuple[str, str]]:
