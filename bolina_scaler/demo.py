@@ -30,8 +30,8 @@ from bolina_scaler.config import Config, parse_config
 from bolina_scaler.daemon import Daemon
 from bolina_scaler.fakes.consul import FakeConsul
 from bolina_scaler.fakes.kubernetes import FakeKubernetes
-from bolina_scaler.model import Status
 from bolina_scaler.patching import ScaleTarget
+from bolina_scaler.reporting import check_status
 from bolina_scaler.watching import ConsulWatch
 
 __all__ = ["DEMO_CONFIG", "Scenario", "run_demo"]
@@ -106,8 +106,6 @@ DEMO_CLASSIFIER = ClassifierConfig(
 """How the demo's servers judge their own stage: the real classifier (``bolina_scaler.availability``,
 as ``bolina-scaler report`` runs it), with hysteresis and a dwell shrunk to the demo's pace."""
 
-_CHECK_STATUS = {Status.AVAILABLE: "passing", Status.WARNING: "warning", Status.CRITICAL: "critical"}
-
 
 @dataclass(slots=True)
 class World:
@@ -174,7 +172,7 @@ class World:
         sample = {"connections": load, "errors": 1.0 if name in self.crashed else 0.0}
         previous = self.stages.get(name) or Stage.initial(t)
         self.stages[name] = classify(sample, config=self.classifier, stage=previous, now=t)
-        return _CHECK_STATUS[self.stages[name].status]
+        return check_status(self.stages[name].status)
 
     def crash_one(self) -> str | None:
         names = sorted(n for n in self.consul.instances(SERVICE) if n not in self.crashed)
