@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
@@ -32,9 +33,13 @@ class TestCosts:
 
     def test_only_pods_named_by_the_registration(self):
         """Servers without a pod name are not steered."""
-        nameless = server(1, Status.CRITICAL)
-        nameless = type(nameless)(**{**{f: getattr(nameless, f) for f in nameless.__slots__}, "pod": None})  # type: ignore[attr-defined]
+        nameless = msgspec.structs.replace(server(1, Status.CRITICAL), pod=None)
         assert costs([nameless, server(2, Status.WARNING, 0.0)]) == {"bolina-2": -2000}
+
+    def test_only_live_pods_when_asked(self):
+        """Servers whose pod is not among the live ones are not costed (they cannot be annotated)."""
+        fleet = [server(1, Status.CRITICAL), server(2, Status.WARNING, 0.0), server(3, Status.AVAILABLE, 1.0)]
+        assert costs(fleet, among={"bolina-2", "bolina-3", "other"}) == {"bolina-2": -2000, "bolina-3": -1}
 
     def test_only_changed_annotations_are_written(self):
         """Pods already carrying the right cost, and pods that do not exist, are left alone."""
