@@ -114,6 +114,18 @@ class TestScaleDown:
         warnings = [e for e in logs if "deletion costs" in e["event"] and e["log_level"] == "warning"]
         assert len(warnings) == 1
 
+    async def test_malformed_pod_list_never_blocks_the_scale_down(self, world: World):
+        """A pod list that is not Kubernetes' shape: one warning naming it, and the scale-down goes on."""
+        world.kube.scale_by_hand(NS, "bolina", 3)
+        register_pods(world, {})
+        broken = {"kind": "PodList", "items": [{"no": "metadata"}]}
+        world.kube.inject_response(broken, method="GET", path_contains="/pods")
+        with capture_logs() as logs:
+            async with running(world.config()):
+                await until(lambda: world.replicas() == 2, within=120)
+        warnings = [e for e in logs if "deletion costs" in e["event"] and e["log_level"] == "warning"]
+        assert [w["error"] for w in warnings] == ["malformed pod list (KeyError: 'metadata')"]
+
     async def test_switch_off(self, world: World):
         """policy.scale_down.deletion_cost.enabled: false never touches pods."""
         world.kube.scale_by_hand(NS, "bolina", 3)

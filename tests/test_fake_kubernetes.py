@@ -298,6 +298,19 @@ class TestReplicaSetController:
             _, pods, _ = await call(http, "GET", PODS, labelSelector=selector)
             assert len(pods["items"]) == expected, selector
 
+    async def test_metadata_only_list(self, kube: FakeKubernetes, http: aiohttp.ClientSession) -> None:
+        """Accept: ...;as=PartialObjectMetadataList answers the pods' metadata only, as the API server does."""
+        accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+        async with http.get(PODS, params={"labelSelector": "app=bolina"}, headers={"Accept": accept}) as response:
+            assert "as=PartialObjectMetadataList" in response.headers["Content-Type"]
+            partial = await response.json(content_type=None)
+        assert partial["kind"] == "PartialObjectMetadataList"
+        assert {item["kind"] for item in partial["items"]} == {"PartialObjectMetadata"}
+        assert [item["metadata"] for item in partial["items"]] == [pod["metadata"] for pod in kube.pods(NS)]
+        assert all(set(item) == {"apiVersion", "kind", "metadata"} for item in partial["items"])
+        async with http.get(PODS, headers={"Accept": "application/json"}) as response:
+            assert (await response.json())["kind"] == "PodList"
+
     async def test_scale_down_removes_lowest_deletion_cost_first(
         self, kube: FakeKubernetes, http: aiohttp.ClientSession
     ) -> None:

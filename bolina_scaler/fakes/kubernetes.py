@@ -113,6 +113,19 @@ class RecordedRequest:
     reason: str
 
 
+_METADATA_LIST_TYPE = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
+def _wants_metadata_only(accept: str) -> bool:
+    """Whether the Accept header's first JSON media range asks for ``PartialObjectMetadataList``."""
+    for media_range in accept.split(","):
+        kind, *params = (part.strip() for part in media_range.split(";"))
+        if kind in ("application/json", "*/*"):
+            values = dict(param.partition("=")[::2] for param in params)
+            return values.get("as") == "PartialObjectMetadataList" and values.get("g") == "meta.k8s.io"
+    return False
+
+
 class _ApiError(Exception):
     def __init__(
         self,
@@ -913,14 +926,20 @@ class FakeKubernetes:
     async def _list_pods(self, request: web.Request, ns: str) -> web.StreamResponse:
         self._authorize(request, "pods", ns, None)
         items = self.pods(ns, selector=request.query.get("labelSelector"))
-        return web.json_response(
-            {
-                "apiVersion": "v1",
-                "kind": "PodList",
-                "metadata": {"resourceVersion": str(self._revision)},
-                "items": items,
+        list_meta = {"resourceVersion": str(self._revision)}
+        if _wants_metadata_only(request.headers.get("Accept", "")):
+            # What the API server answers a metadata informer: the objects' metadata only.
+            partial = {
+                "apiVersion": "meta.k8s.io/v1",
+                "kind": "PartialObjectMetadataList",
+                "metadata": list_meta,
+                "items": [
+                    {"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": item["metadata"]}
+                    for item in items
+                ],
             }
-        )
+            return web.Response(text=json.dumps(partial), headers={"Content-Type": _METADATA_LIST_TYPE})
+        return web.json_response({"apiVersion": "v1", "kind": "PodList", "metadata": list_meta, "items": items})
 
     def _pod(self, ns: str, name: str) -> Json:
         pod = self._store.pods.get((ns, name))
