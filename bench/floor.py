@@ -34,7 +34,8 @@ async def floor_loop(
         index, flips = "0", 0
         while True:
             params = {"index": index, "wait": "60s"} if index != "0" else {}
-            async with session.get(url, params=params) as response:
+            # Uncompressed, as the daemon asks by default (consul.compress: false).
+            async with session.get(url, params=params, headers={"Accept-Encoding": "identity"}) as response:
                 await response.read()
                 new = response.headers.get("X-Consul-Index", "0")
             if index == "0":

@@ -93,6 +93,10 @@ class ConsulConfig(_Section):
     retry_max: PositiveDuration = 30.0
     rate_per_second: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     rate_burst: int = Field(default=2, ge=1)
+    compress: bool = False
+    """Ask Consul to gzip its answers. Off by default: the scaler reads its own sidecar agent
+    over loopback, where gzip costs the agent ~80 ms and the scaler ~20 ms of CPU per
+    10,000-server answer (9.4 MB) to save bytes that never leave the pod."""
 
     @model_validator(mode="after")
     def _check(self) -> ConsulConfig:

@@ -119,3 +119,52 @@ class TestStreamingHeaders:
                 snapshot = await watch.fetch(ConsulIndex(1))
         assert not snapshot.trusted
         assert "no leader" in str(snapshot.trust)
+
+
+class TestTransport:
+    """How the answer is read: whole, uncompressed unless asked, and parsed once per distinct body."""
+
+    async def test_identity_by_default_gzip_when_asked(self) -> None:
+        """Accept-Encoding is identity by default; consul.compress asks for gzip, with the same fleet."""
+        fleets = {}
+        async with FakeConsul() as consul:
+            for n in range(50):
+                consul.add_instance("bolina", instance_id=f"b{n}", node=f"n{n}", port=7000, address="10.0.0.1")
+            for compress in (False, True):
+                config = parse_config({"consul": {"address": consul.url, "compress": compress}}).consul
+                async with ConsulWatch(config) as watch:
+                    fleets[compress] = (await watch.fetch()).servers
+                assert consul.requests[-1].headers["Accept-Encoding"] == ("gzip" if compress else "identity")
+        assert len(fleets[False]) == 50
+        assert fleets[True] == fleets[False]
+
+    async def test_a_large_answer_is_read_whole(self) -> None:
+        """An answer of many network reads (3,000 servers, ~2.8 MB) arrives whole and decodes."""
+        async with FakeConsul() as consul:
+            for n in range(3000):
+                consul.add_instance("bolina", instance_id=f"b{n}", node=f"n{n}", port=7000, address="10.0.0.1")
+            async with ConsulWatch(parse_config({"consul": {"address": consul.url}}).consul) as watch:
+                snapshot = await watch.fetch()
+        assert snapshot.trusted
+        assert sorted(s.instance_id for s in snapshot.servers) == sorted(f"b{n}" for n in range(3000))
+
+    async def test_an_unchanged_answer_is_not_parsed_again(self, monkeypatch: Any) -> None:
+        """The same bytes again (a wait that ran out) reuse the last parse; a change is parsed."""
+        parsed: list[int] = []
+
+        def counting(body: bytes | bytearray) -> Any:
+            parsed.append(len(body))
+            return parse_health(body)
+
+        monkeypatch.setattr("bolina_scaler.watching.parse_health", counting)
+        async with FakeConsul() as consul:
+            consul.add_instance("bolina", instance_id="b1", node="n1", port=7000, address="10.0.0.1")
+            async with ConsulWatch(parse_config({"consul": {"address": consul.url}}).consul) as watch:
+                first = await watch.fetch()
+                again = await watch.fetch()
+                assert len(parsed) == 1
+                assert again.servers is first.servers
+                consul.set_status("b1", "warning")
+                changed = await watch.fetch()
+        assert len(parsed) == 2
+        assert [s.status.value for s in changed.servers] == ["warning"]

@@ -18,6 +18,7 @@ their whole HTTP stack. It follows the documented Consul semantics the scaler re
 * agent endpoints: service register/deregister, TTL checks (update, pass/warn/fail, expiry to
   critical, ``DeregisterCriticalServiceAfter`` reaping), all driven by the loop clock with
   scheduled callbacks, so ``looptime`` fast-forwards them;
+* answers are gzipped when the request's ``Accept-Encoding`` allows it, as Consul's do;
 * ACL: with ``token=...`` every request needs it (``X-Consul-Token``, ``Authorization: Bearer``
   or ``?token=``), else 403 "Permission denied".
 
@@ -570,7 +571,10 @@ class FakeConsul:
         headers = self._headers(service, consistency, blocking=index > 0, cached="cached" in query)
         if fault is not None:
             return await _apply_fault(fault, request, body, headers)
-        return web.Response(body=body, headers=headers, content_type="application/json")
+        response = web.Response(body=body, headers=headers, content_type="application/json")
+        if "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)  # Consul gzips every answer if asked
+        return response
 
     async def _park(self, service: str, index: int, wait: float) -> None:
         assert self._changed is not None, "start() the fake first"
