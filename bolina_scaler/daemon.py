@@ -249,6 +249,9 @@ class Daemon:
             if snapshot.trusted:
                 self.state.trusted_at = snapshot.observed_at
             self._changed.set()
+            # Let the evaluator (woken by set()) decide and send its patch before this task
+            # builds and sends the next blocking query: that is ~1 ms of CPU off every reaction.
+            await asyncio.sleep(0)
 
     # -- evaluate --------------------------------------------------------------------------
 
@@ -271,8 +274,11 @@ class Daemon:
         if self._changed.is_set():
             return
         timeout = None if self._recheck_at is None else max(0.0, self._recheck_at - self.now())
+        # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own, one more
+        # loop turn between the watch's set() and this task running.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._changed.wait()
 
     def _recheck(self, at: float | None) -> None:
         if at is not None and (self._recheck_at is None or at < self._recheck_at):
