@@ -13,7 +13,7 @@ from bolina_scaler import cli, watching
 
 
 def main() -> int:
-    watching.parse_health = watching._parse_health_checked
+    watching.parse_health = lambda body, memo=None: watching._parse_health_checked(body)
     watching.ConsulWatch._parse = lambda self, body: watching._parse_health_checked(body)  # type: ignore[method-assign]
     return cli.main()
 

@@ -17,10 +17,11 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bolina_scaler import watching
 from bolina_scaler.config import parse_config
 from bolina_scaler.fakes.consul import FakeConsul, Fault
 from bolina_scaler.model import ConsulIndex
-from bolina_scaler.watching import ConsulWatch, _parse_health_checked, _parse_health_fast, parse_health
+from bolina_scaler.watching import ConsulWatch, EntryMemo, _parse_health_checked, _parse_health_fast, parse_health
 
 _text = st.one_of(st.sampled_from(["", "b1", "node-1", "10.0.0.1", "_node_maintenance"]), st.text(max_size=4))
 _odd = st.one_of(st.none(), st.integers(-5, 70000), st.booleans(), st.floats(allow_nan=False), st.lists(st.none()))
@@ -75,6 +76,46 @@ class TestFastPath:
         """Whatever the body, ``parse_health`` answers exactly as the checked path does."""
         body = orjson.dumps(entries)
         assert _outcome(parse_health, body) == _outcome(_parse_health_checked, body)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.lists(st.one_of(_entry, _odd), max_size=4), min_size=1, max_size=4))
+    def test_memo_gives_the_same_results_answer_after_answer(self, answers: list[list[Any]]) -> None:
+        """One EntryMemo over a sequence of answers (entries kept, changed, broken) changes no result."""
+        memo = EntryMemo()
+        for entries in answers:
+            for body in (orjson.dumps(entries), orjson.dumps(entries[::-1])):
+                assert _outcome(lambda b: parse_health(b, memo), body) == _outcome(_parse_health_checked, body)
+
+    def test_memo_decodes_only_new_entries(self, monkeypatch: Any) -> None:
+        """The second answer decodes only the entry that changed; unchanged servers are the same objects."""
+        entries = [
+            {
+                "Node": {"Node": f"n{n}", "Address": "10.0.0.1"},
+                "Service": {"ID": f"b{n}", "Port": 9001},
+                "Checks": [{"CheckID": f"service:b{n}", "ServiceID": f"b{n}", "Status": "passing"}],
+            }
+            for n in range(3)
+        ]
+        memo = EntryMemo()
+        first = memo.parse(orjson.dumps(entries))
+        assert first is not None
+        decoded: list[bytes] = []
+        real = watching._FAST_ENTRY
+
+        class Counting:
+            def decode(self, data: bytes) -> Any:
+                decoded.append(data)
+                return real.decode(data)
+
+        monkeypatch.setattr(watching, "_FAST_ENTRY", Counting())
+        entries[1]["Checks"][0]["Status"] = "critical"
+        second = memo.parse(orjson.dumps(entries))
+        assert second is not None
+        assert len(decoded) == 1
+        assert b'"b1"' in decoded[0]
+        assert second[0][0] is first[0][0]
+        assert second[0][2] is first[0][2]
+        assert second[0][1].status.value == "critical"
 
     def test_well_formed_answer_takes_the_fast_path(self) -> None:
         """A normal Consul answer is decoded by the fast path, with the same servers and notes."""
@@ -152,9 +193,9 @@ class TestTransport:
         """The same bytes again (a wait that ran out) reuse the last parse; a change is parsed."""
         parsed: list[int] = []
 
-        def counting(body: bytes | bytearray) -> Any:
+        def counting(body: bytes | bytearray, memo: EntryMemo | None = None) -> Any:
             parsed.append(len(body))
-            return parse_health(body)
+            return parse_health(body, memo)
 
         monkeypatch.setattr("bolina_scaler.watching.parse_health", counting)
         async with FakeConsul() as consul:
