@@ -14,7 +14,8 @@ pod), else the kubeconfig context's namespace, else ``default``.
 ``kubernetes_asyncio`` traps handled here: it reads ``$KUBECONFIG`` once at import time (we read
 it when connecting); ``load_kube_config`` rewrites the kubeconfig unless ``persist_config=False``;
 exec-plugin tokens expire unless ``refresh_token`` runs in the background (in-cluster tokens are
-re-read by the library's own hook).
+re-read by the library's own hook); its aiohttp session has ``trust_env=True``, which looks up
+``~/.netrc`` and the proxy variables in a worker thread on every request (see ``_api_client``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,7 +70,7 @@ async def connect(
     """Load credentials in the documented order and build the shared ``ApiClient``."""
     environ = os.environ if environ is None else environ
     if settings.kubeconfig is not None:
-        return await _from_kubeconfig(settings, str(settings.kubeconfig))
+        return await _from_kubeconfig(settings, str(settings.kubeconfig), environ)
     in_cluster_problem = "not in a pod (KUBERNETES_SERVICE_HOST is not set)"
     if environ.get("KUBERNETES_SERVICE_HOST"):
         configuration = client.Configuration()
@@ -83,7 +86,7 @@ async def connect(
         else:
             namespace = settings.namespace or _read_namespace(service_account_dir) or "default"
             return Connection(
-                api_client=client.ApiClient(configuration),
+                api_client=_api_client(configuration, environ),
                 namespace=namespace,
                 source="in-cluster service account",
             )
@@ -93,10 +96,10 @@ async def connect(
             f"no Kubernetes credentials: {in_cluster_problem} and no kubeconfig at {paths} "
             "(set kubernetes.kubeconfig or run in a pod with a service account)"
         )
-    return await _from_kubeconfig(settings, paths)
+    return await _from_kubeconfig(settings, paths, environ)
 
 
-async def _from_kubeconfig(settings: KubernetesConfig, paths: str) -> Connection:
+async def _from_kubeconfig(settings: KubernetesConfig, paths: str, environ: Mapping[str, str]) -> Connection:
     configuration = client.Configuration()
     try:
         loader = await config.load_kube_config(
@@ -118,11 +121,43 @@ async def _from_kubeconfig(settings: KubernetesConfig, paths: str) -> Connection
             name="kubernetes-token-refresh",
         )
     return Connection(
-        api_client=client.ApiClient(configuration),
+        api_client=_api_client(configuration, environ),
         namespace=namespace,
         source=f"kubeconfig {paths} (context {context.get('name', '?')!r})",
         _refresher=refresher,
     )
+
+
+def _api_client(configuration: Any, environ: Mapping[str, str]) -> Any:
+    """``ApiClient(configuration)`` without aiohttp's per-request environment lookups.
+
+    kubernetes_asyncio opens its aiohttp session with ``trust_env=True``: every request then
+    looks up ``~/.netrc`` and the proxy variables in a worker thread, two thread hops that cost
+    ~0.9 ms per request against a local API server (1.5 ms -> 0.6 ms per scale patch), in front
+    of every scale patch and every Lease renewal. The proxy is looked up once here instead, by
+    the same ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` rules, unless the kubeconfig names
+    one; the API server authenticates by token or certificate, never by ``.netrc``.
+    """
+    if not configuration.proxy:
+        configuration.proxy = _environment_proxy(configuration.host, environ)
+    api_client = client.ApiClient(configuration)
+    session = api_client.rest_client.pool_manager
+    if hasattr(session, "_trust_env"):  # aiohttp.ClientSession offers no setter
+        session._trust_env = False
+    return api_client
+
+
+def _environment_proxy(host: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy the environment names for ``host`` (``<scheme>_proxy``, ``no_proxy``), if any."""
+    variables = {name.lower(): value for name, value in environ.items() if name.lower().endswith("_proxy") and value}
+    url = urllib.parse.urlsplit(host)
+    proxy = variables.get(f"{url.scheme}_proxy") or variables.get("all_proxy")
+    if not proxy or url.hostname is None:
+        return None
+    no_proxy = {"no": variables["no_proxy"]} if "no_proxy" in variables else {}
+    if urllib.request.proxy_bypass_environment(url.netloc, no_proxy):  # type: ignore[attr-defined]
+        return None
+    return proxy
 
 
 def _any_file(paths: str) -> bool:

@@ -335,6 +335,37 @@ class TestConnection:
             _ = target.api_client
 
 
+class TestEnvironmentLookups:
+    """No per-request ~/.netrc and proxy lookups in worker threads; the proxy is resolved once."""
+
+    async def test_requests_do_not_consult_the_environment(
+        self, kube: FakeKubernetes, settings: KubernetesConfig
+    ) -> None:
+        """The session does not trust the environment, so a scale patch makes no thread hop."""
+        async with target_for(settings) as target:
+            assert target.api_client.rest_client.pool_manager.trust_env is False
+            loop = asyncio.get_running_loop()
+            hops: list[object] = []
+            run_in_executor = loop.run_in_executor
+            loop.run_in_executor = lambda *args: hops.append(args) or run_in_executor(*args)  # type: ignore[method-assign,func-returns-value]
+            try:
+                scale = await target.read()
+                await target.patch(4, resource_version=scale.resource_version)
+            finally:
+                del loop.run_in_executor
+        assert hops == []
+
+    async def test_proxy_from_the_environment_is_kept(self, kube: FakeKubernetes, tmp_path: Path) -> None:
+        """HTTP_PROXY still applies to the API server (resolved once); NO_PROXY still exempts it."""
+        settings = KubernetesConfig(kubeconfig=kube.kubeconfig(tmp_path / "kc", namespace=NS))
+        async with target_for(settings, environ={"HTTP_PROXY": "http://proxy.example:3128"}) as target:
+            assert target.api_client.configuration.proxy == "http://proxy.example:3128"
+        environ = {"http_proxy": "http://proxy.example:3128", "no_proxy": "127.0.0.1,.cluster.local"}
+        async with target_for(settings, environ=environ) as target:
+            assert not target.api_client.configuration.proxy
+            assert (await target.read()).replicas == 3
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make the fake's certificate")
 class TestInCluster:
     @pytest.fixture
