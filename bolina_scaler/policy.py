@@ -139,7 +139,15 @@ def decide(
         external_change=external_change,
     )
 
-    step, memory = _evaluate(fleet=fleet, current=current, pending=pending, config=config, memory=memory, now=now)
+    step, memory = _evaluate(
+        fleet=fleet,
+        current=current,
+        pending=pending,
+        mean_load=inputs.mean_load,
+        config=config,
+        memory=memory,
+        now=now,
+    )
     decision = Decision(
         desired=step.desired,
         current=current,
@@ -179,6 +187,7 @@ def _evaluate(
     fleet: FleetSnapshot,
     current: int,
     pending: int,
+    mean_load: float | None,
     config: PolicyConfig,
     memory: Memory,
     now: float,
@@ -250,7 +259,7 @@ def _evaluate(
             f"{now - above_since:.0f}s of {config.scale_down_stabilization:g}s"
         )
         return _Step(current, Direction.NONE, Reason.STABILIZING, message, recheck_at=window_end), memory
-    return _scale_down(fleet, current, target, config, memory, now), memory
+    return _scale_down(fleet, current, target, mean_load, config, memory, now), memory
 
 
 def _scale_up(
@@ -298,6 +307,7 @@ def _scale_down(
     fleet: FleetSnapshot,
     current: int,
     target: Fraction,
+    mean_load: float | None,
     config: PolicyConfig,
     memory: Memory,
     now: float,
@@ -313,7 +323,7 @@ def _scale_down(
     )
     if most < 1:
         return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; removing one would go below target")
-    by_load = _removable_by_load(fleet, config)
+    by_load = _removable_by_load(fleet, mean_load, config)
     if by_load is not None and by_load[0] < most:
         most, mean = by_load
         if most < 1:
@@ -339,7 +349,7 @@ def _scale_down(
     return _Step(desired, Direction.DOWN, Reason.ABOVE_SCALE_DOWN_RATIO, message, tuple(clamps))
 
 
-def _removable_by_load(fleet: FleetSnapshot, config: PolicyConfig) -> tuple[int, float] | None:
+def _removable_by_load(fleet: FleetSnapshot, mean: float | None, config: PolicyConfig) -> tuple[int, float] | None:
     """How many servers can go while the mean load of the non-Critical ones stays under the bound.
 
     Servers share clients evenly through the load balancer, so they tend to be Available until
@@ -347,20 +357,24 @@ def _removable_by_load(fleet: FleetSnapshot, config: PolicyConfig) -> tuple[int,
     little about headroom. When every non-Critical server reports its load, the clients of the
     removed servers are assumed to move to the others. None when the load is not known.
     """
-    bound, mean = config.scale_down_max_load, _mean_load(fleet)
+    bound = config.scale_down_max_load
     if bound is None or mean is None:
         return None
-    serving = sum(1 for s in fleet.servers if s.status is not Status.CRITICAL)
+    serving = fleet.registered - fleet.critical
     removable = serving - math.ceil(mean * serving / bound - 1e-9)
     return max(0, removable), mean
 
 
 def _mean_load(fleet: FleetSnapshot) -> float | None:
     """Mean reported load of the non-Critical servers; None unless every one of them reports it."""
-    loads = [s.load for s in fleet.servers if s.status is not Status.CRITICAL]
-    if not loads or any(load is None for load in loads):
-        return None
-    return sum(load or 0.0 for load in loads) / len(loads)
+    total, serving = 0.0, 0
+    for server in fleet.servers:
+        if server.status is not Status.CRITICAL:
+            if server.load is None:
+                return None
+            total += server.load
+            serving += 1
+    return total / serving if serving else None
 
 
 def _mass_change_guard(
@@ -372,7 +386,7 @@ def _mass_change_guard(
     The baseline stays the pre-change fleet while holding, so a change that persists past the
     confirmation window is accepted and one that reverts clears the guard.
     """
-    healthy = frozenset(s.instance_id for s in fleet.servers if s.status is not Status.CRITICAL)
+    healthy = frozenset([s.instance_id for s in fleet.servers if s.status is not Status.CRITICAL])
     guard = config.mass_change
     baseline = memory.baseline
     if baseline is not None and len(baseline) >= guard.min_fleet:
