@@ -95,11 +95,15 @@ def work_table(work: WorkResult) -> list[str]:
     return [
         "| step (CPU, median) | ms |",
         "|---|---:|",
-        f"| decode + validate the answer (`parse_health`, {work.body_bytes / 1e6:.1f} MB) | {work.parse_ms:.1f} |",
+        f"| is the answer unchanged? (SHA-256 of the {work.body_bytes / 1e6:.1f} MB body) | {work.digest_ms:.1f} |",
+        "| decode + validate the answer, one server changed since the last one "
+        f"(`parse_health` with the watch's `EntryMemo`) | {work.update_parse_ms:.1f} |",
         f"| build the `FleetSnapshot` | {work.snapshot_ms:.1f} |",
         f"| `policy.decide` | {work.decide_ms:.1f} |",
         f"| render the evaluation log line | {work.log_ms:.2f} |",
         f"| **daemon total per update** | **{work.total_ms:.1f}** |",
+        f"| *the first answer after start-up: every entry decoded (`parse_health`, no memo)* | *{work.parse_ms:.1f}* |",
+        f"| *daemon total for that first answer* | *{work.first_total_ms:.1f}* |",
         f"| *before issue 6: the same answer through the checked parser (orjson + per-field checks)* "
         f"| *{work.reference_parse_ms:.1f}* |",
         f"| *fake Consul: build the entries (not the daemon's)* | *{work.fake_entries_ms:.1f}* |",
