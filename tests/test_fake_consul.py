@@ -154,15 +154,17 @@ class TestHealthService:
         assert headers["X-Consul-LastContact"] == "12000"
         assert headers["X-Consul-Effective-Consistency"] == "stale"
 
-    async def test_streaming_omits_leader_headers(self, http: aiohttp.ClientSession) -> None:
-        """The streaming backend answers blocking queries without KnownLeader/LastContact."""
+    async def test_streaming_sends_unset_leader_headers(self, http: aiohttp.ClientSession) -> None:
+        """Like Consul 1.14's streaming backend: blocking answers say KnownLeader false, LastContact 0."""
         async with FakeConsul(streaming=True) as consul:
             _, headers, _ = await get(http, consul)
-            assert "X-Consul-KnownLeader" in headers
+            assert headers["X-Consul-KnownLeader"] == "true"
+            assert headers["X-Consul-Query-Backend"] == "blocking-query"
             consul.touch("bolina")
             _, headers, _ = await get(http, consul, index="1", wait="1s")
-            assert "X-Consul-KnownLeader" not in headers
-            assert "X-Consul-LastContact" not in headers
+            assert headers["X-Consul-Query-Backend"] == "streaming"
+            assert headers["X-Consul-KnownLeader"] == "false"
+            assert headers["X-Consul-LastContact"] == "0"
 
 
 class TestBlocking:

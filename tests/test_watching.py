@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 
@@ -288,14 +289,18 @@ class TestConsulWatchFetch:
         assert "12000 ms" in str(snapshot.trust)
         assert snapshot.registered == 2
 
-    async def test_streaming_without_leader_headers_is_trusted(self) -> None:
-        """Missing KnownLeader/LastContact (streaming backend) means unknown, not a problem."""
+    async def test_streaming_answers_are_trusted(self) -> None:
+        """The streaming backend's KnownLeader false / LastContact 0 are unset defaults, not a problem."""
         async with FakeConsul(streaming=True) as consul:
             consul.add_instance("bolina", instance_id="b1")
             async with ConsulWatch(config(consul)) as watch:
                 snapshot = await watch.fetch(ConsulIndex(1))
-            assert "X-Consul-KnownLeader" not in consul.requests[-1].headers
-            assert snapshot.trusted
+                assert snapshot.trusted
+                async with aiohttp.ClientSession() as http:
+                    url = f"{consul.url}/v1/health/service/bolina?index=1&wait=1s"
+                    async with http.get(url) as response:
+                        assert response.headers["X-Consul-Query-Backend"] == "streaming"
+                        assert response.headers["X-Consul-KnownLeader"] == "false"
 
     async def test_broken_entry_untrusted_but_others_kept(self, consul: FakeConsul) -> None:
         """One broken entry: the rest are parsed, the snapshot is untrusted."""

@@ -13,8 +13,9 @@ their whole HTTP stack. It follows the documented Consul semantics the scaler re
   unknown one), ``passing``, and a small ``filter`` subset (400 for anything else);
 * without a known leader, default and consistent reads fail with 500 "No cluster leader", as in
   Consul; stale reads still answer with ``X-Consul-KnownLeader: false`` and ``LastContact``;
-* with ``streaming=True``, blocking queries omit ``X-Consul-KnownLeader``/``LastContact`` as the
-  agent's streaming backend does;
+* with ``streaming=True``, blocking queries answer ``X-Consul-Query-Backend: streaming`` with
+  ``X-Consul-KnownLeader: false`` and ``X-Consul-LastContact: 0`` whatever the leader, as Consul
+  1.14's streaming backend does (unset defaults, checked against the real agent);
 * agent endpoints: service register/deregister, TTL checks (update, pass/warn/fail, expiry to
   critical, ``DeregisterCriticalServiceAfter`` reaping), all driven by the loop clock with
   scheduled callbacks, so ``looptime`` fast-forwards them;
@@ -600,7 +601,9 @@ class FakeConsul:
             "X-Consul-Effective-Consistency": consistency,
             "X-Consul-Query-Backend": "streaming" if self.streaming and blocking else "blocking-query",
         }
-        if not (self.streaming and (blocking or cached)):
+        if self.streaming and blocking:
+            headers["X-Consul-KnownLeader"], headers["X-Consul-LastContact"] = "false", "0"
+        elif not cached:
             headers["X-Consul-KnownLeader"] = "true" if self.known_leader else "false"
             headers["X-Consul-LastContact"] = str(self.last_contact_ms if consistency == "stale" else 0)
         if cached:
