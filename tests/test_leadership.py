@@ -126,6 +126,32 @@ class TestLeaseLoop:
             results = await asyncio.gather(a.try_once(), b.try_once())
         assert sorted(results) == [False, True]
 
+    async def test_leader_renews_with_one_request(self, world: World):
+        """A leader renews optimistically: one PUT per round on the Lease it last wrote, no GET."""
+        async with candidate(world, "a") as a:
+            await a.try_once()
+            first = len(world.kube.requests)
+            for _ in range(3):
+                await asyncio.sleep(2)
+                assert await a.try_once() is True
+        renewals = [(r.method, r.status) for r in world.kube.requests[first:] if "/leases" in r.path]
+        assert renewals == [("PUT", 200)] * 3
+        assert world.kube.lease(NS, LEASE)["spec"]["leaseTransitions"] == 0  # type: ignore[index]
+
+    async def test_optimistic_renew_falls_back_to_reading_the_lease(self, world: World):
+        """The Lease changed under the leader: the PUT conflicts, the GET shows the new holder, it steps down."""
+        async with candidate(world, "a") as a:
+            await a.try_once()
+            renewed = micro_time(datetime.now(UTC))
+            world.kube.set_lease(NS, LEASE, {"holderIdentity": "other", "leaseDurationSeconds": 15,
+                                             "renewTime": renewed})  # fmt: skip
+            first = len(world.kube.requests)
+            assert await a.try_once() is False
+            assert not a.is_leader()
+            assert a.holder == "other"
+        calls = [(r.method, r.status) for r in world.kube.requests[first:] if "/leases" in r.path]
+        assert calls == [("PUT", 409), ("GET", 200)]
+
 
 # -- two daemons ---------------------------------------------------------------------------------
 
