@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from collections.abc import Callable
 from importlib import resources
 from types import TracebackType
@@ -89,34 +90,47 @@ def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Ca
 
 
 class HttpServer:
-    """Serve an app on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``."""
+    """Serve an app on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``.
 
-    def __init__(self, app: web.Application, *, host: str, port: int) -> None:
-        self._app, self._host, self._port = app, host, port
+    Also the in-process fakes' server (``start``/``stop``), with ``ssl_context`` for https.
+    """
+
+    def __init__(
+        self, app: web.Application, *, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._app, self._host, self._port, self._ssl = app, host, port, ssl_context
         self._runner: web.AppRunner | None = None
         self.port = 0
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self._host in {"0.0.0.0", "", "::"} else self._host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self._ssl else 'http'}://{host}:{self.port}"
 
-    async def __aenter__(self) -> HttpServer:
+    async def start(self) -> str:
+        """Listen; return the base URL."""
         self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
+        site = web.TCPSite(self._runner, self._host, self._port, ssl_context=self._ssl)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.Server)
         self.port = int(server.sockets[0].getsockname()[1])
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> HttpServer:
+        await self.start()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        await self.stop()
 
 
 # -- handlers --------------------------------------------------------------------------------

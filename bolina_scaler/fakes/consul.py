@@ -49,6 +49,8 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from bolina_scaler.httpapi import HttpServer
+
 __all__ = ["CHECK_STATUSES", "FakeConsul", "Fault", "RecordedRequest"]
 
 CHECK_STATUSES = ("passing", "warning", "critical")
@@ -217,7 +219,7 @@ class FakeConsul:
         self._parked: collections.Counter[str] = collections.Counter()
         self._changed: _Signal | None = None
         self._parked_changed: _Signal | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self._closing = False
         self._restores = 0
         self.url = ""
@@ -240,12 +242,8 @@ class FakeConsul:
         for check in self._checks.values():  # checks added before start() get their timers now
             self._arm_ttl(check)
             self._arm_reaper(check)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self._server = HttpServer(app, host="127.0.0.1", port=0)
+        self.url = await self._server.start()
         return self.url
 
     async def stop(self) -> None:
@@ -254,9 +252,9 @@ class FakeConsul:
         self._fire()
         for check in self._checks.values():
             _cancel(check)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
 
     async def __aenter__(self) -> FakeConsul:
         await self.start()

@@ -43,6 +43,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from bolina_scaler.httpapi import HttpServer
+
 __all__ = [
     "DELETION_COST",
     "Arrival",
@@ -307,7 +309,7 @@ class FakeKubernetes:
         self._denials: set[tuple[str, str, str | None, str | None]] = set()
         self._faults: list[_Fault] = []
         self._waiters: list[tuple[Callable[[Arrival], bool], asyncio.Future[Arrival]]] = []
-        self._runner: web.AppRunner | None = None
+        self._server: HttpServer | None = None
         self._tmpdir: Path | None = None
         self._stopping = asyncio.Event()
         self.arrivals: list[Arrival] = []
@@ -331,15 +333,10 @@ class FakeKubernetes:
         """Start serving on 127.0.0.1 with a free port; return the base URL."""
         app = web.Application(middlewares=[self._middleware])
         app.router.add_route("*", "/{tail:.*}", self._route)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await self._runner.setup()
         context = await self._ssl_context() if self._tls else None
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=context)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = int(server.sockets[0].getsockname()[1])
-        self.url = f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
+        self._server = HttpServer(app, host="127.0.0.1", port=0, ssl_context=context)
+        self.url = await self._server.start()
+        self.port = self._server.port
         return self.url
 
     async def stop(self) -> None:
@@ -350,9 +347,9 @@ class FakeKubernetes:
                 handle.cancel()
         for _, future in self._waiters:
             future.cancel()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
