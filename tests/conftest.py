@@ -10,7 +10,7 @@ import pytest
 
 from bolina_scaler.fakes.consul import FakeConsul
 from bolina_scaler.fakes.kubernetes import FakeKubernetes
-from tests.harness import NS, World
+from tests.harness import KUBE_NS, NS, World
 
 
 @pytest.fixture(autouse=True)
@@ -33,3 +33,11 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with FakeConsul() as consul, FakeKubernetes() as kube:
         kube.add_deployment(NS, "bolina", replicas=0, labels={"app": "bolina"})
         yield World(consul, kube, kube.kubeconfig(tmp_path / "kubeconfig", namespace=NS))
+
+
+@pytest.fixture
+async def kube() -> AsyncIterator[FakeKubernetes]:
+    """A fake Kubernetes alone, with a `bolina` Deployment at 3 replicas in ``KUBE_NS``."""
+    async with FakeKubernetes() as fake:
+        fake.add_deployment(KUBE_NS, "bolina", replicas=3)
+        yield fake

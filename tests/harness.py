@@ -22,6 +22,8 @@ from bolina_scaler.patching import ScaleTarget
 from bolina_scaler.watching import ConsulWatch
 
 NS = "bolina"
+KUBE_NS = "bolina-ns"
+"""The namespace of the lone ``kube`` fixture (a fake Kubernetes without Consul)."""
 
 BASE = {
     "consul": {"wait": "60s", "rate_per_second": 50, "rate_burst": 2, "retry_initial": "1s", "retry_max": "5s"},

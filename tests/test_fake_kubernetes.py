@@ -15,20 +15,14 @@ import aiohttp
 import pytest
 
 from bolina_scaler.fakes.kubernetes import DELETION_COST, FakeKubernetes
+from tests.harness import KUBE_NS
 
-NS = "bolina-ns"
+NS = KUBE_NS
 SCALE = f"/apis/apps/v1/namespaces/{NS}/deployments/bolina/scale"
 DEPLOYMENT = f"/apis/apps/v1/namespaces/{NS}/deployments/bolina"
 PODS = f"/api/v1/namespaces/{NS}/pods"
 LEASES = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
 MERGE = "application/merge-patch+json"
-
-
-@pytest.fixture
-async def kube() -> AsyncIterator[FakeKubernetes]:
-    async with FakeKubernetes() as fake:
-        fake.add_deployment(NS, "bolina", replicas=3)
-        yield fake
 
 
 @pytest.fixture

@@ -27,17 +27,11 @@ from bolina_scaler.patching import (
     ScaleTarget,
     Unavailable,
 )
+from tests.harness import KUBE_NS
 
 pytestmark = pytest.mark.looptime
 
-NS = "bolina-ns"
-
-
-@pytest.fixture
-async def kube() -> AsyncIterator[FakeKubernetes]:
-    async with FakeKubernetes() as fake:
-        fake.add_deployment(NS, "bolina", replicas=3)
-        yield fake
+NS = KUBE_NS
 
 
 @pytest.fixture
