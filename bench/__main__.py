@@ -115,7 +115,8 @@ async def latency_suite(
     else:
         async with RealConsulSide(binary) as real:
             extra.append(
-                f"real Consul: `{real.version()}` (`consul agent -dev`, catalog registrations, one node per server)"
+                f"real Consul: `{real.version()}` (a single-server agent, `-server -bootstrap-expect=1`; "
+                "catalog registrations, one node per server)"
             )
             async with FakeKubernetes() as fake_kube:
                 await both(real, FakeKubeSide(fake_kube, workdir), REAL_CONSUL)
