@@ -250,7 +250,7 @@ class Daemon:
                 self.state.trusted_at = snapshot.observed_at
             self._changed.set()
             # Let the evaluator (woken by set()) decide and send its patch before this task
-            # builds and sends the next blocking query: that is ~1 ms of CPU off every reaction.
+            # builds and sends the next blocking query (~1 ms of CPU): that much less latency.
             await asyncio.sleep(0)
 
     # -- evaluate --------------------------------------------------------------------------

@@ -162,8 +162,8 @@ class DeletionCostSteering:
         Asks for ``PartialObjectMetadataList`` (what client-go's metadata informers use): only
         the pods' metadata crosses the wire, not their specs and statuses (a few hundred bytes
         per pod instead of several kilobytes), and the answer is read with orjson rather than
-        deserialised into ``V1Pod`` models (~0.4 ms per pod). ``application/json`` after it
-        lets an API server that cannot convert answer with the full ``PodList`` (same shape).
+        deserialised into ``V1Pod`` model trees. ``application/json`` after it lets an API
+        server that cannot convert answer with the full ``PodList`` (same shape).
         """
         api_client = self._api.api_client
         response = await api_client.call_api(

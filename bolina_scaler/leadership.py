@@ -17,8 +17,9 @@ local time with a ``Z``. This one follows client-go's ``LeaderElector``::
         ▼
     free, expired or ours ──► UPDATE with resourceVersion (409: someone was faster) ──ok──► LEADER
 
-* A leader renews optimistically (client-go's fast path since 1.27): one UPDATE on the Lease
-  as it last wrote it (its resourceVersion, acquireTime and leaseTransitions), without the GET.
+* A leader renews optimistically, as client-go's LeaderElector does (its "fast path"): one
+  UPDATE on the Lease as it last wrote it (resourceVersion, acquireTime, leaseTransitions),
+  without the GET.
   Any failure (409: the Lease changed under us) falls back to the GET path above, in the same
   round. An idle leader sends one request per ``retry_period`` instead of two.
 
