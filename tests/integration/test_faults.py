@@ -136,6 +136,11 @@ def test_consul_killed_and_restarted(
     # Register again, passing first, so no partial state ever asks for a change.
     for pod in sorted(fleet.registered, key=lambda p: fleet.registered[p] != "passing"):
         consul.register(pod, status=fleet.registered[pod])
+    # The agent syncs a registration to its catalog just after answering it: wait until its
+    # health view lists the whole fleet, or "the latest index" may be one with a server missing.
+    wait_until(
+        lambda: consul.statuses().keys() == fleet.registered.keys() or None, timeout=10, what="the fleet back in Consul"
+    )
     decision = decided_at_latest(scaler, consul)
     recovery = time.monotonic() - restarted
     assert decision["decision"]["inputs"]["trusted"]
