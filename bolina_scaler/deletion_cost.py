@@ -62,9 +62,7 @@ def cost_of(server: Server) -> int:
 
 def costs(servers: Iterable[Server], *, among: Container[str] | None = None) -> dict[str, int]:
     """Pod name → deletion cost, for every server that names its pod (``among`` these pods, if given)."""
-    if among is None:
-        return {server.pod: cost_of(server) for server in servers if server.pod}
-    return {server.pod: cost_of(server) for server in servers if server.pod and server.pod in among}
+    return {server.pod: cost_of(server) for server in servers if server.pod and (among is None or server.pod in among)}
 
 
 def changes(wanted: Mapping[str, int], pods: Mapping[str, str | None], *, remove: int) -> dict[str, int]:
