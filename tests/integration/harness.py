@@ -921,15 +921,19 @@ class Fleet:
         self.consul, self.ns = consul, ns
         self.registered: dict[str, str] = {}
 
-    def sync(self, status: str = "passing", *, register: bool = True) -> list[str]:
-        """Register Running pods not registered yet (with ``status``), deregister vanished ones."""
+    def sync(self, status: str = "passing", *, register: bool = True, only: list[str] | None = None) -> list[str]:
+        """Register Running pods not registered yet (with ``status``), deregister vanished ones.
+
+        ``only`` limits the registering to those pods, so that a test can choose the order in which a
+        scaler that is already watching sees the fleet fill up.
+        """
         running = self.ns.running()
         for pod in sorted(set(self.registered) - set(running)):
             self.consul.deregister(pod)
             del self.registered[pod]
         if register:
             for n, pod in enumerate(running):
-                if pod not in self.registered:
+                if pod not in self.registered and (only is None or pod in only):
                     self.consul.register(pod, status=status, n=n)
                     self.registered[pod] = status
         return running

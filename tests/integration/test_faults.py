@@ -275,8 +275,14 @@ def test_consul_unreachable_at_start(
         consul.start()
         up = time.monotonic()
         fleet = Fleet(consul, bolina_ns)
+        # The scaler is already watching, so it acts on every partial fleet: registering the two
+        # Available servers first keeps each one at or above the target (unregistered replicas count
+        # as starting). Warning first would show "0 of 3 Available" and rightly scale up.
+        fleet.sync("passing", only=bolina_ns.running()[:2])
         fleet.sync("warning")
-        fleet.set(fleet.ns.running()[:2], "passing")
+        wait_until(
+            lambda: consul.statuses().keys() == fleet.registered.keys() or None, timeout=10, what="the fleet in Consul"
+        )
         wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
         recovery = time.monotonic() - up
         decided_at_latest(scaler, consul)
