@@ -95,7 +95,8 @@ def work_table(work: WorkResult) -> list[str]:
     return [
         "| step (CPU, median) | ms |",
         "|---|---:|",
-        f"| is the answer unchanged? (SHA-256 of the {work.body_bytes / 1e6:.1f} MB body) | {work.digest_ms:.1f} |",
+        f"| is the answer unchanged? (compared with the last {work.body_bytes / 1e6:.1f} MB body) "
+        f"| {work.unchanged_check_ms:.1f} |",
         "| decode + validate the answer, one server changed since the last one "
         f"(`parse_health` with the watch's `EntryMemo`) | {work.update_parse_ms:.1f} |",
         f"| build the `FleetSnapshot` | {work.snapshot_ms:.1f} |",

@@ -69,6 +69,9 @@ def _outcome(parse: Any, body: bytes) -> Any:
         return (type(exc), str(exc))
 
 
+_EDITS = ["flip", "change", "insert", "delete", "move", "duplicate"]
+
+
 class TestFastPath:
     @settings(max_examples=400, deadline=None)
     @given(st.lists(st.one_of(_entry, _odd), max_size=4))
@@ -86,16 +89,49 @@ class TestFastPath:
             for body in (orjson.dumps(entries), orjson.dumps(entries[::-1])):
                 assert _outcome(lambda b: parse_health(b, memo), body) == _outcome(_parse_health_checked, body)
 
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.integers(0, 40),
+        st.lists(
+            st.lists(
+                st.tuples(st.sampled_from(_EDITS), st.integers(0, 10**6)),
+                max_size=6,
+            ),
+            min_size=1,
+            max_size=5,
+        ),
+    )
+    def test_memo_follows_registrations_coming_and_going(self, size: int, edits: list[list[tuple[str, int]]]) -> None:
+        """Larger fleets edited between answers (shifts, moves, duplicates) give the checked path's result."""
+        fleet = [_server_entry(n) for n in range(size)]
+        memo = EntryMemo()
+        serial = size
+        for answer in [[], *edits]:
+            for what, at in answer:
+                where = at % (len(fleet) + 1)
+                if what == "insert" or not fleet:
+                    fleet.insert(where, _server_entry(serial))
+                    serial += 1
+                    continue
+                where %= len(fleet)
+                if what == "flip":
+                    n = int(fleet[where]["Service"]["ID"][1:])
+                    fleet[where] = _server_entry(n, status="warning" if "passing" in str(fleet[where]) else "passing")
+                elif what == "change":
+                    fleet[where] = _server_entry(serial, status="critical")
+                    serial += 1
+                elif what == "delete":
+                    del fleet[where]
+                elif what == "move":
+                    fleet.append(fleet.pop(where))
+                else:
+                    fleet.insert(where, fleet[where])
+            body = orjson.dumps(fleet)
+            assert parse_health(body, memo) == _parse_health_checked(body)
+
     def test_memo_decodes_only_new_entries(self, monkeypatch: Any) -> None:
-        """The second answer decodes only the entry that changed; unchanged servers are the same objects."""
-        entries = [
-            {
-                "Node": {"Node": f"n{n}", "Address": "10.0.0.1"},
-                "Service": {"ID": f"b{n}", "Port": 9001},
-                "Checks": [{"CheckID": f"service:b{n}", "ServiceID": f"b{n}", "Status": "passing"}],
-            }
-            for n in range(3)
-        ]
+        """A change, a new server and a gone one: only the new bytes are decoded; the rest are the same objects."""
+        entries = [_server_entry(n) for n in range(6)]
         memo = EntryMemo()
         first = memo.parse(orjson.dumps(entries))
         assert first is not None
@@ -103,8 +139,8 @@ class TestFastPath:
         real = watching._FAST_ENTRY
 
         class Counting:
-            def decode(self, data: bytes) -> Any:
-                decoded.append(data)
+            def decode(self, data: Any) -> Any:
+                decoded.append(bytes(data))
                 return real.decode(data)
 
         monkeypatch.setattr(watching, "_FAST_ENTRY", Counting())
@@ -116,6 +152,17 @@ class TestFastPath:
         assert second[0][0] is first[0][0]
         assert second[0][2] is first[0][2]
         assert second[0][1].status.value == "critical"
+
+        decoded.clear()
+        entries.insert(3, _server_entry(6))  # a new server in the middle shifts those after it
+        del entries[0]  # and a gone one shifts them all
+        third = memo.parse(orjson.dumps(entries))
+        assert third is not None
+        assert [s.instance_id for s in third[0]] == ["b1", "b2", "b6", "b3", "b4", "b5"]
+        assert len(decoded) == 1
+        assert b'"b6"' in decoded[0]
+        assert third[0][0] is second[0][1]
+        assert all(a is b for a, b in zip(third[0][3:], second[0][3:], strict=True))
 
     def test_well_formed_answer_takes_the_fast_path(self) -> None:
         """A normal Consul answer is decoded by the fast path, with the same servers and notes."""
@@ -209,3 +256,11 @@ class TestTransport:
                 changed = await watch.fetch()
         assert len(parsed) == 2
         assert [s.status.value for s in changed.servers] == ["warning"]
+
+
+def _server_entry(n: int, *, status: str = "passing") -> dict[str, Any]:
+    return {
+        "Node": {"Node": f"n{n}", "Address": "10.0.0.1"},
+        "Service": {"ID": f"b{n}", "Port": 9001, "Meta": {"udp_port": "x"} if n % 7 == 3 else {}},
+        "Checks": [{"CheckID": f"service:b{n}", "ServiceID": f"b{n}", "Status": status}],
+    }
