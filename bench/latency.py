@@ -19,7 +19,7 @@ from bench.backends import ConsulSide, KubeSide
 from bench.proc import Child, start_daemon, start_floor
 from bench.scenario import REPLICAS, daemon_config, edge
 
-__all__ = ["LatencyRun", "measure_latency", "percentile"]
+__all__ = ["LatencyRun", "measure_latency", "merge", "percentile"]
 
 PATCH_TIMEOUT = 30.0
 GAP = 0.03
@@ -71,9 +71,13 @@ async def measure_latency(
     subject: str,
     workdir: Path,
     profile: Path | None = None,
+    load: bool = True,
 ) -> LatencyRun:
+    """One subject's run; ``load=False`` keeps the fleet of the last run (same size, an even
+    number of flips since, so server 0 is back where it started)."""
     e = edge(size)
-    await consul.load(["passing"] * e.available + ["warning"] * (size - e.available))
+    if load:
+        await consul.load(["passing"] * e.available + ["warning"] * (size - e.available))
     await kube.reset(REPLICAS)
     name = f"{subject}-{backend.replace(' ', '_').replace('+', '')}-{size}"
     child: Child
@@ -138,3 +142,23 @@ async def measure_latency(
     if not run.samples:
         raise RuntimeError(f"{name}: no PATCH arrived; see {child.log}")
     return run
+
+
+def merge(blocks: list[LatencyRun]) -> LatencyRun:
+    """One subject's blocks of an interleaved measurement, as one run."""
+    first = blocks[0]
+    writes = sum(b.writes for b in blocks)
+    return LatencyRun(
+        backend=first.backend,
+        size=first.size,
+        subject=first.subject,
+        samples=[s for b in blocks for s in b.samples],
+        up=[s for b in blocks for s in b.up],
+        down=[s for b in blocks for s in b.down],
+        missed=sum(b.missed for b in blocks),
+        cpu_per_change=sum(b.cpu_per_change * b.writes for b in blocks) / max(1, writes),
+        peak_rss_kb=max(b.peak_rss_kb for b in blocks),
+        patches_ok=all(b.patches_ok for b in blocks),
+        patches=sum(b.patches for b in blocks),
+        writes=writes,
+    )
