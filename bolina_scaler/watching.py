@@ -359,7 +359,7 @@ class EntryMemo:
                 found: int | None = here
             elif here + 1 < count and raw == old_raws[here + 1]:
                 found = here + 1
-            elif misses:
+            elif misses and count:
                 if by_bytes is None:
                     by_bytes = {bytes(r): n for n, r in enumerate(old_raws)}
                 found = by_bytes.get(bytes(raw))
