@@ -1,11 +1,12 @@
 """Work per update, in process: CPU to turn one full health answer into a decision.
 
 Does no network I/O: it takes the exact bytes the fake Consul serves for the fleet, and times
-(``time.process_time``) what the daemon does with them: the unchanged-answer check (a comparison with the last body),
-``parse_health`` (on an update: one server changed since the last answer, through the watch's
-``EntryMemo``; and a first answer, nothing known), the ``FleetSnapshot``, ``policy.decide``
-and rendering the evaluation log line. It also times the fake's own work to build that
-answer, so the reader can see where the time goes at 10,000 servers.
+(``time.process_time``) what the daemon does with them: the unchanged-answer check (a
+comparison with the last body), ``parse_health`` (on an update: one server changed since the
+last answer, through the watch's ``EntryMemo``; and a first answer, nothing known), the
+``FleetSnapshot``, ``policy.decide`` and rendering the evaluation log line. It also times the
+fake's own work to build that answer, so the reader can see where the time goes at 10,000
+servers.
 """
 
 from __future__ import annotations

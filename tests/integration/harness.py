@@ -943,6 +943,18 @@ class Fleet:
             self.consul.set_status(pod, status)
             self.registered[pod] = status
 
+    def wait_listed(self, *, timeout: float = 10.0) -> None:
+        """Wait until the agent's health view lists exactly the registered servers.
+
+        The agent syncs a registration to its catalog just after answering it: before this,
+        "Consul's latest index" may be one with a server missing.
+        """
+        wait_until(
+            lambda: self.consul.statuses().keys() == self.registered.keys() or None,
+            timeout=timeout,
+            what="the fleet listed in Consul",
+        )
+
 
 def decided_at_latest(
     scaler: Any, consul: ConsulAgent, *, timeout: float = 20.0, index_offset: int = 0

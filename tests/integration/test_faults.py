@@ -136,11 +136,7 @@ def test_consul_killed_and_restarted(
     # Register again, passing first, so no partial state ever asks for a change.
     for pod in sorted(fleet.registered, key=lambda p: fleet.registered[p] != "passing"):
         consul.register(pod, status=fleet.registered[pod])
-    # The agent syncs a registration to its catalog just after answering it: wait until its
-    # health view lists the whole fleet, or "the latest index" may be one with a server missing.
-    wait_until(
-        lambda: consul.statuses().keys() == fleet.registered.keys() or None, timeout=10, what="the fleet back in Consul"
-    )
+    fleet.wait_listed()
     decision = decided_at_latest(scaler, consul)
     recovery = time.monotonic() - restarted
     assert decision["decision"]["inputs"]["trusted"]
@@ -280,9 +276,7 @@ def test_consul_unreachable_at_start(
         # as starting). Warning first would show "0 of 3 Available" and rightly scale up.
         fleet.sync("passing", only=bolina_ns.running()[:2])
         fleet.sync("warning")
-        wait_until(
-            lambda: consul.statuses().keys() == fleet.registered.keys() or None, timeout=10, what="the fleet in Consul"
-        )
+        fleet.wait_listed()
         wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
         recovery = time.monotonic() - up
         decided_at_latest(scaler, consul)
