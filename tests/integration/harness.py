@@ -925,9 +925,10 @@ class Fleet:
         """Register Running pods not registered yet (with ``status``), deregister vanished ones.
 
         ``only`` limits the registering to those pods, so that a test can choose the order in which a
-        scaler that is already watching sees the fleet fill up.
+        scaler that is already watching sees the fleet fill up. Returns once Consul lists the result.
         """
         running = self.ns.running()
+        before = dict(self.registered)
         for pod in sorted(set(self.registered) - set(running)):
             self.consul.deregister(pod)
             del self.registered[pod]
@@ -936,6 +937,8 @@ class Fleet:
                 if pod not in self.registered and (only is None or pod in only):
                     self.consul.register(pod, status=status, n=n)
                     self.registered[pod] = status
+        if self.registered != before:
+            self.wait_listed()
         return running
 
     def set(self, pods: list[str] | None, status: str) -> None:

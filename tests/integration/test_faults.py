@@ -278,7 +278,6 @@ def test_consul_unreachable_at_start(
         # as starting). Warning first would show "0 of 3 Available" and rightly scale up.
         fleet.sync("passing", only=bolina_ns.running()[:2])
         fleet.sync("warning")
-        fleet.wait_listed()
         wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
         recovery = time.monotonic() - up
         decided_at_latest(scaler, consul)
@@ -354,7 +353,12 @@ def test_service_deleted(
     for pod in sorted(fleet.registered, key=lambda p: fleet.registered[p] == "passing"):
         consul.deregister(pod)
     fleet.registered.clear()
-    assert consul.api("GET", "/v1/catalog/services").json().get("bolina") is None
+    # The agent syncs each deregistration to the catalog just after answering it.
+    wait_until(
+        lambda: "bolina" not in consul.api("GET", "/v1/catalog/services").json() or None,
+        timeout=10,
+        what="the service gone from the catalog",
+    )
     during = decided_at_latest(scaler, consul)
     hold_window(bolina_ns, scaler, 4)
     assert during["decision"]["direction"] == "hold", during
@@ -362,6 +366,7 @@ def test_service_deleted(
     for pod in sorted(saved, key=lambda p: saved[p] != "passing"):
         consul.register(pod, status=saved[pod])
         fleet.registered[pod] = saved[pod]
+    fleet.wait_listed()
     decision = decided_at_latest(scaler, consul)
     recovery = time.monotonic() - back
     assert decision["decision"]["inputs"]["registered"] == STEADY
