@@ -36,7 +36,7 @@ from bench.latency import LatencyRun, measure_latency, merge
 from bench.realkube import RealKubeSide, kube_binaries
 from bench.report import render, splice
 from bench.work import WorkResult, measure_work
-from bolina_scaler.fakes.kubernetes import FakeKubernetes
+from bolina_scaler.testing.kubernetes import FakeKubernetes
 
 FAKES = "fake Consul + fake Kubernetes"
 REAL_CONSUL = "real Consul + fake Kubernetes"

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from bolina_scaler.fakes import consul as fake_consul
-from bolina_scaler.fakes.consul import FakeConsul
-from bolina_scaler.fakes.kubernetes import FakeKubernetes
+from bolina_scaler.testing import consul as fake_consul
+from bolina_scaler.testing.consul import FakeConsul
+from bolina_scaler.testing.kubernetes import FakeKubernetes
 
 __all__ = [
     "NAMESPACE",

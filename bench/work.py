@@ -23,11 +23,12 @@ import orjson
 from bench.backends import SERVICE, BenchConsul
 from bench.scenario import REPLICAS, daemon_config, edge
 from bolina_scaler.config import parse_config
+from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.model import ConsulIndex
+from bolina_scaler.core.policy import Memory, decide
 from bolina_scaler.daemon import evaluation_fields
-from bolina_scaler.fleet import FleetSnapshot
-from bolina_scaler.model import ConsulIndex
-from bolina_scaler.policy import Memory, decide
-from bolina_scaler.watching import EntryMemo, _parse_health_checked, parse_health
+from bolina_scaler.source.memo import EntryMemo
+from bolina_scaler.source.parse import parse_checked, parse_health
 
 __all__ = ["WorkResult", "measure_work"]
 
@@ -95,7 +96,7 @@ def measure_work(size: int, repeat: int) -> WorkResult:
         unchanged_check_ms=_cpu_ms(lambda: body == same, repeat),
         update_parse_ms=_cpu_ms(lambda: parse_health(next(answers), memo), repeat),
         parse_ms=_cpu_ms(lambda: parse_health(body), repeat),
-        reference_parse_ms=_cpu_ms(lambda: _parse_health_checked(body), repeat),
+        reference_parse_ms=_cpu_ms(lambda: parse_checked(body), repeat),
         snapshot_ms=_cpu_ms(lambda: FleetSnapshot(index=ConsulIndex(7), servers=servers, observed_at=0.0), repeat),
         decide_ms=_cpu_ms(
             lambda: decide(fleet=snapshot, current=REPLICAS, config=config, memory=Memory(), now=0.0), repeat

@@ -40,7 +40,9 @@ __all__ = [
     "ScaleDownConfig",
     "ScaleUpConfig",
     "StepConfig",
+    "go_duration",
     "load_config",
+    "one_line",
     "parse_config",
 ]
 
@@ -52,6 +54,11 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 class ConfigError(ValueError):
     """A configuration problem; ``str()`` is one line that names the offending key."""
+
+
+def go_duration(seconds: float) -> str:
+    """A duration as Consul wants it (a Go duration: units required, ``wait=300`` is a 400)."""
+    return f"{seconds:g}s" if seconds == int(seconds) else f"{round(seconds * 1000)}ms"
 
 
 def _parse_duration(value: Any) -> Any:
@@ -95,8 +102,8 @@ class ConsulConfig(_Section):
     rate_burst: int = Field(default=2, ge=1)
     compress: bool = False
     """Ask Consul to gzip its answers. Off by default: the scaler reads its own sidecar agent
-    over loopback, where gzip costs the agent ~80 ms and the scaler ~20 ms of CPU per
-    10,000-server answer (9.4 MB) to save bytes that never leave the pod."""
+    over loopback, where gzip costs both sides CPU on every answer to save bytes that never
+    leave the pod (``docs/performance.md``)."""
 
     @model_validator(mode="after")
     def _check(self) -> ConsulConfig:
@@ -310,7 +317,8 @@ def _location(error: Mapping[str, Any]) -> str:
     return ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
 
 
-def _one_line(exc: ValidationError) -> str:
+def one_line(exc: ValidationError) -> str:
+    """pydantic's errors as one line naming the first offending key (``policy.max_replicas: ...``)."""
     first = exc.errors()[0]
     loc = _location(first)
     message = str(first["msg"]).removeprefix("Value error, ")
@@ -340,7 +348,7 @@ def parse_config(data: Any) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc)) from None
+        raise ConfigError(one_line(exc)) from None
 
 
 def load_config(path: Path | str) -> Config:

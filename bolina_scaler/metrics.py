@@ -19,9 +19,9 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bolina_scaler.decision import Decision
-from bolina_scaler.fleet import FleetSnapshot
-from bolina_scaler.model import Status
+from bolina_scaler.core.decision import Decision
+from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.model import Status
 
 __all__ = ["CONTENT_TYPE", "PREFIX", "Metrics"]
 
@@ -55,8 +55,7 @@ class Metrics:
         )
         self.patches = Counter(
             f"{PREFIX}_patches",
-            "Scale patches by outcome (applied, conflict, forbidden, not_found, unavailable, error, dry_run, "
-            "not_leader).",
+            "Decided scale changes by outcome (patched, conflict, failed, dry_run, not_leader).",
             ["outcome"],
             registry=r,
         )
@@ -139,8 +138,8 @@ class Metrics:
         self.desired.set(decision.desired)
         self.pending.set(decision.inputs.pending)
 
-    def observe_consul_query(self, seconds: float, blocking: bool, failed: bool) -> None:
-        """The ``ConsulWatch.on_query`` hook."""
+    def observe_consul_query(self, seconds: float, *, blocking: bool, failed: bool) -> None:
+        """One Consul health query (``ConsulWatch`` calls it after each)."""
         self.consul_duration.labels(blocking=str(blocking).lower()).observe(max(0.0, seconds))
         if failed:
             self.consul_errors.inc()

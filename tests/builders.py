@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bolina_scaler.fleet import FleetSnapshot
-from bolina_scaler.model import InstanceId, Server, ServerId, Status
+from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.model import InstanceId, Server, ServerId, Status
 
 
 def server(n: int, status: Status = Status.AVAILABLE, *, load: float | None = None) -> Server:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bolina_scaler.fakes.consul import FakeConsul
-from bolina_scaler.fakes.kubernetes import FakeKubernetes
+from bolina_scaler.testing.consul import FakeConsul
+from bolina_scaler.testing.kubernetes import FakeKubernetes
 from tests.harness import KUBE_NS, NS, World
 
 

@@ -15,11 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bolina_scaler.config import Config, parse_config
-from bolina_scaler.daemon import Daemon
-from bolina_scaler.fakes.consul import FakeConsul
-from bolina_scaler.fakes.kubernetes import FakeKubernetes
-from bolina_scaler.patching import ScaleTarget
-from bolina_scaler.watching import ConsulWatch
+from bolina_scaler.daemon import Daemon, open_daemon
+from bolina_scaler.testing.consul import FakeConsul
+from bolina_scaler.testing.kubernetes import FakeKubernetes
 
 NS = "bolina"
 KUBE_NS = "bolina-ns"
@@ -90,8 +88,7 @@ class World:
 @contextlib.asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Daemon]:
     stop = asyncio.Event()
-    async with ConsulWatch(config.consul) as watch, ScaleTarget(config.kubernetes) as target:
-        daemon = Daemon(config, watch=watch, target=target)
+    async with open_daemon(config) as daemon:
         task = asyncio.create_task(daemon.run(stop), name="daemon-under-test")
         try:
             yield daemon
@@ -110,5 +107,5 @@ async def until(condition: Callable[[], bool], *, within: float = 60.0) -> None:
         await asyncio.sleep(0.05)
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def logged(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [entry for entry in logs if entry["event"] == name]

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from bolina_scaler.cli import main
-from bolina_scaler.fakes.consul import FakeConsul
-from bolina_scaler.fakes.kubernetes import FakeKubernetes
+from bolina_scaler.testing.consul import FakeConsul
+from bolina_scaler.testing.kubernetes import FakeKubernetes
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "bolina"

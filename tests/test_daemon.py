@@ -11,8 +11,8 @@ import asyncio
 import pytest
 from structlog.testing import capture_logs
 
-from bolina_scaler.fakes.consul import Fault
-from tests.harness import NS, World, events, running, until
+from bolina_scaler.testing.consul import Fault
+from tests.harness import NS, World, logged, running, until
 
 pytestmark = pytest.mark.looptime
 
@@ -27,7 +27,7 @@ class TestColdStart:
         assert patch.content_type == "application/merge-patch+json"
         assert patch.body["spec"] == {"replicas": 2}
         assert "resourceVersion" in patch.body["metadata"]
-        first = events(logs, "evaluation")[0]
+        first = logged(logs, "evaluation")[0]
         assert (first["reason"], first["current"], first["desired"]) == ("cold_start", 0, 2)
 
 
@@ -65,7 +65,7 @@ class TestScaleUp:
                 assert daemon.state.decision.inputs.pending == 2
                 # After startup_grace (30 s) the phantom replicas stop counting: scale up again.
                 await until(lambda: world.replicas() > 6, within=40)
-        expired = [e for e in events(logs, "evaluation") if e.get("pending_expired")]
+        expired = [e for e in logged(logs, "evaluation") if e.get("pending_expired")]
         assert expired
         assert any("startup_grace" in note for note in expired[0]["notes"])
 
@@ -90,11 +90,11 @@ class TestConsulTrouble:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.consul.inject(Fault.http_error(500), times=6)
                 world.consul.touch("bolina")  # the parked query answers; the next ones fail
-                await until(lambda: any(e["reason"] == "untrusted_data" for e in events(logs, "evaluation")))
+                await until(lambda: any(e["reason"] == "untrusted_data" for e in logged(logs, "evaluation")))
                 world.set_statuses("critical", 1, 2, 3)
                 assert world.replicas() == 4
                 await until(lambda: world.replicas() == 6, within=120)
-        held = next(e for e in events(logs, "evaluation") if e["reason"] == "untrusted_data")
+        held = next(e for e in logged(logs, "evaluation") if e["reason"] == "untrusted_data")
         assert held["direction"] == "hold"
         assert any("500" in p for p in held["trust_problems"])
 
@@ -118,7 +118,7 @@ class TestConsulTrouble:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.consul.known_leader = False
                 world.set_statuses("critical", 1, 2, 3)
-                await until(lambda: any(e["reason"] == "untrusted_data" for e in events(logs, "evaluation")))
+                await until(lambda: any(e["reason"] == "untrusted_data" for e in logged(logs, "evaluation")))
         assert world.replicas() == 4
 
 
@@ -131,10 +131,12 @@ class TestKubernetesTrouble:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.kube.scale_by_hand(NS, "bolina", 8)
                 world.set_statuses("warning", 1, 2, 3)
-                await until(lambda: any(e.get("external_change_from") == 4 for e in events(logs, "evaluation")))
+                await until(lambda: any(e.get("external_change_from") == 4 for e in logged(logs, "evaluation")))
         # The four hand-added pods count as starting: 1+4 of 4+4 is above target, nothing to add.
         assert world.replicas() == 8
-        assert all(p.body["spec"]["replicas"] != 6 or p.status == 409 for p in world.kube.patches)
+        stale = [p for p in world.kube.patches if p.body["spec"]["replicas"] == 6]
+        assert stale, "the decision made on the old count (4 → 6) was sent"
+        assert all(p.status == 409 for p in stale), "and refused by its resourceVersion precondition"
 
     async def test_forbidden_is_one_clear_line_and_watching_goes_on(self, world: World):
         """A 403 on patch logs one error line naming the problem; once RBAC is fixed, the scale happens."""
@@ -144,7 +146,7 @@ class TestKubernetesTrouble:
             async with running(world.config()) as daemon:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.set_statuses("warning", 1, 2, 3)
-                await until(lambda: daemon.state.last_patch_error is not None)
+                await until(lambda: daemon.state.patch_error is not None)
                 world.consul.set_status("bolina-3", "critical")
                 await until(lambda: daemon.state.evaluations >= 3, within=30)
                 world.kube.allow_all()
@@ -158,9 +160,9 @@ class TestKubernetesTrouble:
         config = world.config().model_copy(update={"dry_run": True})
         with capture_logs() as logs:
             async with running(config):
-                await until(lambda: bool(events(logs, "dry run: not patching")))
+                await until(lambda: bool(logged(logs, "dry run: not patching")))
         assert world.patch_count() == 0
-        assert events(logs, "dry run: not patching")[0]["would_patch"] == {"spec": {"replicas": 2}}
+        assert logged(logs, "dry run: not patching")[0]["would_patch"] == {"spec": {"replicas": 2}}
 
 
 class TestShutdown:

@@ -8,8 +8,8 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from bolina_scaler.deletion_cost import DELETION_COST, changes, cost_of, costs
-from bolina_scaler.model import Status
+from bolina_scaler.actuator.deletion_cost import DELETION_COST, changes, cost_of, costs
+from bolina_scaler.core.model import Status
 from tests.harness import NS, World, running, until
 from tests.test_http import server
 

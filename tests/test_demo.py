@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bolina_scaler.demo import run_demo, sparkline
+from bolina_scaler.demo import run_demo
+from bolina_scaler.demo.output import sparkline
 
 
 class TestDemo:

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from bolina_scaler.actuator.call import KubeApi
+from bolina_scaler.actuator.events import EventRecorder, EventSpec, event_for
 from bolina_scaler.config import parse_config
-from bolina_scaler.decision import Clamp, Decision, Direction, Reason
-from bolina_scaler.events import EventRecorder, EventSpec, event_for
-from bolina_scaler.patching import ScaleTarget
+from bolina_scaler.core.decision import Clamp, Decision, Direction, Reason
+from bolina_scaler.core.outcome import Outcome
 from tests.harness import NS, World, running, until
 from tests.test_http import decision as make_decision
 
@@ -35,19 +36,19 @@ class TestEventFor:
     @pytest.mark.parametrize(
         ("direction", "reason", "outcome", "expected"),
         [
-            (Direction.UP, Reason.BELOW_TARGET, "applied", ("Normal", "SuccessfulRescale")),
-            (Direction.DOWN, Reason.ABOVE_SCALE_DOWN_RATIO, "applied", ("Normal", "SuccessfulRescale")),
-            (Direction.UP, Reason.BELOW_TARGET, "failed", ("Warning", "FailedRescale")),
-            (Direction.HOLD, Reason.UNTRUSTED_DATA, "unchanged", ("Warning", "ScaleHeld")),
-            (Direction.HOLD, Reason.STALE_DATA, "unchanged", ("Warning", "ScaleHeld")),
-            (Direction.HOLD, Reason.MASS_CHANGE_GUARD, "unchanged", ("Warning", "ScaleHeld")),
-            (Direction.HOLD, Reason.AT_MAX, "unchanged", ("Warning", "MaxReplicasReached")),
-            (Direction.HOLD, Reason.STEP_LIMITED, "unchanged", None),
-            (Direction.NONE, Reason.WITHIN_TARGET, "unchanged", None),
-            (Direction.HOLD, Reason.STABILIZING, "unchanged", None),
+            (Direction.UP, Reason.BELOW_TARGET, Outcome.PATCHED, ("Normal", "SuccessfulRescale")),
+            (Direction.DOWN, Reason.ABOVE_SCALE_DOWN_RATIO, Outcome.PATCHED, ("Normal", "SuccessfulRescale")),
+            (Direction.UP, Reason.BELOW_TARGET, Outcome.FAILED, ("Warning", "FailedRescale")),
+            (Direction.HOLD, Reason.UNTRUSTED_DATA, Outcome.UNCHANGED, ("Warning", "ScaleHeld")),
+            (Direction.HOLD, Reason.STALE_DATA, Outcome.UNCHANGED, ("Warning", "ScaleHeld")),
+            (Direction.HOLD, Reason.MASS_CHANGE_GUARD, Outcome.UNCHANGED, ("Warning", "ScaleHeld")),
+            (Direction.HOLD, Reason.AT_MAX, Outcome.UNCHANGED, ("Warning", "MaxReplicasReached")),
+            (Direction.HOLD, Reason.STEP_LIMITED, Outcome.UNCHANGED, None),
+            (Direction.NONE, Reason.WITHIN_TARGET, Outcome.UNCHANGED, None),
+            (Direction.HOLD, Reason.STABILIZING, Outcome.UNCHANGED, None),
         ],
     )
-    def test_table(self, direction: Direction, reason: Reason, outcome: str, expected: tuple[str, str] | None):
+    def test_table(self, direction: Direction, reason: Reason, outcome: Outcome, expected: tuple[str, str] | None):
         """Scale changes and notable refusals get an Event; routine evaluations do not."""
         event = event_for(decision(direction, reason, desired=6), outcome=outcome, error="HTTP 403")
         assert (None if event is None else (event.type, event.reason)) == expected
@@ -56,7 +57,7 @@ class TestEventFor:
         """SuccessfulRescale says the new size, the reason and every clamp."""
         d = decision(Direction.UP, Reason.BELOW_TARGET, desired=12, message="need 16",
                      clamps=(Clamp("max_replicas", 16, 12),))  # fmt: skip
-        event = event_for(d, outcome="applied")
+        event = event_for(d, outcome=Outcome.PATCHED)
         assert event is not None
         assert (
             event.message
@@ -68,16 +69,8 @@ class TestEventFor:
 async def recorder(world: World, *, min_interval: float = 60.0) -> AsyncIterator[EventRecorder]:
     config = world.config()
     events = parse_config({"events": {"min_interval": min_interval}}).events
-    async with ScaleTarget(config.kubernetes) as target:
-        rec = EventRecorder(
-            events,
-            api_client=target.api_client,
-            namespace=NS,
-            deployment="bolina",
-            instance="scaler-0",
-            request_timeout=5.0,
-            clock=asyncio.get_running_loop().time,
-        )
+    async with KubeApi(config.kubernetes) as api:
+        rec = EventRecorder(events, api=api, instance="scaler-0", clock=asyncio.get_running_loop().time)
         rec.uid = world.kube.deployment(NS, "bolina")["metadata"]["uid"]
         task = asyncio.create_task(rec.run(), name="events")
         try:
@@ -129,11 +122,21 @@ class TestRecorder:
         assert len(world.kube.events(NS)) == 2
 
     async def test_forbidden_never_raises(self, world: World):
-        """Without RBAC for Events, recording fails quietly (one log line) and scaling is unaffected."""
+        """Without RBAC for Events, recording fails quietly (one log line) and the recorder goes on."""
         world.kube.deny("create", "events")
-        async with recorder(world) as rec:
-            rec.record(HELD)
-        assert world.kube.events(NS) == []
+        with capture_logs() as logs:
+            async with recorder(world) as rec:
+                rec.record(HELD)
+                rec.record(EventSpec("Warning", "ScaleHeld", "holding at 4: mass change"))
+                await asyncio.wait_for(rec.flush(), 5)
+                assert world.kube.events(NS) == []
+                world.kube.allow_all()
+                rec.record(EventSpec("Normal", "SuccessfulRescale", "New size: 6; reason: below_target"))
+        assert [e["reason"] for e in world.kube.events(NS)] == ["SuccessfulRescale"]
+        failures = [line for line in logs if line["event"] == "could not record a Kubernetes Event (scaling goes on)"]
+        assert len(failures) == 1, failures
+        assert failures[0]["error"].startswith("forbidden (HTTP 403): the service account cannot create events")
+        assert any(line["event"] == "kubernetes Events are recorded again" for line in logs)
 
 
 @pytest.mark.looptime

@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bolina_scaler.fakes.consul import FakeConsul, Fault, parse_go_duration
+from bolina_scaler.testing.consul import FakeConsul, Fault, parse_go_duration
 
 HEALTH = "/v1/health/service/bolina"
 

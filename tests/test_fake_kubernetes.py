@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bolina_scaler.fakes.kubernetes import DELETION_COST, FakeKubernetes
+from bolina_scaler.testing.kubernetes import DELETION_COST, FakeKubernetes
 from tests.harness import KUBE_NS
 
 NS = KUBE_NS

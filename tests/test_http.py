@@ -15,14 +15,15 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
+from bolina_scaler.actuator.scale import Scale
 from bolina_scaler.config import Config, parse_config
-from bolina_scaler.decision import Decision, Direction, Inputs, Reason
-from bolina_scaler.fleet import FleetSnapshot
-from bolina_scaler.httpapi import build_app, summary
+from bolina_scaler.core.decision import Decision, Direction, Inputs, Reason
+from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.model import ConsulIndex, InstanceId, Server, ServerId, Status
+from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.daemon.http_api import build_app, summary
+from bolina_scaler.daemon.state import DaemonState
 from bolina_scaler.metrics import Metrics
-from bolina_scaler.model import ConsulIndex, InstanceId, Server, ServerId, Status
-from bolina_scaler.patching import Scale
-from bolina_scaler.state import DaemonState
 from tests.harness import World, running, until
 
 NOW = 1000.0
@@ -199,7 +200,7 @@ class TestDecision:
     async def test_explains_inputs_and_clamps(self, client: TestClient[Any, Any], state: DaemonState):
         """/v1/decision carries the summary, the inputs and every clamp."""
         assert (await client.get("/v1/decision")).status == 503
-        state.decision, state.decided_at, state.outcome = decision(), NOW - 1, "patched"
+        state.decision, state.decided_at, state.outcome = decision(), NOW - 1, Outcome.PATCHED
         body = await get_json(client, "/v1/decision")
         assert body["summary"].startswith("scaled 4 → 6 (below_target)")
         assert body["role"] == "leader"
@@ -209,7 +210,7 @@ class TestDecision:
 
     async def test_follower_says_would(self, client: TestClient[Any, Any], state: DaemonState):
         """A follower's decision reads "follower: would ..."."""
-        state.decision, state.decided_at, state.outcome = decision(), NOW, "follower"
+        state.decision, state.decided_at, state.outcome = decision(), NOW, Outcome.NOT_LEADER
         state.leader = False
         body = await get_json(client, "/v1/decision")
         assert body["summary"].startswith("follower: would scale 4 → 6 (below_target)")
@@ -217,7 +218,7 @@ class TestDecision:
 
     def test_summary_without_change(self):
         """A decision that changes nothing says so."""
-        assert summary(decision(desired=4), outcome="unchanged", leader=True).startswith("no change at 4")
+        assert summary(decision(desired=4), outcome=Outcome.UNCHANGED, leader=True).startswith("no change at 4")
 
 
 class TestOpenApi:
@@ -303,4 +304,4 @@ class TestWithTheDaemon:
             assert daemon.http is not None
             _, text = await fetch(f"{daemon.http.url}/metrics")
         assert "bolina_scaler_reaction_latency_seconds_count 1.0" in text
-        assert 'bolina_scaler_patches_total{outcome="applied"} 1.0' in text
+        assert 'bolina_scaler_patches_total{outcome="patched"} 1.0' in text

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from bolina_scaler.actuator.call import KubeApi
 from bolina_scaler.config import Config, parse_config
-from bolina_scaler.daemon import Daemon
-from bolina_scaler.leadership import Leadership, micro_time
-from bolina_scaler.patching import ScaleTarget
-from bolina_scaler.watching import ConsulWatch
+from bolina_scaler.coordination.election import Leadership
+from bolina_scaler.coordination.lease import micro_time
+from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.daemon import Daemon, open_daemon
 from tests.harness import NS, World, until
 
 pytestmark = pytest.mark.looptime
@@ -34,11 +35,9 @@ def election(identity: str, **overrides: Any) -> Any:
 @contextlib.asynccontextmanager
 async def candidate(world: World, identity: str) -> AsyncIterator[Leadership]:
     config = world.config()
-    async with ScaleTarget(config.kubernetes) as target:
+    async with KubeApi(config.kubernetes) as api:
         loop = asyncio.get_running_loop()
-        yield Leadership(
-            election(identity), api_client=target.api_client, namespace=NS, request_timeout=5.0, clock=loop.time
-        )
+        yield Leadership(election(identity), api=api, clock=loop.time)
 
 
 class TestLeaseLoop:
@@ -164,8 +163,7 @@ def ha_config(world: World, identity: str) -> Config:
 @contextlib.asynccontextmanager
 async def daemon(config: Config) -> AsyncIterator[tuple[Daemon, asyncio.Event, asyncio.Task[None]]]:
     stop = asyncio.Event()
-    async with ConsulWatch(config.consul) as watch, ScaleTarget(config.kubernetes) as target:
-        d = Daemon(config, watch=watch, target=target)
+    async with open_daemon(config) as d:
         task = asyncio.create_task(d.run(stop), name=f"daemon-{config.leader_election.identity}")
         try:
             yield d, stop, task
@@ -234,7 +232,7 @@ class TestTwoDaemons:
             world.register(n, "warning" if n else "passing")
         world.kube.set_lease(NS, LEASE, {"holderIdentity": "someone-else", "leaseDurationSeconds": 15})
         async with daemon(ha_config(world, "b")) as (b, _, _):
-            await until(lambda: b.state.outcome == "follower")
+            await until(lambda: b.state.outcome is Outcome.NOT_LEADER)
             assert world.replicas() == 4
             assert not scale_patches(world)
             assert b.state.holder == "someone-else"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bolina_scaler.core.model import Status
 from bolina_scaler.metrics import Metrics
-from bolina_scaler.model import Status
 from tests.test_http import decision, fleet, server
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -57,11 +57,11 @@ class TestMetrics:
         assert value("bolina_scaler_kubernetes_errors_total", {"operation": "scale_patch"}) == 1
         assert value("bolina_scaler_kubernetes_request_duration_seconds_sum", {"operation": "scale_patch"}) == 0.25
 
-    def test_consul_hook(self):
-        """The ConsulWatch hook records durations by blocking and counts failures."""
+    def test_consul_queries(self):
+        """A Consul query is recorded by blocking or not, and a failed one is counted."""
         m = Metrics()
-        m.observe_consul_query(2.0, True, False)
-        m.observe_consul_query(0.1, False, True)
+        m.observe_consul_query(2.0, blocking=True, failed=False)
+        m.observe_consul_query(0.1, blocking=False, failed=True)
         value = m.registry.get_sample_value
         assert value("bolina_scaler_consul_query_duration_seconds_count", {"blocking": "true"}) == 1
         assert value("bolina_scaler_consul_errors_total") == 1

@@ -1,4 +1,4 @@
-"""ScaleTarget against the Kubernetes fake, through a written kubeconfig (or service account).
+"""ScaleTarget and its KubeApi against the Kubernetes fake, through a written kubeconfig (or service account).
 
 Every test runs on looptime's fake clock: retries, Retry-After and request timeouts take no real
 time, and the loop clock still proves how long the scaler waited.
@@ -7,26 +7,27 @@ time, and the loop clock still proves how long the scaler waited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from bolina_scaler.config import KubernetesConfig
-from bolina_scaler.fakes.kubernetes import FakeKubernetes
-from bolina_scaler.patching import (
-    DEFAULT_MAX_ATTEMPTS,
+from bolina_scaler.actuator.call import (
     MERGE_PATCH,
     Conflict,
     Forbidden,
+    KubeApi,
+    KubernetesError,
+    Malformed,
     NotFound,
-    Scale,
-    ScaleError,
-    ScaleTarget,
     Unavailable,
 )
+from bolina_scaler.actuator.scale import DEFAULT_MAX_ATTEMPTS, Scale, ScaleTarget
+from bolina_scaler.config import KubernetesConfig
+from bolina_scaler.testing.kubernetes import FakeKubernetes
 from tests.harness import KUBE_NS
 
 pytestmark = pytest.mark.looptime
@@ -44,17 +45,18 @@ def settings(kube: FakeKubernetes, tmp_path: Path) -> KubernetesConfig:
     )
 
 
-def target_for(
-    settings: KubernetesConfig, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS, environ: dict[str, str] | None = None
-) -> ScaleTarget:
-    """A ScaleTarget isolated from the machine's environment and service account."""
-    return ScaleTarget(
-        settings,
-        environ=environ or {},
-        service_account_dir=Path("/nonexistent"),
-        max_attempts=max_attempts,
-        rng=random.Random(7),
-    )
+@contextlib.asynccontextmanager
+async def target_for(
+    settings: KubernetesConfig,
+    *,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    environ: Mapping[str, str] | None = None,
+    service_account_dir: Path = Path("/nonexistent"),
+) -> AsyncIterator[ScaleTarget]:
+    """A ScaleTarget on its own KubeApi, isolated from the machine's environment and service account."""
+    api = KubeApi(settings, environ=environ or {}, service_account_dir=service_account_dir, rng=random.Random(7))
+    async with api:
+        yield ScaleTarget(api, max_attempts=max_attempts)
 
 
 @pytest.fixture
@@ -121,18 +123,17 @@ class TestRead:
             with pytest.raises(Forbidden, match=r"^unauthorized \(HTTP 401\): .* \(check the service-account token"):
                 await target.read()
 
-    async def test_malformed_answer_is_a_scale_error(self, kube: FakeKubernetes, target: ScaleTarget) -> None:
-        """An answer without spec or resourceVersion raises ScaleError, not a crash."""
+    async def test_malformed_answer_is_malformed(self, kube: FakeKubernetes, target: ScaleTarget) -> None:
+        """An answer without spec or resourceVersion raises Malformed, not a crash."""
         kube.inject_response({"apiVersion": "autoscaling/v1", "kind": "Scale", "status": {"replicas": 1}})
-        with pytest.raises(ScaleError, match=r"^malformed answer: get deployments/scale 'bolina'") as caught:
+        with pytest.raises(Malformed, match=r"^malformed answer: get deployments/scale 'bolina'") as caught:
             await target.read()
-        assert type(caught.value) is ScaleError
         one_line(caught.value)
 
-    async def test_undecodable_answer_is_a_scale_error(self, kube: FakeKubernetes, target: ScaleTarget) -> None:
+    async def test_undecodable_answer_is_malformed(self, kube: FakeKubernetes, target: ScaleTarget) -> None:
         """A Scale whose status lacks the required replicas fails as malformed."""
         kube.inject_response({"kind": "Scale", "metadata": {"resourceVersion": "1"}, "spec": {}, "status": {}})
-        with pytest.raises(ScaleError, match=r"^malformed answer"):
+        with pytest.raises(Malformed, match=r"^malformed answer"):
             await target.read()
 
 
@@ -302,9 +303,9 @@ class TestConnection:
             assert (await target.read()).replicas == 3
 
     async def test_no_credentials_is_a_one_line_error(self, tmp_path: Path) -> None:
-        """Neither a pod nor a kubeconfig raises ScaleError saying what was tried."""
+        """Neither a pod nor a kubeconfig raises KubernetesError saying what was tried."""
         missing = tmp_path / "missing"
-        with pytest.raises(ScaleError) as caught:
+        with pytest.raises(KubernetesError) as caught:
             async with target_for(KubernetesConfig(), environ={"KUBECONFIG": str(missing)}):
                 pass
         assert one_line(caught.value) == (
@@ -312,21 +313,21 @@ class TestConnection:
             f"at {missing} (set kubernetes.kubeconfig or run in a pod with a service account)"
         )
 
-    async def test_unusable_kubeconfig_is_a_scale_error(self, tmp_path: Path) -> None:
-        """A kubeconfig without the named context raises ScaleError, not a library exception."""
+    async def test_unusable_kubeconfig_is_a_kubernetes_error(self, tmp_path: Path) -> None:
+        """A kubeconfig without the named context raises KubernetesError, not a library exception."""
         path = tmp_path / "kc"
         path.write_text('{"apiVersion": "v1", "kind": "Config", "contexts": [], "clusters": []}')
-        with pytest.raises(ScaleError, match=r"^kubeconfig .*: cannot load it"):
+        with pytest.raises(KubernetesError, match=r"^kubeconfig .*: cannot load it"):
             async with target_for(KubernetesConfig(kubeconfig=path, context="nope")):
                 pass
 
     async def test_api_client_is_shared_and_closed_on_exit(self, settings: KubernetesConfig) -> None:
         """api_client is one ApiClient for later features; it is unusable after the block."""
         async with target_for(settings) as target:
-            client = target.api_client
-            assert target.api_client is client
+            client = target.api.api_client
+            assert target.api.api_client is client
         with pytest.raises(RuntimeError, match="async with"):
-            _ = target.api_client
+            _ = target.api.api_client
 
 
 class TestEnvironmentLookups:
@@ -337,7 +338,7 @@ class TestEnvironmentLookups:
     ) -> None:
         """The session does not trust the environment, so a scale patch makes no thread hop."""
         async with target_for(settings) as target:
-            assert target.api_client.rest_client.pool_manager.trust_env is False
+            assert target.api.api_client.rest_client.pool_manager.trust_env is False
             loop = asyncio.get_running_loop()
             hops: list[object] = []
             run_in_executor = loop.run_in_executor
@@ -353,10 +354,10 @@ class TestEnvironmentLookups:
         """HTTP_PROXY still applies to the API server (resolved once); NO_PROXY still exempts it."""
         settings = KubernetesConfig(kubeconfig=kube.kubeconfig(tmp_path / "kc", namespace=NS))
         async with target_for(settings, environ={"HTTP_PROXY": "http://proxy.example:3128"}) as target:
-            assert target.api_client.configuration.proxy == "http://proxy.example:3128"
+            assert target.api.api_client.configuration.proxy == "http://proxy.example:3128"
         environ = {"http_proxy": "http://proxy.example:3128", "no_proxy": "127.0.0.1,.cluster.local"}
         async with target_for(settings, environ=environ) as target:
-            assert not target.api_client.configuration.proxy
+            assert not target.api.api_client.configuration.proxy
             assert (await target.read()).replicas == 3
 
 
@@ -371,7 +372,7 @@ class TestInCluster:
     async def test_service_account_over_https(self, tls_kube: FakeKubernetes, tmp_path: Path) -> None:
         """In a pod, the service-account token, CA and namespace file are used."""
         env = tls_kube.service_account(tmp_path / "sa", namespace="pod-ns")
-        async with ScaleTarget(KubernetesConfig(), service_account_dir=tmp_path / "sa", environ=env) as target:
+        async with target_for(KubernetesConfig(), service_account_dir=tmp_path / "sa", environ=env) as target:
             assert target.namespace == "pod-ns"
             assert (await target.read()).replicas == 2
 
@@ -381,7 +382,7 @@ class TestInCluster:
         """In a pod, $KUBECONFIG is ignored in favour of the service account."""
         env = tls_kube.service_account(tmp_path / "sa", namespace="pod-ns")
         env["KUBECONFIG"] = str(kube.kubeconfig(tmp_path / "kc", namespace=NS))
-        async with ScaleTarget(KubernetesConfig(), service_account_dir=tmp_path / "sa", environ=env) as target:
+        async with target_for(KubernetesConfig(), service_account_dir=tmp_path / "sa", environ=env) as target:
             assert target.namespace == "pod-ns"
             await target.read()
         assert tls_kube.request_count() == 1
@@ -393,7 +394,7 @@ class TestInCluster:
         """kubernetes.namespace overrides the service account's namespace file."""
         env = tls_kube.service_account(tmp_path / "sa", namespace="pod-ns")
         settings = KubernetesConfig(namespace="configured")
-        async with ScaleTarget(settings, service_account_dir=tmp_path / "sa", environ=env) as target:
+        async with target_for(settings, service_account_dir=tmp_path / "sa", environ=env) as target:
             assert target.namespace == "configured"
 
     async def test_kubeconfig_setting_wins_over_the_service_account(
@@ -402,7 +403,7 @@ class TestInCluster:
         """An explicit kubernetes.kubeconfig is used even inside a pod."""
         env = tls_kube.service_account(tmp_path / "sa", namespace="pod-ns")
         settings = KubernetesConfig(kubeconfig=kube.kubeconfig(tmp_path / "kc", namespace=NS))
-        async with ScaleTarget(settings, service_account_dir=tmp_path / "sa", environ=env) as target:
+        async with target_for(settings, service_account_dir=tmp_path / "sa", environ=env) as target:
             assert target.namespace == NS
             await target.read()
         assert kube.request_count() == 1
@@ -414,5 +415,5 @@ class TestInCluster:
             "KUBERNETES_SERVICE_PORT": "1",
             "KUBECONFIG": str(kube.kubeconfig(tmp_path / "kc", namespace=NS)),
         }
-        async with ScaleTarget(KubernetesConfig(), service_account_dir=tmp_path / "none", environ=env) as target:
+        async with target_for(KubernetesConfig(), service_account_dir=tmp_path / "none", environ=env) as target:
             assert target.namespace == NS

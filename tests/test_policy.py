@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bolina_scaler.config import MassChangeConfig, PolicyConfig, ScaleDownConfig, ScaleUpConfig
-from bolina_scaler.decision import Direction, Reason
-from bolina_scaler.fleet import FleetSnapshot
-from bolina_scaler.model import Status
-from bolina_scaler.policy import Memory, decide, record_scale
+from bolina_scaler.core.decision import Direction, Reason
+from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.model import Status
+from bolina_scaler.core.policy import Memory, decide, record_scale
 from tests.builders import fleet, server
 
 CONFIG = PolicyConfig(

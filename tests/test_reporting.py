@@ -10,18 +10,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bolina_scaler.availability import ClassifierConfig, Thresholds
 from bolina_scaler.cli import main
-from bolina_scaler.fakes.consul import FakeConsul
-from bolina_scaler.model import Status
-from bolina_scaler.reporting import (
-    Reporter,
-    ReporterSettings,
-    check_status,
-    parse_json_metrics,
-    parse_prometheus,
-    registration,
-)
+from bolina_scaler.core.model import Status
+from bolina_scaler.reporter.agent import check_status, registration
+from bolina_scaler.reporter.availability import ClassifierConfig, Thresholds
+from bolina_scaler.reporter.metrics_reading import parse_json_metrics, parse_prometheus
+from bolina_scaler.reporter.reporter import Reporter
+from bolina_scaler.reporter.settings import ReporterSettings
+from bolina_scaler.testing.consul import FakeConsul
 
 CLASSIFIER = ClassifierConfig(
     metrics={"cpu": Thresholds(warning=0.8, critical=0.95, warning_clear=0.7)},

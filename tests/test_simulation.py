@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from bolina_scaler.availability import Stage
 from bolina_scaler.cli import main
-from bolina_scaler.model import Status
-from bolina_scaler.simulation import (
+from bolina_scaler.core.model import Status
+from bolina_scaler.reporter.availability import Stage
+from bolina_scaler.simulator import (
     FleetParams,
     HpaParams,
     HpaScaler,
@@ -22,9 +22,9 @@ from bolina_scaler.simulation import (
     run,
     simulation_policy,
 )
-from bolina_scaler.simulation.baselines import hpa_recommendation
-from bolina_scaler.simulation.report import PlotUnavailable, markdown_table, plot, text_table
-from bolina_scaler.simulation.traces import BUILTIN_TRACES, load_trace, trace_from_csv
+from bolina_scaler.simulator.baselines import hpa_recommendation
+from bolina_scaler.simulator.tables import PlotUnavailable, markdown_table, plot, text_table
+from bolina_scaler.simulator.traces import BUILTIN_TRACES, load_trace, trace_from_csv
 
 STEADY = Trace(name="steady", duration=1800.0, points=((0.0, 2.0),))
 
@@ -266,7 +266,7 @@ class TestRunner:
 
     def test_load_figures_pay_off_on_diurnal(self):
         """Using the servers' load for scale-down spends less time under target than the share alone."""
-        from bolina_scaler.simulation.docs import share_only_policy
+        from bolina_scaler.simulator.docs import share_only_policy
 
         trace = builtin_trace("diurnal").truncated(8 * 3600)
         with_load = run(trace, PolicyScaler(simulation_policy()), target=0.3)

@@ -1,7 +1,7 @@
 """The watch's performance paths: the msgspec fast path, and streaming answers' unset headers.
 
-The fast path (``_parse_health_fast``) exists only for speed; the checked path
-(``_parse_health_checked``) is the reference. Hypothesis feeds both the same bodies: well-formed
+The fast path (``parse_fast``) exists only for speed; the checked path
+(``parse_checked``) is the reference. Hypothesis feeds both the same bodies: well-formed
 answers, and answers with every kind of odd field the checked path handles.
 
 Real Consul 1.14 answers blocking queries from its streaming backend with
@@ -17,11 +17,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bolina_scaler import watching
 from bolina_scaler.config import parse_config
-from bolina_scaler.fakes.consul import FakeConsul, Fault
-from bolina_scaler.model import ConsulIndex
-from bolina_scaler.watching import ConsulWatch, EntryMemo, _parse_health_checked, _parse_health_fast, parse_health
+from bolina_scaler.core.model import ConsulIndex
+from bolina_scaler.source import ConsulWatch
+from bolina_scaler.source import memo as memo_module
+from bolina_scaler.source.memo import EntryMemo
+from bolina_scaler.source.parse import parse_checked, parse_fast, parse_health
+from bolina_scaler.testing.consul import FakeConsul, Fault
 
 _text = st.one_of(st.sampled_from(["", "b1", "node-1", "10.0.0.1", "_node_maintenance"]), st.text(max_size=4))
 _odd = st.one_of(st.none(), st.integers(-5, 70000), st.booleans(), st.floats(allow_nan=False), st.lists(st.none()))
@@ -78,7 +80,7 @@ class TestFastPath:
     def test_same_result_as_the_checked_path(self, entries: list[Any]) -> None:
         """Whatever the body, ``parse_health`` answers exactly as the checked path does."""
         body = orjson.dumps(entries)
-        assert _outcome(parse_health, body) == _outcome(_parse_health_checked, body)
+        assert _outcome(parse_health, body) == _outcome(parse_checked, body)
 
     @settings(max_examples=300, deadline=None)
     @given(st.lists(st.lists(st.one_of(_entry, _odd), max_size=4), min_size=1, max_size=4))
@@ -87,7 +89,7 @@ class TestFastPath:
         memo = EntryMemo()
         for entries in answers:
             for body in (orjson.dumps(entries), orjson.dumps(entries[::-1])):
-                assert _outcome(lambda b: parse_health(b, memo), body) == _outcome(_parse_health_checked, body)
+                assert _outcome(lambda b: parse_health(b, memo), body) == _outcome(parse_checked, body)
 
     @settings(max_examples=300, deadline=None)
     @given(
@@ -127,7 +129,7 @@ class TestFastPath:
                 else:
                     fleet.insert(where, fleet[where])
             body = orjson.dumps(fleet)
-            assert parse_health(body, memo) == _parse_health_checked(body)
+            assert parse_health(body, memo) == parse_checked(body)
 
     def test_memo_decodes_only_new_entries(self, monkeypatch: Any) -> None:
         """A change, a new server and a gone one: only the new bytes are decoded; the rest are the same objects."""
@@ -136,14 +138,14 @@ class TestFastPath:
         first = memo.parse(orjson.dumps(entries))
         assert first is not None
         decoded: list[bytes] = []
-        real = watching._FAST_ENTRY
+        real = memo_module.ENTRY
 
         class Counting:
             def decode(self, data: Any) -> Any:
                 decoded.append(bytes(data))
                 return real.decode(data)
 
-        monkeypatch.setattr(watching, "_FAST_ENTRY", Counting())
+        monkeypatch.setattr(memo_module, "ENTRY", Counting())
         entries[1]["Checks"][0]["Status"] = "critical"
         second = memo.parse(orjson.dumps(entries))
         assert second is not None
@@ -172,15 +174,15 @@ class TestFastPath:
             "Checks": [{"CheckID": "serfHealth", "Status": "passing"}, {"CheckID": "service:b1", "Status": "warning"}],
         }
         body = orjson.dumps([entry, {**entry, "Service": {**entry["Service"], "ID": "b2"}}])
-        fast = _parse_health_fast(body)
+        fast = parse_fast(body)
         assert fast is not None
-        assert fast == _parse_health_checked(body)
+        assert fast == parse_checked(body)
         assert len(fast[2]) == 2  # the bad udp_port of each entry is noted
 
     def test_odd_answers_step_aside(self) -> None:
         """Not JSON, not a list, or a broken entry: the fast path returns None."""
         for body in (b"{", b"{}", b'[{"Node": {}, "Service": {"Port": 1}, "Checks": []}]'):
-            assert _parse_health_fast(body) is None
+            assert parse_fast(body) is None
 
 
 class TestStreamingHeaders:
@@ -244,7 +246,7 @@ class TestTransport:
             parsed.append(len(body))
             return parse_health(body, memo)
 
-        monkeypatch.setattr("bolina_scaler.watching.parse_health", counting)
+        monkeypatch.setattr("bolina_scaler.source.parse.parse_health", counting)
         async with FakeConsul() as consul:
             consul.add_instance("bolina", instance_id="b1", node="n1", port=7000, address="10.0.0.1")
             async with ConsulWatch(parse_config({"consul": {"address": consul.url}}).consul) as watch:

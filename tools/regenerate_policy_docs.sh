@@ -4,4 +4,4 @@
 set -eu
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
-exec "$PYTHON" -m bolina_scaler.simulation.docs "$@"
+exec "$PYTHON" -m bolina_scaler.simulator.docs "$@"

@@ -761,7 +761,7 @@ class Scaler:
                         self._lines.append(line)
         return self._lines
 
-    def events(self, name: str) -> list[dict[str, Any]]:
+    def logged(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.lines() if line.get("event") == name]
 
     def wait_log(

@@ -162,7 +162,7 @@ def test_scales_end_to_end_without_runaway(
         timeout=10,
         what="'scaled' 3→2",
     )
-    after = [line["after"] for line in scaler.events("scaled")]
+    after = [line["after"] for line in scaler.logged("scaled")]
     assert after == [2, 4, 6, 5, 4, 3, 2], after
 
 

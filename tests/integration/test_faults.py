@@ -93,7 +93,7 @@ def wait_scale(ns: BolinaNamespace, scaler: Scaler, replicas: int, *, timeout: f
 
 
 def scaled(scaler: Scaler) -> list[int]:
-    return [int(line["after"]) for line in scaler.events("scaled")]
+    return [int(line["after"]) for line in scaler.logged("scaled")]
 
 
 def last_decision(scaler: Scaler) -> dict[str, Any]:
@@ -504,7 +504,7 @@ def test_conflict_from_a_hand_scale(
     )
     recovery = time.monotonic() - changed
     # The stale patch (409) is followed by a re-read, which reports the person's change.
-    rereads = [e for e in scaler.events("replicas changed outside the scaler") if (e["before"], e["after"]) == (4, 8)]
+    rereads = [e for e in scaler.logged("replicas changed outside the scaler") if (e["before"], e["after"]) == (4, 8)]
     assert rereads, "expected the 409 to be followed by a re-read that sees 8"
     assert line["desired"] == 8, line
     hold_window(bolina_ns, scaler, 3, 8)

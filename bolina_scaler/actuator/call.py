@@ -1,0 +1,344 @@
+"""One way to send a Kubernetes API request: typed errors, retries, metrics, each problem logged once.
+
+Does I/O (through the ``kubernetes_asyncio`` ``ApiClient`` of a ``connection.Connection``). Every
+request of the daemon (scale, Lease, Events, pods) goes through ``KubeApi.call``, so each verb
+module only says what to send. ``call``:
+
+* times the request (retries included) in ``bolina_scaler_kubernetes_request_duration_seconds``
+  and counts a failure in ``bolina_scaler_kubernetes_errors_total``, by operation;
+* retries transient failures (429, 5xx, timeouts, dropped connections) with jittered backoff
+  that honours ``Retry-After``, when the operation allows more than one attempt;
+* turns every ``ApiException`` into the exception tree below, whose ``str()`` is one line naming
+  the object, the HTTP status and what to do;
+* with a ``ProblemLog``, logs a failure once per distinct problem (an error when an essential
+  operation meets 401/403/404, a warning otherwise) and the recovery once; ``expected`` errors
+  (a 404 that means "create it", a 409 that means "decide again") are raised without a line.
+
+The exception tree, independent of the HTTP library underneath::
+
+    KubernetesError         .status: the HTTP status, or None (no answer)
+    ├── Forbidden           401/403: credentials or RBAC. Not retried.
+    ├── NotFound            404: the object (or namespace) does not exist. Not retried.
+    ├── Conflict            409: the object changed after the resourceVersion sent. Not retried.
+    ├── Unavailable         429/5xx/timeouts/connection errors that outlasted every attempt.
+    └── Malformed           the answer is not the object asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import aiohttp
+import structlog
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from bolina_scaler.actuator.connection import SERVICE_ACCOUNT_DIR, Connection, KubeConfigError, connect
+from bolina_scaler.config import KubernetesConfig
+from bolina_scaler.core.pacing import Backoff
+from bolina_scaler.logs import ProblemLog
+from bolina_scaler.metrics import Metrics
+
+__all__ = [
+    "MERGE_PATCH",
+    "Conflict",
+    "Forbidden",
+    "KubeApi",
+    "KubernetesError",
+    "Malformed",
+    "NotFound",
+    "Operation",
+    "Subject",
+    "Unavailable",
+]
+
+MERGE_PATCH: Final = "application/merge-patch+json"
+"""A JSON merge patch: the library would pick strategic-merge for a dict body otherwise."""
+
+_T = TypeVar("_T")
+_log = structlog.get_logger("bolina_scaler.actuator")
+
+
+class KubernetesError(Exception):
+    """A Kubernetes request failed; ``str()`` is one line that says what to do."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Forbidden(KubernetesError):
+    """401/403: the credentials are wrong or RBAC does not allow the call. Not retried."""
+
+
+class NotFound(KubernetesError):
+    """404: the object (or its namespace) does not exist. Not retried."""
+
+
+class Conflict(KubernetesError):
+    """409: the object changed after the given resourceVersion (or already exists)."""
+
+
+class Unavailable(KubernetesError):
+    """429/5xx/timeouts/connection errors that persisted through every attempt."""
+
+
+class Malformed(KubernetesError):
+    """The API server answered something that is not the object asked for."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Subject:
+    """What requests are about, for their error messages: ``deployments/scale 'bolina' in namespace 'x'``."""
+
+    resource: str
+    """As the Role names it: ``deployments/scale``, ``leases``, ``events``, ``pods``."""
+    kind: str
+    """What a person calls the object: ``deployment``, ``lease``, ``event``, ``pod``."""
+    namespace: str
+    name: str | None = None
+    """One object's name, or None for requests about many (Events, pods): one message for all of them,
+    so a problem that hits each one is still logged once."""
+    missing: str = ""
+    """What to check when it does not exist (the 404 message's hint)."""
+
+    def doing(self, verb: str) -> str:
+        named = f" '{self.name}'" if self.name else ""
+        return f"{verb} {self.resource}{named} in namespace '{self.namespace}'"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Operation:
+    """One kind of request: its metrics label, its RBAC verb, and how many tries it gets."""
+
+    name: str
+    """The ``operation`` label of the metrics: ``scale_read``, ``lease_update``, ``pod_patch``, …"""
+    verb: str
+    """The RBAC verb: ``get``, ``patch``, ``create``, ``update``, ``list``."""
+    attempts: int = 1
+    expected: tuple[type[KubernetesError], ...] = ()
+    """Errors that are a normal answer for this operation: raised, never logged."""
+    essential: bool = False
+    """The scaler cannot work without it (the scale): a 401/403/404 is logged as an error, not a
+    warning, since only a person can mend it. Best-effort operations (Events, pods) warn."""
+
+
+class KubeApi:
+    """The daemon's one Kubernetes connection and ``call``. ``async with KubeApi(config) as api:``."""
+
+    def __init__(
+        self,
+        config: KubernetesConfig,
+        *,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] | None = None,
+        rng: random.Random | None = None,
+        service_account_dir: Path = SERVICE_ACCOUNT_DIR,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        """``clock``, ``rng``, ``service_account_dir`` and ``environ`` are test hooks."""
+        self.config = config
+        self.metrics = metrics
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._service_account_dir = service_account_dir
+        self._environ = environ
+        self._connection: Connection | None = None
+
+    async def __aenter__(self) -> KubeApi:
+        try:
+            self._connection = await connect(
+                self.config, service_account_dir=self._service_account_dir, environ=self._environ
+            )
+        except KubeConfigError as exc:
+            raise KubernetesError(str(exc)) from exc
+        _log.info(
+            "kubernetes.connected",
+            source=self._connection.source,
+            host=self._connection.api_client.configuration.host,
+            namespace=self.namespace,
+            deployment=self.config.deployment,
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.close()
+
+    @property
+    def _live(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("use KubeApi inside 'async with'")
+        return self._connection
+
+    @property
+    def api_client(self) -> Any:
+        """The shared ``kubernetes_asyncio`` ``ApiClient`` (untyped library)."""
+        return self._live.api_client
+
+    @property
+    def namespace(self) -> str:
+        """Configured, else the pod's service-account namespace, else the kubeconfig's, else default."""
+        return self.config.namespace or self._live.namespace
+
+    def now(self) -> float:
+        return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    async def call(
+        self,
+        operation: Operation,
+        request: Callable[[], Awaitable[_T]],
+        *,
+        subject: Subject,
+        resource_version: str | None = None,
+        problems: ProblemLog | None = None,
+    ) -> _T:
+        """Send ``request()`` (again on transient failures, up to ``operation.attempts``); see the module doc."""
+        if self.metrics is None:
+            return await self._attempts(operation, request, subject, resource_version, problems)
+        with self.metrics.kube_call(operation.name, self.now):
+            return await self._attempts(operation, request, subject, resource_version, problems)
+
+    async def _attempts(
+        self,
+        operation: Operation,
+        request: Callable[[], Awaitable[_T]],
+        subject: Subject,
+        resource_version: str | None,
+        problems: ProblemLog | None,
+    ) -> _T:
+        try:
+            answer = await self._retrying(operation, request, subject, resource_version)
+        except KubernetesError as exc:
+            if problems is not None and not isinstance(exc, operation.expected):
+                level = "error" if operation.essential and isinstance(exc, Forbidden | NotFound) else "warning"
+                problems.failed(str(exc), key=operation.name, level=level, operation=operation.name)
+            raise
+        if problems is not None:
+            problems.recovered(key=operation.name, operation=operation.name)
+        return answer
+
+    async def _retrying(
+        self,
+        operation: Operation,
+        request: Callable[[], Awaitable[_T]],
+        subject: Subject,
+        resource_version: str | None,
+    ) -> _T:
+        retry_max = self.config.retry_max
+        backoff = Backoff(initial=self.config.retry_initial, maximum=retry_max, rng=self._rng)
+        doing = subject.doing(operation.verb)
+        for attempt in range(1, operation.attempts + 1):
+            try:
+                return await request()
+            except ApiException as exc:
+                status = int(exc.status or 0)
+                if status != 429 and status < 500:
+                    raise _failure(operation, subject, exc, resource_version) from exc
+                problem = f"HTTP {status} {_status_reason(exc)}"
+                retry_after = _retry_after(exc)
+                if retry_after is not None and retry_after > retry_max:
+                    raise Unavailable(
+                        f"unavailable: could not {doing}: {problem}, and the API server asks "
+                        f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again later",
+                        status=status,
+                    ) from exc
+                delay = max(retry_after or 0.0, backoff.next_delay())
+                last_status: int | None = status
+            except TimeoutError:
+                problem = f"no answer within {self.config.request_timeout:g}s (kubernetes.request_timeout)"
+                delay, last_status = backoff.next_delay(), None
+            except aiohttp.ClientError as exc:
+                problem = f"connection error: {' '.join(str(exc).split()) or type(exc).__name__}"
+                delay, last_status = backoff.next_delay(), None
+            except (ValueError, TypeError) as exc:
+                # The library could not turn the body into its model (e.g. status.replicas missing).
+                raise Malformed(
+                    f"malformed answer: {doing} returned something that is not a {subject.kind} "
+                    f"({' '.join(str(exc).split())[:200]})"
+                ) from exc
+            if attempt == operation.attempts:
+                tries = f" after {attempt} attempts" if attempt > 1 else ""
+                raise Unavailable(
+                    f"unavailable: could not {doing}{tries}, last: {problem} "
+                    "(is the API server overloaded or unreachable? will try again later)",
+                    status=last_status,
+                )
+            _log.warning(
+                "kubernetes.retry",
+                operation=operation.name,
+                object=subject.doing(operation.verb),
+                attempt=attempt,
+                problem=problem,
+                delay=round(delay, 3),
+            )
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _failure(
+    operation: Operation, subject: Subject, exc: ApiException, resource_version: str | None
+) -> KubernetesError:
+    status = int(exc.status or 0)
+    doing = subject.doing(operation.verb)
+    if status == 401:
+        return Forbidden(
+            f"unauthorized (HTTP 401): the API server rejected our credentials trying to {doing} "
+            "(check the service-account token or the kubeconfig user)",
+            status=status,
+        )
+    if status == 403:
+        return Forbidden(
+            f"forbidden (HTTP 403): the service account cannot {doing} "
+            f"(check the Role grants '{operation.verb}' on {subject.resource} and its RoleBinding)",
+            status=status,
+        )
+    where = f"{subject.kind} '{subject.name}' in namespace '{subject.namespace}'"
+    if status == 404:
+        hint = f" ({subject.missing})" if subject.missing else ""
+        return NotFound(f"not found (HTTP 404): no {where}{hint}", status=status)
+    if status == 409:
+        since = f"after resourceVersion {resource_version} was read" if resource_version else "concurrently"
+        return Conflict(f"conflict (HTTP 409): {where} changed {since} (re-read it and decide again)", status=status)
+    return KubernetesError(
+        f"rejected (HTTP {status} {_status_reason(exc)}): could not {doing}: {_server_message(exc)}",
+        status=status,
+    )
+
+
+def _status_object(exc: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body) if exc.body else {}
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _status_reason(exc: ApiException) -> str:
+    return str(_status_object(exc).get("reason") or exc.reason or "error")
+
+
+def _server_message(exc: ApiException) -> str:
+    message = str(_status_object(exc).get("message") or exc.reason or "no details")
+    return " ".join(message.split())[:300]
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    headers: Mapping[str, str] = exc.headers or {}
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None  # an HTTP date; the API server sends seconds
+    return seconds if seconds >= 0 else None

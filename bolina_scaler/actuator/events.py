@@ -1,0 +1,215 @@
+"""Kubernetes Events on the Bolina Deployment: what a person reads in ``kubectl describe deploy bolina``.
+
+``event_for`` is pure (a decision and its outcome → the Event to record, or none); the
+``EventRecorder`` does I/O (core ``v1`` Events through ``call.KubeApi``, the API the Role's
+``events`` rule allows, and the one ``kubectl describe`` lists). Recording never blocks or fails
+a scale: Events go through a small queue that one task drains, and a failure is logged once
+per distinct problem.
+
+Like client-go's ``EventCorrelator``, repeats are aggregated: the same reason and message within
+``events.min_interval`` are counted but not sent; the next occurrence after the interval bumps
+``count`` and ``lastTimestamp`` of the existing Event with a merge PATCH (or creates a new Event
+when the old one has expired, as Events do after an hour).
+
+Reasons (stable strings, like the HorizontalPodAutoscaler's):
+
+======================  ========  ===========================================================
+``SuccessfulRescale``   Normal    the scale was changed; message ``New size: N; reason: ...``
+``FailedRescale``       Warning   the patch was refused or failed (RBAC, API server down, ...)
+``ScaleHeld``           Warning   not scaling on purpose: untrusted or stale Consul data, or
+                                  the mass-change guard is waiting for confirmation
+``MaxReplicasReached``  Warning   more servers are needed but the Deployment is at max_replicas
+======================  ========  ===========================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Literal
+
+import structlog
+from kubernetes_asyncio import client
+
+from bolina_scaler.actuator.call import MERGE_PATCH, KubeApi, KubernetesError, NotFound, Operation, Subject
+from bolina_scaler.config import EventsConfig
+from bolina_scaler.core.decision import Decision, Direction, Reason
+from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.logs import ProblemLog
+
+__all__ = ["COMPONENT", "EventRecorder", "EventSpec", "event_for"]
+
+log = structlog.get_logger("bolina_scaler.actuator.events")
+
+COMPONENT: Final = "bolina-scaler"
+_CREATE = Operation(name="event_create", verb="create")
+_PATCH = Operation(name="event_patch", verb="patch", expected=(NotFound,))
+_MAX_MESSAGE: Final = 1024
+_FORGET_AFTER: Final = 3600.0
+"""The API server's default Event TTL: older aggregation state is useless."""
+_HELD = {Reason.UNTRUSTED_DATA, Reason.STALE_DATA, Reason.MASS_CHANGE_GUARD}
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    """One Event to record: Kubernetes' ``type``, ``reason`` and ``message``."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def event_for(decision: Decision, *, outcome: Outcome, error: str | None = None) -> EventSpec | None:
+    """The Event a decision deserves, given what was done with it (pure)."""
+    clamps = "; ".join(str(clamp) for clamp in decision.clamps)
+    why = f"{decision.reason}: {decision.message}" + (f" (clamped: {clamps})" if clamps else "")
+    if outcome is Outcome.PATCHED:
+        return EventSpec("Normal", "SuccessfulRescale", f"New size: {decision.desired}; reason: {why}")
+    if outcome is Outcome.FAILED:
+        return EventSpec(
+            "Warning",
+            "FailedRescale",
+            f"failed to scale from {decision.current} to {decision.desired}: {error or 'unknown error'}",
+        )
+    if decision.direction is Direction.HOLD and decision.reason in _HELD:
+        return EventSpec("Warning", "ScaleHeld", decision.message)
+    if decision.reason is Reason.AT_MAX:
+        return EventSpec("Warning", "MaxReplicasReached", f"{decision.message} ({decision.current})")
+    return None
+
+
+@dataclass(slots=True)
+class _Sent:
+    name: str | None
+    count: int
+    at: float
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EventRecorder:
+    """Records core/v1 Events on one Deployment. ``record()`` never blocks; ``run()`` sends."""
+
+    def __init__(
+        self,
+        config: EventsConfig,
+        *,
+        api: KubeApi,
+        instance: str,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.namespace = api.namespace
+        self.deployment = api.config.deployment
+        self.instance = instance
+        self._api = api
+        self._core: Any = client.CoreV1Api(api.api_client)
+        self._subject = Subject(resource="events", kind="event", namespace=self.namespace)
+        self._clock = clock
+        self._wall = wall_clock
+        self._queue: asyncio.Queue[tuple[EventSpec, str | None, _Sent | None]] = asyncio.Queue(maxsize=100)
+        self._recent: dict[tuple[str, str], _Sent] = {}
+        self._problems = ProblemLog(
+            log,
+            failing="could not record a Kubernetes Event (scaling goes on)",
+            recovered="kubernetes Events are recorded again",
+        )
+        self.uid: str | None = None
+        """The Deployment's uid (from the Scale): ``kubectl describe`` matches Events by it."""
+
+    def record(self, event: EventSpec) -> None:
+        """Queue ``event`` unless the same one was recorded within ``min_interval`` (then count it)."""
+        now = self._clock()
+        message = event.message[:_MAX_MESSAGE]
+        key = (event.reason, message)
+        self._recent = {k: v for k, v in self._recent.items() if now - v.at < _FORGET_AFTER}
+        seen = self._recent.get(key)
+        if seen is not None and now - seen.at < self.config.min_interval:
+            seen.count += 1
+            self._count(event.reason, "suppressed")
+            return
+        if seen is None:
+            seen = _Sent(name=None, count=0, at=now)
+            self._recent[key] = seen
+        seen.count += 1
+        seen.at = now
+        try:
+            self._queue.put_nowait((EventSpec(event.type, event.reason, message), self.uid, seen))
+        except asyncio.QueueFull:
+            self._count(event.reason, "failed")
+
+    async def run(self) -> None:
+        """Send queued Events forever."""
+        while True:
+            event, uid, seen = await self._queue.get()
+            try:
+                await self._send(event, uid, seen)
+            finally:
+                self._queue.task_done()
+
+    async def flush(self) -> None:
+        """Wait for the queued Events to be sent (bound it with ``asyncio.timeout`` at shutdown)."""
+        await self._queue.join()
+
+    async def _send(self, event: EventSpec, uid: str | None, seen: _Sent | None) -> None:
+        stamp = _timestamp(self._wall())
+        timeout = self._api.config.request_timeout
+        try:
+            if seen is not None and seen.name is not None:
+                body = {"count": seen.count, "lastTimestamp": stamp, "message": event.message}
+                name = seen.name
+                try:
+                    await self._api.call(_PATCH, lambda: self._core.patch_namespaced_event(
+                        name, self.namespace, body, _content_type=MERGE_PATCH, _request_timeout=timeout),
+                        subject=self._subject, problems=self._problems)  # fmt: skip
+                except NotFound:
+                    seen.name = None  # expired: record it anew
+                else:
+                    self._count(event.reason, "aggregated")
+                    return
+            name = f"{self.deployment}.{time.time_ns():x}"
+            await self._api.call(_CREATE, lambda: self._core.create_namespaced_event(
+                self.namespace, self._body(name, event, uid, stamp), _request_timeout=timeout),
+                subject=self._subject, problems=self._problems)  # fmt: skip
+        except KubernetesError:
+            self._count(event.reason, "failed")
+            return
+        if seen is not None:
+            seen.name, seen.count = name, 1
+        self._count(event.reason, "created")
+
+    def _body(self, name: str, event: EventSpec, uid: str | None, stamp: str) -> dict[str, Any]:
+        involved: dict[str, Any] = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": self.deployment,
+            "namespace": self.namespace,
+        }
+        if uid:
+            involved["uid"] = uid
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "involvedObject": involved,
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message,
+            "action": "Scale",
+            "count": 1,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": self.instance[:128],
+        }
+
+    def _count(self, reason: str, outcome: str) -> None:
+        if self._api.metrics is not None:
+            self._api.metrics.events.labels(reason=reason, outcome=outcome).inc()

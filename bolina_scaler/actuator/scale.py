@@ -1,0 +1,133 @@
+"""The Bolina Deployment's ``scale`` subresource: the one thing the scaler changes.
+
+Does I/O (through ``call.KubeApi``). Two calls with typed outcomes: ``read`` and ``patch``; both
+retry transient failures (``call``) before they give up with ``Unavailable``.
+
+Writes are optimistic: ``patch`` sends the ``resourceVersion`` it was given as a precondition
+in a JSON *merge* patch, so a concurrent change — a person running ``kubectl scale`` — fails
+with ``Conflict`` instead of being overwritten. The daemon then re-reads and decides again.
+Every request carries ``_request_timeout`` because the library's default is to wait forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from kubernetes_asyncio import client
+
+from bolina_scaler.actuator.call import MERGE_PATCH, Conflict, KubeApi, Malformed, Operation, Subject
+from bolina_scaler.logs import ProblemLog
+
+__all__ = ["DEFAULT_MAX_ATTEMPTS", "Scale", "ScaleTarget"]
+
+DEFAULT_MAX_ATTEMPTS: Final = 5
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scale:
+    """The Deployment's scale subresource: desired and observed replicas, and its version."""
+
+    replicas: int
+    status_replicas: int
+    resource_version: str
+    selector: str | None
+    uid: str | None = field(default=None, compare=False)
+    """The Deployment's uid (the Scale carries it): Events name their involved object by it."""
+
+
+class ScaleTarget:
+    """Reads and patches the configured Deployment's scale through a connected ``KubeApi``."""
+
+    def __init__(
+        self, api: KubeApi, *, max_attempts: int = DEFAULT_MAX_ATTEMPTS, problems: ProblemLog | None = None
+    ) -> None:
+        """``max_attempts`` bounds the tries of one call (including the first); ``problems``
+        logs each distinct failure once (the daemon's; none: the caller reports)."""
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.api = api
+        self._read = Operation(name="scale_read", verb="get", attempts=max_attempts, essential=True)
+        self._patch = Operation(
+            name="scale_patch", verb="patch", attempts=max_attempts, expected=(Conflict,), essential=True
+        )
+        self._problems = problems
+
+    @property
+    def namespace(self) -> str:
+        return self.api.namespace
+
+    @property
+    def deployment(self) -> str:
+        return self.api.config.deployment
+
+    @property
+    def subject(self) -> Subject:
+        return Subject(
+            resource="deployments/scale",
+            kind="deployment",
+            namespace=self.namespace,
+            name=self.deployment,
+            missing="check kubernetes.deployment and kubernetes.namespace",
+        )
+
+    async def read(self) -> Scale:
+        """GET the scale subresource."""
+        apps = client.AppsV1Api(self.api.api_client)
+        timeout = self.api.config.request_timeout
+
+        async def request() -> Scale:
+            answer = await apps.read_namespaced_deployment_scale(
+                self.deployment, self.namespace, _request_timeout=timeout
+            )
+            return self._scale("get", answer)
+
+        return await self.api.call(self._read, request, subject=self.subject, problems=self._problems)
+
+    async def patch(self, replicas: int, *, resource_version: str | None) -> Scale:
+        """Set ``spec.replicas``; with ``resource_version``, only if nothing changed since (else Conflict)."""
+        if replicas < 0:
+            raise ValueError(f"replicas must be >= 0, got {replicas}")
+        body: dict[str, Any] = {"spec": {"replicas": replicas}}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        apps = client.AppsV1Api(self.api.api_client)
+        timeout = self.api.config.request_timeout
+
+        async def request() -> Scale:
+            # The .pyi stub omits ``_content_type``; the runtime has accepted it since 30.1.0.
+            answer = await apps.patch_namespaced_deployment_scale(  # type: ignore[call-arg]
+                self.deployment, self.namespace, body, _content_type=MERGE_PATCH, _request_timeout=timeout
+            )
+            return self._scale("patch", answer)
+
+        return await self.api.call(
+            self._patch, request, subject=self.subject, resource_version=resource_version, problems=self._problems
+        )
+
+    def _scale(self, verb: str, answer: Any) -> Scale:
+        spec, status, metadata = (getattr(answer, key, None) for key in ("spec", "status", "metadata"))
+        resource_version = getattr(metadata, "resource_version", None)
+        # autoscaling/v1 ScaleSpec.replicas is omitempty: a Deployment at 0 answers "spec": {}.
+        replicas = getattr(spec, "replicas", None) or 0
+        status_replicas = getattr(status, "replicas", None) or 0
+        selector = getattr(status, "selector", None) or None
+        uid = getattr(metadata, "uid", None) or None
+        if (
+            spec is None
+            or not isinstance(replicas, int)
+            or not isinstance(status_replicas, int)
+            or not isinstance(resource_version, str)
+            or not resource_version
+        ):
+            raise Malformed(
+                f"malformed answer: {self.subject.doing(verb)} returned no spec.replicas or resourceVersion "
+                "(is kubernetes.kubeconfig pointing at a Kubernetes API server?)"
+            )
+        return Scale(
+            replicas=replicas,
+            status_replicas=status_replicas,
+            resource_version=resource_version,
+            selector=selector if isinstance(selector, str) else None,
+            uid=uid if isinstance(uid, str) else None,
+        )

@@ -1,0 +1,32 @@
+"""What every command shares: exit codes, the one-line error format, the argument parser.
+
+Exit codes are part of the interface: 0 success, 2 bad configuration or usage, 1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, Final
+
+__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "Parser", "one_line"]
+
+EXIT_OK: Final = 0
+EXIT_RUNTIME: Final = 1
+EXIT_USAGE: Final = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line and exit code 2."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, unwrapping a group of one."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

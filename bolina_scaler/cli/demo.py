@@ -1,0 +1,29 @@
+"""``bolina-scaler demo``: the real daemon against the in-process fakes, with a scripted scenario.
+
+Does I/O (local servers, stdout). The world and the story are in ``bolina_scaler.demo``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from bolina_scaler.logs import configure_logging
+
+__all__ = ["add_demo_command"]
+
+
+def add_demo_command(subparsers: Any) -> None:
+    demo = subparsers.add_parser("demo", help="run the real daemon against in-process Consul and Kubernetes fakes")
+    demo.add_argument("--speed", type=float, default=1.0, help="run the scripted scenario this many times faster")
+    demo.add_argument("--plot", metavar="FILE.png", help="draw the run (needs matplotlib)")
+    demo.add_argument("--log-format", choices=["auto", "json", "console"], help="log format")
+    demo.set_defaults(handler=_cmd_demo)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bolina_scaler.demo import run_demo
+
+    configure_logging(level="info", fmt=args.log_format or "auto")
+    return asyncio.run(run_demo(speed=args.speed, plot_path=args.plot))

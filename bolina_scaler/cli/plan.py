@@ -1,0 +1,70 @@
+"""``bolina-scaler plan``: read Consul and the Deployment once; print the decision the daemon would take.
+
+Does I/O (one Consul query, one scale read, stdout). Changes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bolina_scaler.cli.common import EXIT_OK, EXIT_RUNTIME, one_line
+from bolina_scaler.config import Config, load_config
+from bolina_scaler.logs import configure_logging
+
+__all__ = ["add_plan_command"]
+
+
+def add_plan_command(subparsers: Any) -> None:
+    plan = subparsers.add_parser("plan", help="read Consul and the Deployment once; print the decision as JSON")
+    plan.add_argument("--config", required=True, help="path to the YAML config file")
+    plan.set_defaults(handler=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    config = load_config(Path(args.config))
+    configure_logging(level="warning", fmt="json", stream=sys.stderr)
+    return asyncio.run(_plan(config))
+
+
+async def _plan(config: Config) -> int:
+    from bolina_scaler.actuator.call import KubeApi
+    from bolina_scaler.actuator.scale import ScaleTarget
+    from bolina_scaler.core.memory import Memory
+    from bolina_scaler.core.policy import decide
+    from bolina_scaler.daemon import evaluation_fields
+    from bolina_scaler.source import ConsulWatch
+
+    try:
+        async with ConsulWatch(config.consul) as watch, KubeApi(config.kubernetes) as kube:
+            snapshot = await watch.fetch()
+            scale = await ScaleTarget(kube).read()
+            namespace = kube.namespace
+            now = asyncio.get_running_loop().time()
+    except Exception as exc:
+        print(f"bolina-scaler plan: {one_line(exc)}", file=sys.stderr)
+        return EXIT_RUNTIME
+    decision, _ = decide(
+        fleet=snapshot,
+        current=scale.replicas,
+        config=config.policy,
+        memory=Memory(last_replicas=scale.replicas),
+        now=now,
+    )
+    report = {
+        "deployment": f"{namespace}/{config.kubernetes.deployment}",
+        "would_patch": decision.changes_scale and not config.dry_run,
+        **evaluation_fields(decision, now=now),
+        "decision": decision.as_dict(),
+        "note": "plan has no history: stabilization windows, step budgets and startup grace start from now",
+    }
+    json.dump(report, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    if not snapshot.trusted:
+        print(f"bolina-scaler plan: Consul data cannot be trusted: {snapshot.trust}", file=sys.stderr)
+        return EXIT_RUNTIME
+    return EXIT_OK

@@ -1,0 +1,117 @@
+"""``bolina-scaler report``: the server-side sidecar's command line (flags, signals, exit codes).
+
+Does I/O (argument parsing, the token file, signals). The work is ``reporter.Reporter``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, ConfigError, one_line
+from bolina_scaler.reporter.agent import ConsulAgentError
+from bolina_scaler.reporter.availability import ClassifierConfig, load_classifier_config
+from bolina_scaler.reporter.reporter import Reporter
+from bolina_scaler.reporter.settings import ReporterSettings
+
+__all__ = ["add_report_command"]
+
+log = structlog.get_logger("bolina_scaler.reporter")
+
+
+def add_report_command(subparsers: Any) -> None:
+    """Register ``bolina-scaler report`` on an argparse subparsers object."""
+    env = os.environ.get
+    report = subparsers.add_parser(
+        "report",
+        help="sidecar: register a Bolina server in its Consul agent and report its availability stage",
+        description=(
+            "Register this Bolina server in the local Consul agent with a TTL check, read the server's "
+            "metrics (Prometheus text or JSON) every --interval, classify them (--classifier YAML) and "
+            "update the check on every stage change and as a heartbeat; deregister on SIGTERM."
+        ),
+    )
+    report.add_argument("--classifier", required=True, help="availability classifier YAML (config/availability.yaml)")
+    report.add_argument("--metrics-url", required=True, help="the server's metrics URL")
+    report.add_argument("--metrics-format", choices=["auto", "prometheus", "json"], default="auto")
+    report.add_argument("--consul", default=env("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDRESS, help="agent address")
+    report.add_argument("--token-file", help="file holding the Consul ACL token (else CONSUL_HTTP_TOKEN)")
+    report.add_argument("--service", default="bolina", help="service name the scaler watches (default: bolina)")
+    report.add_argument("--id", default=env("POD_NAME"), help="Consul service ID (default: $POD_NAME)")
+    report.add_argument("--pod", default=env("POD_NAME"), help="pod name (default: $POD_NAME)")
+    report.add_argument("--server-id", default=env("BOLINA_SERVER_ID"), help="Bolina server id ($BOLINA_SERVER_ID)")
+    report.add_argument("--address", default=env("POD_IP"), help="server IP (default: $POD_IP)")
+    report.add_argument("--tcp-port", type=int, default=9001)
+    report.add_argument("--udp-port", type=int, default=9002)
+    report.add_argument("--interval", default="5s", help="how often to read the metrics (default 5s)")
+    report.add_argument("--ttl", default="30s", help="check TTL (default 30s; heartbeat every ttl/2)")
+    report.add_argument("--deregister-after", default="1m", help="DeregisterCriticalServiceAfter (min 1m)")
+    report.add_argument("--load-metric", help="metric published as Meta.load (0..1) at registration")
+    report.set_defaults(handler=_cmd_report)
+
+
+def _settings_from_args(args: argparse.Namespace) -> ReporterSettings:
+    token = None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"report: --token-file {args.token_file}: cannot read it ({exc})") from None
+    missing = [
+        flag for flag, value in (("--id", args.id), ("--pod", args.pod), ("--address", args.address)) if not value
+    ]
+    if missing:
+        raise ConfigError(f"report: {', '.join(missing)} required (or set POD_NAME / POD_IP)")
+    values: dict[str, Any] = {
+        "consul_address": args.consul,
+        "service": args.service,
+        "instance_id": args.id,
+        "server_id": args.server_id or args.id,
+        "address": args.address,
+        "tcp_port": args.tcp_port,
+        "udp_port": args.udp_port,
+        "pod": args.pod,
+        "metrics_url": args.metrics_url,
+        "metrics_format": args.metrics_format,
+        "interval": args.interval,
+        "ttl": args.ttl,
+        "deregister_critical_after": args.deregister_after,
+        "load_metric": args.load_metric,
+    }
+    if token:
+        values["token"] = token
+    try:
+        return ReporterSettings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"report: {one_line(exc)}") from None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    settings = _settings_from_args(args)
+    classifier = load_classifier_config(args.classifier)
+    return asyncio.run(_report_main(settings, classifier))
+
+
+async def _report_main(settings: ReporterSettings, classifier: ClassifierConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    async with Reporter(settings, classifier) as reporter:
+        while not reporter.registered and not stop.is_set():
+            try:
+                await reporter.register()
+            except ConsulAgentError as exc:  # the agent sidecar may start after us
+                log.warning("cannot register yet; retrying", error=str(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=settings.interval)
+        await reporter.run(stop)
+    return 0

@@ -1,0 +1,237 @@
+"""Leader election on a ``coordination.k8s.io/v1`` Lease, so two or more scalers can run safely.
+
+Does I/O (the Kubernetes API, through ``actuator.call.KubeApi``); the rules of the Lease are in
+``lease`` (pure). Our own small loop rather than ``kubernetes_asyncio.leaderelection``, whose
+``run()`` returns after the first lost lease, never counts ``leaseTransitions``, does not
+release on shutdown and writes local time with a ``Z``. This one follows client-go's
+``LeaderElector``::
+
+             every retry_period (× 1–1.2 jitter while following)
+                              │
+                              ▼
+    GET lease ──404──► CREATE (holder = me) ──ok──► LEADER
+        │                                      │
+        ▼                                      ▼
+    held by another and not expired ───────► FOLLOWER (watch, evaluate, never patch)
+        │ (expiry judged on OUR clock: ``lease.Observation``)
+        ▼
+    free, expired or ours ──► UPDATE with resourceVersion (409: someone was faster) ──ok──► LEADER
+
+* A leader renews optimistically, as client-go's LeaderElector does (its "fast path"): one
+  UPDATE on the Lease as it last wrote it, without the GET. Any failure (409: the Lease changed
+  under us) falls back to the GET path above, in the same round. An idle leader sends one
+  request per ``retry_period`` instead of two.
+* A leader that has not renewed for ``renew_deadline`` stops being leader (``is_leader`` turns
+  False at once, even while a request hangs), which is before any other candidate may take the
+  lease (``lease_duration`` after our last successful renew started, on their clock).
+* ``release()`` on shutdown writes ``lease.release`` so the other replica takes over within one
+  retry period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kubernetes_asyncio import client
+
+from bolina_scaler.actuator.call import Conflict, KubeApi, KubernetesError, NotFound, Operation, Subject
+from bolina_scaler.config import LeaderElectionConfig
+from bolina_scaler.coordination import lease
+from bolina_scaler.logs import ProblemLog
+
+__all__ = ["Leadership", "default_identity"]
+
+log = structlog.get_logger("bolina_scaler.coordination")
+
+_GET = Operation(name="lease_get", verb="get", expected=(NotFound,))
+_CREATE = Operation(name="lease_create", verb="create", expected=(Conflict,))
+_UPDATE = Operation(name="lease_update", verb="update", expected=(Conflict,))
+
+
+def default_identity() -> str:
+    """``$POD_NAME`` (unique per pod), else the host name plus a random suffix."""
+    pod = os.environ.get("POD_NAME")
+    if pod:
+        return pod
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+class Leadership:
+    """One candidate for the Lease. ``run()`` forever as a task; ``release()`` when stopping."""
+
+    def __init__(
+        self,
+        config: LeaderElectionConfig,
+        *,
+        api: KubeApi,
+        clock: Callable[[], float],
+        on_change: Callable[[bool], None] | None = None,
+        rng: random.Random | None = None,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.config = config
+        self.identity = config.identity or default_identity()
+        self.namespace = api.namespace
+        self.holder: str | None = None
+        """The holder we last saw (ourselves included); None before the first read."""
+        self._api = api
+        self._coordination: Any = client.CoordinationV1Api(api.api_client)
+        self._subject = Subject(resource="leases", kind="lease", namespace=self.namespace, name=config.lease_name)
+        self._clock = clock
+        self._wall = wall_clock
+        self._on_change = on_change
+        self._rng = rng or random.Random()
+        self._leading = False
+        self._renewed_at: float | None = None
+        """Loop time at which our last successful acquire/renew *started*."""
+        self._observed = lease.Observation()
+        self._written: lease.LeaseRecord | None = None
+        """The Lease as we last wrote it (the optimistic renewal's base)."""
+        self._problems = ProblemLog(
+            log, failing="leader election: lease request failed", recovered="leader election: lease requests work again"
+        )
+
+    # -- what the daemon asks --------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        """True only while we hold the lease and renewed it within ``renew_deadline``."""
+        return (
+            self._leading
+            and self._renewed_at is not None
+            and self._clock() < self._renewed_at + self.config.renew_deadline
+        )
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, *, _iterations: int | None = None) -> None:
+        """Try to acquire or renew every ``retry_period``, forever (``_iterations``: test hook)."""
+        log.info("leader election: candidate", identity=self.identity, lease=self.config.lease_name)
+        while _iterations is None or _iterations > 0:
+            await self.try_once()
+            if _iterations is not None:
+                _iterations -= 1
+                if _iterations == 0:
+                    break
+            period = self.config.retry_period
+            if not self._leading:
+                period *= self._rng.uniform(1.0, 1.2)  # client-go's JitterFactor while acquiring
+            await asyncio.sleep(period)
+
+    async def try_once(self) -> bool:
+        """One acquire-or-renew round; returns whether we lead afterwards."""
+        started = self._clock()
+        written = self._written
+        if self.is_leader() and written is not None and written.acquire_time is not None:
+            try:
+                return self._won(started, await self._update(self._claim(written)))
+            except KubernetesError as exc:
+                log.debug("leader election: optimistic renew failed; reading the lease", error=str(exc))
+            started = self._clock()
+        try:
+            current = await self._api.call(_GET, lambda: self._coordination.read_namespaced_lease(
+                self.config.lease_name, self.namespace, _request_timeout=self._timeout),
+                subject=self._subject, problems=self._problems)  # fmt: skip
+        except NotFound:
+            return await self._create(started)
+        except KubernetesError:
+            return self._check_deadline()
+        record = lease.LeaseRecord.of(current)
+        now = self._clock()
+        self._observed = self._observed.seen(record, now)
+        self.holder = record.holder or None
+        if self._observed.held_by_another(
+            record, me=self.identity, default_duration=self.config.lease_duration, now=now
+        ):
+            self._set_leading(False, why=f"held by {record.holder}")
+            return False
+        try:
+            return self._won(started, await self._update(self._claim(record)))
+        except Conflict:
+            return self._check_deadline()  # another candidate was faster
+        except KubernetesError:
+            return self._check_deadline()
+
+    async def release(self) -> None:
+        """Give the lease up at once (shutdown): empty holder, ``leaseDurationSeconds: 1``."""
+        was_leading, self._leading = self._leading, False
+        written = self._written
+        if not was_leading or written is None or written.resource_version is None:
+            return
+        body = lease.release(name=self.config.lease_name, namespace=self.namespace, record=written, wall=self._wall())
+        try:
+            await self._update(body)
+        except KubernetesError as exc:
+            log.warning("leader election: could not release the lease; it expires by itself", error=str(exc))
+        else:
+            log.info("leader election: lease released", identity=self.identity)
+        if self._on_change is not None:
+            self._on_change(False)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    @property
+    def _timeout(self) -> float:
+        return self._api.config.request_timeout
+
+    def _claim(self, record: lease.LeaseRecord | None) -> dict[str, Any]:
+        return lease.claim(
+            name=self.config.lease_name,
+            namespace=self.namespace,
+            identity=self.identity,
+            duration=self.config.lease_duration,
+            wall=self._wall(),
+            record=record,
+            leading=self._leading,
+        )
+
+    async def _update(self, body: dict[str, Any]) -> Any:
+        return await self._api.call(_UPDATE, lambda: self._coordination.replace_namespaced_lease(
+            self.config.lease_name, self.namespace, body, _request_timeout=self._timeout),
+            subject=self._subject, problems=self._problems)  # fmt: skip
+
+    async def _create(self, started: float) -> bool:
+        body = self._claim(None)
+        try:
+            created = await self._api.call(_CREATE, lambda: self._coordination.create_namespaced_lease(
+                self.namespace, body, _request_timeout=self._timeout),
+                subject=self._subject, problems=self._problems)  # fmt: skip
+        except Conflict:
+            return False  # created by another candidate meanwhile
+        except KubernetesError:
+            return self._check_deadline()
+        return self._won(started, created)
+
+    def _won(self, started: float, written: Any) -> bool:
+        self._renewed_at = started
+        self._written = lease.LeaseRecord.of(written)
+        self._observed = lease.Observation(self._written.version, self._clock())
+        self.holder = self.identity
+        self._set_leading(True, why="acquired" if not self._leading else "renewed")
+        return True
+
+    def _check_deadline(self) -> bool:
+        """Step down when the last successful renew is older than ``renew_deadline``."""
+        if self._leading and not self.is_leader():
+            self._set_leading(False, why=f"could not renew within renew_deadline {self.config.renew_deadline:g}s")
+        return self._leading
+
+    def _set_leading(self, leading: bool, *, why: str) -> None:
+        if leading == self._leading:
+            return
+        self._leading = leading
+        if self._api.metrics is not None:
+            self._api.metrics.leader_changes.inc()
+        if leading:
+            log.info("leader election: became leader", identity=self.identity, why=why)
+        else:
+            log.warning("leader election: not the leader", identity=self.identity, why=why)
+        if self._on_change is not None:
+            self._on_change(leading)

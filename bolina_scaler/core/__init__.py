@@ -1,0 +1,12 @@
+"""The pure core: a fleet snapshot, the replica count and the time in; a decision that explains itself out.
+
+No I/O, no clock reads, no randomness (import-linter keeps it so): every rule is tested with
+plain values, and the simulator runs the same code in virtual time.
+
+* ``model``: a server and its status; ``fleet``: an immutable snapshot of the fleet and its trust;
+* ``policy``: ``decide`` (snapshot, replicas, config, memory, now → ``Decision``, memory);
+* ``memory``: what the policy remembers between evaluations (in-flight grants, scale changes);
+* ``decision``: the decision value (desired count, direction, reason, clamps, inputs);
+* ``outcome``: what the daemon did with a decision, one word everywhere;
+* ``pacing``: token bucket and backoff arithmetic for the I/O loops.
+"""

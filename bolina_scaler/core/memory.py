@@ -1,0 +1,113 @@
+"""What the policy remembers between two evaluations, and the arithmetic over that history.
+
+Pure: an immutable ``Memory`` value goes into ``policy.decide`` and a new one comes out; time is
+always passed in. Two ledgers live here: the *grants* (replicas requested and not registered
+yet, counted as capacity until ``startup_grace`` ends: no runaway scale-up while pods start)
+and the *scale changes* the scaler made (the step limits count them over their period).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from bolina_scaler.config import PolicyConfig
+from bolina_scaler.core.decision import Decision
+from bolina_scaler.core.model import InstanceId
+
+__all__ = [
+    "Grant",
+    "Memory",
+    "ScaleChange",
+    "moved",
+    "next_grant_expiry",
+    "next_room",
+    "prune",
+    "record_scale",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """``count`` replicas requested at ``at``: capacity in flight until they register or grace ends."""
+
+    at: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleChange:
+    """One replica change the scaler made, kept for the step limits."""
+
+    at: float
+    before: int
+    after: int
+
+    @property
+    def up(self) -> bool:
+        return self.after > self.before
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Memory:
+    """What the policy remembers between evaluations. Start with ``Memory()``."""
+
+    grants: tuple[Grant, ...] = ()
+    changes: tuple[ScaleChange, ...] = ()
+    above_since: float | None = None
+    """Since when the Available share has stayed at or above ``scale_down_ratio``."""
+    baseline: frozenset[InstanceId] | None = None
+    """Instances that were not Critical at the last trusted evaluation (mass-change guard)."""
+    guard_since: float | None = None
+    """When the mass-change guard started holding, if it is holding."""
+    last_replicas: int | None = None
+    """The replica count at the last evaluation or the last change we made."""
+
+
+def record_scale(memory: Memory, decision: Decision, *, now: float) -> Memory:
+    """Remember a decision the daemon has applied: step history, in-flight ledger, replica count.
+
+    A decision that was not applied (dry run, follower, error) is not recorded.
+    """
+    if not decision.changes_scale:
+        return memory
+    grants = memory.grants
+    if decision.desired > decision.current:
+        grants = (*grants, Grant(now, decision.desired - decision.current))
+    return replace(
+        memory,
+        grants=grants,
+        changes=(*memory.changes, ScaleChange(now, decision.current, decision.desired)),
+        last_replicas=decision.desired,
+        # After a scale-down the remaining servers take the removed ones' clients. Without load
+        # figures that effect is unknown: watch it for a whole stabilization window first.
+        above_since=None
+        if decision.desired < decision.current and decision.inputs.mean_load is None
+        else memory.above_since,
+    )
+
+
+def prune(memory: Memory, config: PolicyConfig, now: float) -> Memory:
+    """Forget grants past ``startup_grace`` and scale changes no window looks at any more."""
+    horizon = max(config.scale_up.period, config.scale_down.period, config.startup_grace)
+    grants = tuple(g for g in memory.grants if now - g.at < config.startup_grace)
+    changes = tuple(c for c in memory.changes if now - c.at < horizon)
+    if grants == memory.grants and changes == memory.changes:
+        return memory
+    return replace(memory, grants=grants, changes=changes)
+
+
+def moved(memory: Memory, now: float, window: float, *, up: bool) -> int:
+    """Replicas the scaler added (``up``) or removed within the last ``window`` seconds."""
+    return sum(abs(c.after - c.before) for c in memory.changes if c.up == up and now - c.at < window)
+
+
+def next_grant_expiry(memory: Memory, config: PolicyConfig) -> float | None:
+    """When the oldest grant stops counting as capacity."""
+    return min((g.at + config.startup_grace for g in memory.grants), default=None)
+
+
+def next_room(memory: Memory, config: PolicyConfig, now: float, *, up: bool) -> float | None:
+    """When the step limit of that direction next frees room (a change leaves its period)."""
+    period = config.scale_up.period if up else config.scale_down.period
+    times = [c.at + period for c in memory.changes if c.up == up and c.at + period > now]
+    return min(times, default=None)

@@ -1,0 +1,75 @@
+"""The vocabulary every other module speaks: server status and one server instance.
+
+Pure data, no I/O. Identifiers get their own ``NewType`` so that a Consul index is never
+confused with a replica count, and a Consul service instance id never with a Bolina server id.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NewType
+
+import msgspec
+
+__all__ = [
+    "ConsulIndex",
+    "InstanceId",
+    "Server",
+    "ServerId",
+    "Status",
+]
+
+ConsulIndex = NewType("ConsulIndex", int)
+"""The ``X-Consul-Index`` of a blocking query answer (a Raft index, not a counter)."""
+
+InstanceId = NewType("InstanceId", str)
+"""Consul's ``Service.ID`` of one registration: unique per agent, what Consul calls the instance."""
+
+ServerId = NewType("ServerId", str)
+"""The Bolina server id a load balancer shows to clients (``Service.Meta.server_id``)."""
+
+
+class Status(enum.StrEnum):
+    """The availability stage a Bolina server reports about itself (seed: "Our Service")."""
+
+    AVAILABLE = "available"
+    """Below capacity and ready to accept new clients (Consul check ``passing``)."""
+    WARNING = "warning"
+    """Near capacity: keeps its clients, takes no new ones (Consul check ``warning``)."""
+    CRITICAL = "critical"
+    """Over capacity, failing, or in maintenance: takes no traffic (``critical``/``maintenance``).
+
+    How Consul's check statuses fold into one ``Status`` is the source's business
+    (``bolina_scaler.source.parse``)."""
+
+    @property
+    def rank(self) -> int:
+        """Order for a load balancer: lower is a better candidate for a new client."""
+        return _RANK[self]
+
+
+_RANK = {Status.AVAILABLE: 0, Status.WARNING: 1, Status.CRITICAL: 2}
+
+
+class Server(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One registered Bolina server as Consul reports it, already aggregated.
+
+    ``load`` is the optional share of capacity in use (0.0-1.0) the server publishes in its
+    registration (``Service.Meta.load``); it steers which pods go first on scale-down.
+
+    A frozen msgspec ``Struct`` rather than a frozen dataclass: the watch builds one per
+    registered server on every answer (10,000 at a time), and a frozen dataclass sets each
+    field through ``object.__setattr__``, many times slower.
+    ``gc=False`` because it holds only strings, numbers and an enum: it can never be part of a
+    reference cycle, so the garbage collector need not track (and rescan) 10,000 of them.
+    """
+
+    instance_id: InstanceId
+    server_id: ServerId
+    address: str
+    tcp_port: int
+    udp_port: int | None
+    node: str
+    pod: str | None
+    status: Status
+    load: float | None = None

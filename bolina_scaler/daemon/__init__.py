@@ -1,0 +1,19 @@
+"""The daemon: everything in, one scale out. Wires the source, the policy and the actuator.
+
+Does I/O through its parts. What flows in: ``FleetSnapshot`` values from ``source.ConsulWatch``
+(through the ``mailbox``), the Deployment's ``Scale`` and the Lease; what flows out: scale
+patches, pod deletion costs and Kubernetes Events (``actuator``), one log line per evaluation,
+and the HTTP API (``http_api``: health, metrics, servers, "explain") over the ``state`` model.
+
+* ``daemon``: the tasks (watch, evaluate, leader election, Events, HTTP) and their shutdown;
+* ``evaluator``: one evaluation and its ``Outcome``;
+* ``mailbox``: the newest snapshot, from the watch to the evaluator;
+* ``state``: what the daemon knows right now, for the HTTP API and the tests;
+* ``http_api``: the HTTP server.
+"""
+
+from bolina_scaler.daemon.daemon import Daemon, open_daemon
+from bolina_scaler.daemon.evaluator import Evaluation, Evaluator, evaluation_fields
+from bolina_scaler.daemon.state import DaemonState
+
+__all__ = ["Daemon", "DaemonState", "Evaluation", "Evaluator", "evaluation_fields", "open_daemon"]

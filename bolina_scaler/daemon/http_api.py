@@ -1,0 +1,247 @@
+"""The daemon's HTTP API: health, readiness, Prometheus metrics, the servers API and "explain".
+
+Does I/O (an aiohttp server on one port, ``http.port``, default 8080). Every answer is computed
+from the daemon's in-memory ``DaemonState``: a load balancer polling ``/v1/servers`` never
+causes a Consul query. ``build_app`` takes the state, so tests build the app around a state they
+fill by hand; ``HttpServer`` runs it. The API is described in ``bolina_scaler/openapi.yaml``
+(served at ``/openapi.yaml``).
+
+=====================  =====================================================================
+``GET /healthz``       liveness: the event loop answers and the Consul watch task is running
+``GET /readyz``        the last trusted Consul snapshot is younger than ``http.readiness_max_age``
+                       and the Deployment's scale was read; otherwise 503 with the reasons
+``GET /metrics``       Prometheus text format (the README lists every metric)
+``GET /v1/servers``    the seed's JSON list, best candidate first (Available, then Warning, least
+                       loaded first); Critical only with ``?all=1``; ``?status=a,b`` filters
+``GET /v1/servers/best``  the one server a new client should use; 503 when none is Available
+``GET /v1/decision``   the last evaluation: inputs, every clamp, what was done (or, on a
+                       follower, what it would do)
+=====================  =====================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from importlib import resources
+from types import TracebackType
+from typing import Any, Final
+
+from aiohttp import web
+
+from bolina_scaler.config import Config
+from bolina_scaler.core.decision import Decision, Direction
+from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.model import Server, Status
+from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.daemon.state import DaemonState
+from bolina_scaler.metrics import CONTENT_TYPE, Metrics
+
+__all__ = ["HttpServer", "build_app", "server_json", "summary"]
+
+_TRUE: Final = {"1", "true", "yes"}
+_NO_STORE: Final = {"Cache-Control": "no-store"}
+
+STATE_KEY: Final = web.AppKey("state", DaemonState)
+CONFIG_KEY: Final = web.AppKey("config", Config)
+METRICS_KEY: Final = web.AppKey("metrics", Metrics)
+CLOCK_KEY: Final = web.AppKey[Callable[[], float]]("clock")
+
+
+def server_json(server: Server) -> dict[str, Any]:
+    """One server in the seed's shape (``UDP`` is null when the server registers none)."""
+    return {
+        "Address": {"IP": server.address, "Port": {"TCP": server.tcp_port, "UDP": server.udp_port}},
+        "Metadata": {"ServerID": server.server_id, "Status": str(server.status)},
+    }
+
+
+def summary(decision: Decision, *, outcome: Outcome | None, leader: bool) -> str:
+    """One sentence for ``/v1/decision``: what was done, or what a follower would do."""
+    change = f"{decision.current} → {decision.desired}"
+    if decision.changes_scale:
+        verb = (
+            {
+                Outcome.PATCHED: f"scaled {change}",
+                Outcome.DRY_RUN: f"dry run: would scale {change}",
+                Outcome.CONFLICT: f"tried to scale {change}; the scale changed meanwhile, deciding again",
+                Outcome.FAILED: f"failed to scale {change}",
+            }.get(outcome, f"would scale {change}")
+            if outcome is not None
+            else f"would scale {change}"
+        )
+    elif decision.direction is Direction.HOLD:
+        verb = f"holding at {decision.current}"
+    else:
+        verb = f"no change at {decision.current}"
+    text = f"{verb} ({decision.reason}): {decision.message}"
+    return text if leader else f"follower: {text}"
+
+
+def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Callable[[], float]) -> web.Application:
+    """The aiohttp application serving ``state``."""
+    app = web.Application()
+    app[STATE_KEY], app[CONFIG_KEY], app[METRICS_KEY], app[CLOCK_KEY] = state, config, metrics, clock
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/v1/servers", _servers)
+    app.router.add_get("/v1/servers/best", _best)
+    app.router.add_get("/v1/decision", _decision)
+    app.router.add_get("/openapi.yaml", _openapi)
+    return app
+
+
+class HttpServer:
+    """Serve the API on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``."""
+
+    def __init__(self, app: web.Application, *, host: str, port: int) -> None:
+        self._app, self._host, self._port = app, host, port
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self._host in {"0.0.0.0", "", "::"} else self._host
+        return f"http://{host}:{self.port}"
+
+    async def __aenter__(self) -> HttpServer:
+        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+# -- handlers --------------------------------------------------------------------------------
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    task = request.app[STATE_KEY].watch_task
+    if task is None or task.done():
+        return web.json_response({"status": "unhealthy", "problems": ["the Consul watch is not running"]}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+def readiness_problems(state: DaemonState, config: Config, now: float) -> list[str]:
+    """Why the daemon is not ready (empty: ready)."""
+    problems: list[str] = []
+    limit = config.http.readiness_max_age
+    snapshot = state.snapshot
+    if state.trusted_at is None:
+        problems.append("no trusted Consul snapshot yet")
+    elif now - state.trusted_at > limit:
+        problems.append(f"the last trusted Consul snapshot is {now - state.trusted_at:.0f}s old (limit {limit:g}s)")
+    if problems and snapshot is not None and not snapshot.trusted:
+        problems.append(f"Consul data is untrusted: {snapshot.trust}")
+    if state.read_error is not None:
+        problems.append(f"reading the Deployment's scale failed: {state.read_error}")
+    elif state.scale_read_at is None:
+        problems.append("the Deployment's scale has not been read yet")
+    return problems
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    app = request.app
+    problems = readiness_problems(app[STATE_KEY], app[CONFIG_KEY], app[CLOCK_KEY]())
+    if problems:
+        return web.json_response({"ready": False, "problems": problems}, status=503)
+    return web.json_response({"ready": True})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    app = request.app
+    state, metrics = app[STATE_KEY], app[METRICS_KEY]
+    metrics.refresh(
+        snapshot=state.snapshot,
+        current=state.scale.replicas if state.scale is not None else None,
+        leader=state.leader,
+        now=app[CLOCK_KEY](),
+    )
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _snapshot_or_503(request: web.Request) -> FleetSnapshot:
+    snapshot = request.app[STATE_KEY].snapshot
+    if snapshot is None:
+        raise web.HTTPServiceUnavailable(
+            text='{"error": "no Consul snapshot yet"}', content_type="application/json", headers=_NO_STORE
+        )
+    return snapshot
+
+
+def _headers(request: web.Request, snapshot: FleetSnapshot) -> dict[str, str]:
+    age = max(0.0, request.app[CLOCK_KEY]() - snapshot.observed_at)
+    return _NO_STORE | {
+        "X-Consul-Index": str(snapshot.index),
+        "X-Bolina-Trusted": str(snapshot.trusted).lower(),
+        "X-Bolina-Snapshot-Age": f"{age:.3f}",
+    }
+
+
+async def _servers(request: web.Request) -> web.Response:
+    snapshot = _snapshot_or_503(request)
+    wanted: set[Status]
+    raw_status = request.query.get("status")
+    if raw_status:
+        try:
+            wanted = {Status(part.strip().lower()) for part in raw_status.split(",") if part.strip()}
+        except ValueError:
+            raise web.HTTPBadRequest(
+                text='{"error": "status must be available, warning or critical (comma-separated)"}',
+                content_type="application/json",
+            ) from None
+    elif request.query.get("all", "").lower() in _TRUE:
+        wanted = set(Status)
+    else:
+        wanted = {Status.AVAILABLE, Status.WARNING}
+    body = [server_json(s) for s in snapshot.ranked() if s.status in wanted]
+    return web.json_response(body, headers=_headers(request, snapshot))
+
+
+async def _best(request: web.Request) -> web.Response:
+    snapshot = _snapshot_or_503(request)
+    best = next((s for s in snapshot.ranked() if s.status is Status.AVAILABLE), None)
+    if best is None:
+        return web.json_response({"error": "no Available server"}, status=503, headers=_headers(request, snapshot))
+    return web.json_response(server_json(best), headers=_headers(request, snapshot))
+
+
+async def _decision(request: web.Request) -> web.Response:
+    app = request.app
+    state, now = app[STATE_KEY], app[CLOCK_KEY]()
+    decision = state.decision
+    if decision is None or state.decided_at is None:
+        return web.json_response({"error": "no evaluation yet"}, status=503, headers=_NO_STORE)
+    body = {
+        "summary": summary(decision, outcome=state.outcome, leader=state.leader),
+        "role": "leader" if state.leader else "follower",
+        "identity": state.identity,
+        "lease_holder": state.holder,
+        "outcome": state.outcome,
+        "dry_run": app[CONFIG_KEY].dry_run,
+        "age_seconds": round(max(0.0, now - state.decided_at), 3),
+        "recheck_in_seconds": None if decision.recheck_at is None else round(max(0.0, decision.recheck_at - now), 3),
+        "decision": decision.as_dict(),
+    }
+    return web.json_response(body, headers=_NO_STORE, dumps=_dumps)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, default=str, ensure_ascii=False)
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    text = resources.files("bolina_scaler").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    return web.Response(text=text, content_type="application/yaml")

@@ -1,0 +1,33 @@
+"""The fleet simulator: a demand trace in, the policy's record against the HPA and the seed's rule out.
+
+Pure and deterministic (seeded), apart from ``tables`` (the plot file) and ``docs`` (writes
+``docs/policy.md``). Modules, lower layers first: ``traces`` (demand) → ``simulated_fleet``
+(pods, clients, load balancer, the real availability classifier) → ``baselines`` (the scalers:
+ours, the HPA's algorithm, the naive rule) → ``runner`` (virtual time, measures) → ``tables``
+(text, Markdown, plot) → ``docs``. The command is ``bolina-scaler simulate`` (``cli.simulate``).
+"""
+
+from bolina_scaler.simulator.baselines import HpaParams, HpaScaler, NaiveScaler, PolicyScaler, Scaler
+from bolina_scaler.simulator.runner import Comparison, Result, compare, run, simulation_policy
+from bolina_scaler.simulator.simulated_fleet import FleetParams, SimServer, SimulatedFleet
+from bolina_scaler.simulator.traces import BUILTIN_TRACES, Trace, builtin_trace, load_trace
+
+__all__ = [
+    "BUILTIN_TRACES",
+    "Comparison",
+    "FleetParams",
+    "HpaParams",
+    "HpaScaler",
+    "NaiveScaler",
+    "PolicyScaler",
+    "Result",
+    "Scaler",
+    "SimServer",
+    "SimulatedFleet",
+    "Trace",
+    "builtin_trace",
+    "compare",
+    "load_trace",
+    "run",
+    "simulation_policy",
+]
