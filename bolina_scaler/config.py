@@ -97,9 +97,14 @@ class ConsulConfig(_Section):
     require_known_leader: bool = True
     filter: str | None = None
     retry_initial: PositiveDuration = 0.5
-    retry_max: PositiveDuration = 30.0
-    rate_per_second: float = Field(default=1.0, gt=0, allow_inf_nan=False)
-    rate_burst: int = Field(default=2, ge=1)
+    retry_max: PositiveDuration = 1.0
+    """While Consul fails: probe every 0.5-1 s (at most 2 requests/s), so the first good answer
+    after an outage of any length is seen within about a second (``core.pacing.Backoff``)."""
+    rate_per_second: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    rate_burst: int = Field(default=10, ge=1)
+    """Token bucket on the watch loop: ordinary churn never waits for a token; a service that
+    changes faster than ``rate_per_second`` is read at that rate, each answer covering every
+    change since the last (``docs/performance.md``, "Defaults")."""
     compress: bool = False
     """Ask Consul to gzip its answers. Off by default: the scaler reads its own sidecar agent
     over loopback, where gzip costs both sides CPU on every answer to save bytes that never
@@ -144,7 +149,9 @@ class KubernetesConfig(_Section):
     request_timeout: PositiveDuration = 10.0
     resync: PositiveDuration = 30.0
     retry_initial: PositiveDuration = 0.5
-    retry_max: PositiveDuration = 30.0
+    retry_max: PositiveDuration = 1.0
+    """While the API server fails: retry every 0.5-1 s (at most 2 requests/s), so the first good
+    answer after an outage of any length comes within about a second."""
 
 
 class StepConfig(_Section):

@@ -7,6 +7,7 @@ backoff pass in no real time, and waits are for conditions (a patch, a log line)
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from structlog.testing import capture_logs
@@ -154,6 +155,30 @@ class TestKubernetesTrouble:
         errors = [e for e in logs if e["log_level"] == "error"]
         assert len(errors) == 1
         assert "forbidden" in errors[0]["error"].lower()
+
+    async def test_a_failing_api_server_is_probed_not_hammered(self, world: World):
+        """While every scale read fails, Consul changes add no requests: they stay 0.5-1 s apart."""
+        world.serving(4)
+        world.kube.inject_error(503, count=100_000, path_contains="/scale")
+        async with running(world.config()) as daemon:
+            await until(lambda: daemon.state.read_error is not None)
+            for n in range(120):  # 30 s of Consul churn while Kubernetes fails
+                world.set_statuses("warning" if n % 2 else "passing", 1)
+                await asyncio.sleep(0.25)
+        times = [a.at for a in world.kube.arrivals if a.path.endswith("/scale")]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 30, "probed all along"
+        assert min(gaps) >= 0.5 - 1e-6, "never more than 2 requests a second"
+        assert max(gaps) <= 1.0 + 0.1, "never blind for more than about a second"
+
+    async def test_retry_after_is_honoured(self, world: World):
+        """A 429 asking for 5 s (more than kubernetes.retry_max) is honoured before the next read."""
+        world.serving(4)
+        world.kube.inject_error(429, retry_after=5, path_contains="/scale")
+        async with running(world.config()) as daemon:
+            await until(lambda: daemon.state.scale is not None)
+        times = [a.at for a in world.kube.arrivals if a.path.endswith("/scale")]
+        assert times[1] - times[0] >= 5.0
 
     async def test_dry_run_never_patches(self, world: World):
         """With dry_run the patch it would send is logged and none is sent."""

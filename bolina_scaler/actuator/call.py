@@ -88,6 +88,11 @@ class Conflict(KubernetesError):
 class Unavailable(KubernetesError):
     """429/5xx/timeouts/connection errors that persisted through every attempt."""
 
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+        """How long the API server asked us to wait (``Retry-After``), when it asked."""
+
 
 class Malformed(KubernetesError):
     """The API server answered something that is not the object asked for."""
@@ -249,8 +254,9 @@ class KubeApi:
                 if retry_after is not None and retry_after > retry_max:
                     raise Unavailable(
                         f"unavailable: could not {doing}: {problem}, and the API server asks "
-                        f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again later",
+                        f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again then",
                         status=status,
+                        retry_after=retry_after,
                     ) from exc
                 delay = max(retry_after or 0.0, backoff.next_delay())
                 last_status: int | None = status

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from bolina_scaler.actuator.call import Conflict, KubeApi, KubernetesError
+from bolina_scaler.actuator.call import Conflict, KubeApi, KubernetesError, Unavailable
 from bolina_scaler.actuator.deletion_cost import DeletionCostSteering
 from bolina_scaler.actuator.events import EventRecorder, event_for
 from bolina_scaler.actuator.scale import Scale, ScaleTarget
@@ -122,6 +122,8 @@ class Evaluator:
         self._events = events
         self._steering = steering
         self._backoff = Backoff(config.kubernetes.retry_initial, config.kubernetes.retry_max)
+        self._retry_at: float | None = None
+        """After a failed request, no new one before this time (loop time)."""
         self.problems = ProblemLog(
             log,
             failing="kubernetes request failed; holding and still watching",
@@ -162,11 +164,14 @@ class Evaluator:
         )
         if fresh:
             return state.scale
+        if self._retry_at is not None and self._clock() < self._retry_at:
+            self._recheck(self._retry_at)  # backing off after a failure: a Consul change does not
+            return None  # shorten the wait, the timer ends it
         try:
             scale = await self._target.read()
         except KubernetesError as exc:
             state.read_error = str(exc)
-            self._failed()
+            self._failed(exc)
             return None
         previous = state.scale
         state.scale, state.scale_read_at, state.read_error = scale, self._clock(), None
@@ -230,7 +235,7 @@ class Evaluator:
             return Evaluation(decision, Outcome.CONFLICT)
         except KubernetesError as exc:
             self.state.patch_error = str(exc)
-            self._failed()
+            self._failed(exc)
             return Evaluation(decision, Outcome.FAILED, error=str(exc))
         finally:
             self.patch_task = None
@@ -270,11 +275,17 @@ class Evaluator:
         if at is not None and (self.recheck_at is None or at < self.recheck_at):
             self.recheck_at = at
 
-    def _failed(self) -> None:
-        """A read or patch failed (``problems`` has logged it): hold, re-read after a backoff."""
+    def _failed(self, exc: KubernetesError) -> None:
+        """A read or patch failed (``problems`` has logged it): hold, re-read after a backoff (or
+        after the API server's ``Retry-After``, when it asked for longer)."""
         self.forget_scale()
-        self._recheck(self._clock() + self._backoff.next_delay())
+        delay = self._backoff.next_delay()
+        if isinstance(exc, Unavailable) and exc.retry_after is not None:
+            delay = max(delay, exc.retry_after)
+        self._retry_at = self._clock() + delay
+        self._recheck(self._retry_at)
 
     def _recovered(self) -> None:
+        self._retry_at = None
         if not self.problems.failing:
             self._backoff.reset()

@@ -99,6 +99,8 @@ class Arrival:
     query: Mapping[str, str]
     content_type: str | None
     body: Any
+    at: float = 0.0
+    """Loop time of the arrival (``looptime``'s clock in component tests)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -707,6 +709,7 @@ class FakeKubernetes(LocalServer):
             query=dict(request.query),
             content_type=request.headers.get("Content-Type"),
             body=body,
+            at=asyncio.get_running_loop().time(),
         )
         self.arrivals.append(arrival)
         for waiter in list(self._waiters):
