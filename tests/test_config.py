@@ -17,7 +17,7 @@ class TestDefaults:
         config = parse_config(None)
         assert config.consul.service == "bolina"
         assert config.kubernetes.deployment == "bolina"
-        assert config.consul.wait == 300
+        assert config.consul.wait == 30
         assert config.dry_run is False
 
     def test_consul_address_from_environment(self, monkeypatch: pytest.MonkeyPatch):
