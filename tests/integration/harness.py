@@ -539,12 +539,14 @@ class KubeCluster:
         certificates and keys; returns the seconds from the restart until ``/readyz`` said ok."""
         api = self.procs["kube-apiserver"]
         api.stop()
-        if during is not None:
-            during()
-        time.sleep(down_for)
-        started = time.monotonic()
-        api.start()
-        self.wait_apiserver()
+        try:
+            if during is not None:
+                during()
+            time.sleep(down_for)
+        finally:  # the other tests share this API server: it comes back whatever ``during`` did
+            started = time.monotonic()
+            api.start()
+            self.wait_apiserver()
         return time.monotonic() - started
 
     def stop(self) -> None:
@@ -662,41 +664,71 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Fast, deterministic settings: every window a few seconds, so a test runs in real time.
-BASE_CONFIG: dict[str, Any] = {
-    "consul": {
-        "wait": "5s",
-        "retry_initial": "200ms",
-        "retry_max": "1s",
-        "rate_per_second": 20,
-        "rate_burst": 5,
-    },
-    "kubernetes": {
-        "deployment": "bolina",
-        "request_timeout": "3s",
-        "resync": "2s",
-        "retry_initial": "200ms",
-        "retry_max": "1s",
-    },
+SHIPPED_CONFIG: dict[str, Any] = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
+"""``config/config.yaml``: what the Kubernetes ConfigMap ships, and what users run."""
+
+# What a test may set without departing from the shipped config: where things are and what they
+# are called, the replica bounds, and how the log is written (JSON in a pod anyway: not a TTY).
+NEUTRAL_KEYS = frozenset(
+    {
+        "consul.address",
+        "consul.token_file",
+        "consul.service",
+        "kubernetes.namespace",
+        "kubernetes.kubeconfig",
+        "kubernetes.deployment",
+        "http.host",
+        "http.port",
+        "policy.min_replicas",
+        "policy.max_replicas",
+        "leader_election.identity",
+        "logging.format",
+        "logging.level",
+    }
+)
+
+# The fault matrix runs the shipped config (docs/reliability.md names every departure per row).
+BASE_CONFIG: dict[str, Any] = deep_merge(
+    SHIPPED_CONFIG,
+    {"policy": {"max_replicas": 12}, "http": {"host": "127.0.0.1"}, "logging": {"format": "json"}},
+)
+
+# The end-to-end tests walk the policy through scale-ups and scale-downs in real time: their
+# windows are seconds, not minutes. They check behaviour, and publish no figure.
+FAST_POLICY: dict[str, Any] = {
     "policy": {
         "min_replicas": 1,
-        "max_replicas": 12,
         "target_available_ratio": 0.5,
         "scale_down_ratio": 0.8,
         "scale_down_stabilization": "3s",
         "scale_down_max_load": None,
         "startup_grace": "60s",
-        "max_snapshot_age": "30s",
         "scale_up": {"max_step": 4, "max_percent": 0, "period": "1s"},
         "scale_down": {"max_step": 1, "max_percent": 0, "period": "1s"},
         "mass_change": {"ratio": 0.5, "min_fleet": 1000, "confirmation": "3s"},
     },
-    "http": {"host": "127.0.0.1", "readiness_max_age": "30s"},
     "leader_election": {"lease_duration": "6s", "renew_deadline": "4s", "retry_period": "1s"},
-    "events": {"min_interval": "5s"},
-    "logging": {"level": "info", "format": "json"},
-    "shutdown_timeout": "8s",
 }
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def departures(config: dict[str, Any]) -> list[str]:
+    """The settings of ``config`` that differ from the shipped config, beyond the neutral keys."""
+    shipped, given = _flatten(SHIPPED_CONFIG), _flatten(config)
+    return sorted(
+        f"{key} {given.get(key)}"
+        for key in set(shipped) | set(given)
+        if key not in NEUTRAL_KEYS and given.get(key) != shipped.get(key)
+    )
+
 
 _COUNTER = itertools.count()
 
@@ -799,6 +831,14 @@ class ProxyFaults:
     setting it back to 0 makes the index the client sees go backwards, as after a snapshot restore."""
     hits: int = 0
     """Health answers tampered with so far."""
+    outage: bool = False
+    """Answer every health query 500 "No cluster leader" (what an agent whose servers lost their
+    leader answers), at once, including the blocking queries parked when the outage began. Set it
+    with ``ConsulProxy.outage`` (thread-safe)."""
+    health_requests: list[float] = field(default_factory=list)
+    """``time.monotonic()`` of every health query that reached the proxy."""
+    good_after_outage: float | None = None
+    """``time.monotonic()`` of the first 200 health answer after the last outage ended."""
 
 
 @dataclass
@@ -831,6 +871,17 @@ class ConsulProxy:
         self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(15)
 
+    def outage(self, on: bool) -> float:
+        """Begin or end an outage (see ``ProxyFaults.outage``); returns when, on ``time.monotonic()``."""
+        at = time.monotonic()
+        self.faults.good_after_outage = None
+        self.faults.outage = on
+        if on:
+            self._loop.call_soon_threadsafe(self._outage_began.set)
+        else:
+            self._loop.call_soon_threadsafe(self._outage_began.clear)
+        return at
+
     def _run(self) -> None:
         import asyncio
 
@@ -845,12 +896,33 @@ class ConsulProxy:
         from aiohttp import web
 
         self._stopped = asyncio.Event()
+        self._outage_began = asyncio.Event()
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        no_leader = web.Response(status=500, text="No cluster leader")
         async with aiohttp.ClientSession(timeout=timeout) as session:
 
             async def handle(request: web.Request) -> web.StreamResponse:
                 faults = self.faults
                 health = request.method == "GET" and request.path.startswith("/v1/health/service/")
+                if health:
+                    faults.health_requests.append(time.monotonic())
+                    if faults.outage:
+                        return no_leader
+                    proxied = asyncio.ensure_future(forward(request, health))
+                    began = asyncio.ensure_future(self._outage_began.wait())
+                    await asyncio.wait({proxied, began}, return_when=asyncio.FIRST_COMPLETED)
+                    began.cancel()
+                    if not proxied.done():  # parked when the outage began: it fails now, as the agent's would
+                        proxied.cancel()
+                        return no_leader
+                    response = proxied.result()
+                    if response.status == 200 and faults.good_after_outage is None:
+                        faults.good_after_outage = time.monotonic()
+                    return response
+                return await forward(request, health)
+
+            async def forward(request: web.Request, health: bool) -> web.StreamResponse:
+                faults = self.faults
                 url = request.rel_url
                 if health and "index" in url.query:
                     index = int(url.query["index"]) - faults.index_offset
@@ -903,6 +975,109 @@ class ConsulProxy:
                 await self._stopped.wait()
             finally:
                 await runner.cleanup()
+
+
+@dataclass
+class ApiServerProxy:
+    """A TCP proxy in front of the kube-apiserver (TLS passes through untouched), in its own thread.
+
+    ``down(True)`` makes the API server unreachable for whoever connects through the proxy: open
+    connections are cut and every new one is closed at once (the client sees a connection
+    reset, as from a dead API server), while the real API server goes on serving the other
+    tests. ``attempts`` records when each connection was tried: with the API server down every
+    request is a new connection, so they are the requests the daemon sends while it fails.
+    """
+
+    upstream_port: int
+    port: int = field(default_factory=free_port)
+    attempts: list[float] = field(default_factory=list)
+    is_down: bool = False
+
+    def __post_init__(self) -> None:
+        import asyncio
+
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stopped: Any = None
+        self._open: set[Any] = set()
+        self._thread = threading.Thread(target=self._run, name=f"apiserver-proxy-{self.port}", daemon=True)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ApiServerProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the API server proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(15)
+
+    def down(self, on: bool) -> float:
+        """Take the API server away (or give it back); returns when, on ``time.monotonic()``."""
+        at = time.monotonic()
+        self.is_down = on
+        if on:
+            self._loop.call_soon_threadsafe(self._cut_all)
+        return at
+
+    def _cut_all(self) -> None:
+        for writer in list(self._open):
+            writer.transport.abort()
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        self._stopped = asyncio.Event()
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.transport.abort()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.attempts.append(time.monotonic())
+            if self.is_down:
+                writer.transport.abort()
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                writer.transport.abort()
+                return
+            self._open.update({writer, up_writer})
+            try:
+                await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            finally:
+                self._open.difference_update({writer, up_writer})
+
+        server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+        self._ready.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            self._cut_all()
+
+
+def rate_while(times: list[float], start: float, end: float) -> tuple[float, int]:
+    """Mean requests per second in [start, end), and the most in any one-second window."""
+    inside = sorted(t for t in times if start <= t < end)
+    mean = len(inside) / max(end - start, 1e-9)
+    busiest = max((sum(1 for u in inside if t <= u < t + 1.0) for t in inside), default=0)
+    return mean, busiest
 
 
 @contextlib.contextmanager
