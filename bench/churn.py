@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.backends import FakeConsulSide, FakeKubeSide
 from bench.latency import percentile
 from bench.proc import log_events, start_daemon
-from bench.scenario import REPLICAS, daemon_config, edge
+from bench.scenario import REPLICAS, edge, edge_config
 
 __all__ = ["ChurnResult", "measure_churn"]
 
@@ -59,7 +59,7 @@ async def measure_churn(
     await consul.load(statuses)
     await kube.reset(REPLICAS)
     first = kube.next_patch()
-    config = daemon_config(
+    config = edge_config(
         e=e,
         consul_url=consul.url,
         kubeconfig=kube.kubeconfig,
