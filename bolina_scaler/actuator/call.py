@@ -6,8 +6,12 @@ module only says what to send. ``call``:
 
 * times the request (retries included) in ``bolina_scaler_kubernetes_request_duration_seconds``
   and counts a failure in ``bolina_scaler_kubernetes_errors_total``, by operation;
-* retries transient failures (429, 5xx, timeouts, dropped connections) with jittered backoff
-  that honours ``Retry-After``, when the operation allows more than one attempt;
+* retries transient failures (429, 5xx, timeouts, dropped connections) when the operation allows
+  more than one attempt, and honours ``Retry-After``;
+* while the API server fails, lets one request through at a time, every ``retry_initial`` to
+  ``retry_max`` (a probe shared by the scale, the Lease, Events and pods: with the shipped
+  0.5-1 s, at most two requests a second from the whole daemon), and opens again at the first
+  answer;
 * turns every ``ApiException`` into the exception tree below, whose ``str()`` is one line naming
   the object, the HTTP status and what to do;
 * with a ``ProblemLog``, logs a failure once per distinct problem (an error when an essential
@@ -155,6 +159,9 @@ class KubeApi:
         self._service_account_dir = service_account_dir
         self._environ = environ
         self._connection: Connection | None = None
+        self._probe = Backoff(config.retry_initial, config.retry_max, self._rng)
+        self._not_before: float | None = None
+        """While the API server fails: no request of any part before this (loop time)."""
 
     async def __aenter__(self) -> KubeApi:
         try:
@@ -240,17 +247,19 @@ class KubeApi:
         resource_version: str | None,
     ) -> _T:
         retry_max = self.config.retry_max
-        backoff = Backoff(initial=self.config.retry_initial, maximum=retry_max, rng=self._rng)
         doing = subject.doing(operation.verb)
         for attempt in range(1, operation.attempts + 1):
+            await self._turn()
             try:
-                return await request()
+                answer = await request()
             except ApiException as exc:
                 status = int(exc.status or 0)
                 if status != 429 and status < 500:
+                    self._answered()
                     raise _failure(operation, subject, exc, resource_version) from exc
                 problem = f"HTTP {status} {_status_reason(exc)}"
                 retry_after = _retry_after(exc)
+                self._failing(retry_after)
                 if retry_after is not None and retry_after > retry_max:
                     raise Unavailable(
                         f"unavailable: could not {doing}: {problem}, and the API server asks "
@@ -258,20 +267,25 @@ class KubeApi:
                         status=status,
                         retry_after=retry_after,
                     ) from exc
-                delay = max(retry_after or 0.0, backoff.next_delay())
                 last_status: int | None = status
             except TimeoutError:
                 problem = f"no answer within {self.config.request_timeout:g}s (kubernetes.request_timeout)"
-                delay, last_status = backoff.next_delay(), None
+                last_status = None
+                self._failing(None)
             except aiohttp.ClientError as exc:
                 problem = f"connection error: {' '.join(str(exc).split()) or type(exc).__name__}"
-                delay, last_status = backoff.next_delay(), None
+                last_status = None
+                self._failing(None)
             except (ValueError, TypeError) as exc:
                 # The library could not turn the body into its model (e.g. status.replicas missing).
+                self._answered()
                 raise Malformed(
                     f"malformed answer: {doing} returned something that is not a {subject.kind} "
                     f"({' '.join(str(exc).split())[:200]})"
                 ) from exc
+            else:
+                self._answered()
+                return answer
             if attempt == operation.attempts:
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
                 raise Unavailable(
@@ -285,10 +299,35 @@ class KubeApi:
                 object=subject.doing(operation.verb),
                 attempt=attempt,
                 problem=problem,
-                delay=round(delay, 3),
+                delay=round(max(0.0, (self._not_before or 0.0) - self.now()), 3),
             )
-            await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the probe while the API server fails -------------------------------------------------
+
+    async def _turn(self) -> None:
+        """Wait for this request's turn: at once while the API server answers; while it fails,
+        one request at a time, ``retry_initial`` to ``retry_max`` apart, whoever sends it."""
+        while self._not_before is not None:
+            now = self.now()
+            if now >= self._not_before:
+                self._not_before = now + self._probe.next_delay()  # the next caller's turn
+                return
+            await asyncio.sleep(self._not_before - now)
+
+    def _failing(self, retry_after: float | None) -> None:
+        """No answer (or 429/5xx): from now on, requests take turns; ``Retry-After`` is honoured."""
+        now = self.now()
+        earliest = now + (retry_after or 0.0)
+        if self._not_before is None:
+            earliest = max(earliest, now + self._probe.next_delay())
+        self._not_before = max(self._not_before or 0.0, earliest)
+
+    def _answered(self) -> None:
+        """The API server answered: everyone may send again at once."""
+        if self._not_before is not None:
+            self._not_before = None
+            self._probe.reset()
 
 
 def _failure(

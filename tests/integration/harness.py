@@ -898,7 +898,10 @@ class ConsulProxy:
         self._stopped = asyncio.Event()
         self._outage_began = asyncio.Event()
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
-        no_leader = web.Response(status=500, text="No cluster leader")
+
+        def no_leader() -> web.Response:  # a new one each time: an aiohttp Response is sent once
+            return web.Response(status=500, text="No cluster leader")
+
         async with aiohttp.ClientSession(timeout=timeout) as session:
 
             async def handle(request: web.Request) -> web.StreamResponse:
@@ -907,14 +910,18 @@ class ConsulProxy:
                 if health:
                     faults.health_requests.append(time.monotonic())
                     if faults.outage:
-                        return no_leader
+                        return no_leader()
                     proxied = asyncio.ensure_future(forward(request, health))
                     began = asyncio.ensure_future(self._outage_began.wait())
-                    await asyncio.wait({proxied, began}, return_when=asyncio.FIRST_COMPLETED)
-                    began.cancel()
-                    if not proxied.done():  # parked when the outage began: it fails now, as the agent's would
-                        proxied.cancel()
-                        return no_leader
+                    try:
+                        await asyncio.wait({proxied, began}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in (began, proxied):
+                            if not task.done():
+                                task.cancel()
+                        await asyncio.gather(began, proxied, return_exceptions=True)
+                    if proxied.cancelled():  # parked when the outage began: it fails now, as the agent's would
+                        return no_leader()
                     response = proxied.result()
                     if response.status == 200 and faults.good_after_outage is None:
                         faults.good_after_outage = time.monotonic()

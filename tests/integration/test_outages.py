@@ -93,6 +93,7 @@ def _lanes(
         yield lanes
 
 
+@pytest.mark.timeout(900)
 def test_consul_outages(
     kube: KubeCluster,
     rendered_manifests: list[dict[str, Any]],
@@ -142,6 +143,7 @@ def test_consul_outages(
                 future.result()
 
 
+@pytest.mark.timeout(600)
 def test_apiserver_outages(
     kube: KubeCluster,
     rendered_manifests: list[dict[str, Any]],
