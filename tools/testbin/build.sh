@@ -8,6 +8,9 @@
 #   kube-controller-manager  k8s.io/kubernetes              (wrapper: kube/cmd/...)
 #   kube-scheduler           k8s.io/kubernetes              (wrapper: kube/cmd/...)
 #   kwok                     sigs.k8s.io/kwok/cmd/kwok
+#   promtool                 github.com/prometheus/prometheus/cmd/promtool
+#                            (checks and unit-tests the PrometheusRule of
+#                            manifests/components/monitoring)
 #
 # Binaries go to <repo>/.testbin/bin (gitignored). A component is rebuilt
 # only when its binary is missing or its stamp (pin + wrapper sources +
@@ -27,6 +30,9 @@ set -euo pipefail
 CONSUL_VERSION=v1.14.11
 KUBE_VERSION=v1.35.4
 KWOK_VERSION=v0.8.0
+# Prometheus 3.x publishes its Go module as v0.<major*100+minor>.<patch>: v0.316.0 = 3.16.0.
+PROMETHEUS_VERSION=v0.316.0
+PROMETHEUS_RELEASE=3.16.0
 # ---------------------------------------------------------------------------
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -191,6 +197,14 @@ build_kwok() {
   timed kwok "$stamp" bash -c "GOBIN='$BIN' go install ${GOFLAGS_BUILD[*]} -ldflags='$ldf' sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 }
 
+build_promtool() {
+  local stamp="promtool-$PROMETHEUS_VERSION-$(go_id)"
+  needs_build promtool "$stamp" || { log "promtool up to date"; return; }
+  local v=github.com/prometheus/common/version
+  local ldf="-s -w -X $v.Version=$PROMETHEUS_RELEASE -X $v.Branch=release -X $v.BuildUser=bolina-testbin"
+  timed promtool "$stamp" bash -c "GOBIN='$BIN' go install ${GOFLAGS_BUILD[*]} -ldflags='$ldf' github.com/prometheus/prometheus/cmd/promtool@$PROMETHEUS_VERSION"
+}
+
 # ---- main -------------------------------------------------------------------
 # Everything runs inside main() so bash parses the whole script before it
 # starts (editing this file during a long build then cannot derail it).
@@ -202,11 +216,11 @@ main() {
       --force) FORCE=1 ;;
       --regen-kube-gomod) regen_kube_gomod; exit 0 ;;
       -h|--help) sed -n '2,/^set -euo/{/^#/p}' "$0"; exit 0 ;;
-      consul|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok) COMPONENTS+=("$a") ;;
+      consul|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok|promtool) COMPONENTS+=("$a") ;;
       *) echo "unknown argument: $a" >&2; exit 2 ;;
     esac
   done
-  [[ ${#COMPONENTS[@]} -gt 0 ]] || COMPONENTS=(consul etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+  [[ ${#COMPONENTS[@]} -gt 0 ]] || COMPONENTS=(consul etcd kube-apiserver kube-controller-manager kube-scheduler kwok promtool)
 
   log "go: $(go version) GOTOOLCHAIN=$GOTOOLCHAIN; output: $BIN"
   BUILT=()
@@ -215,6 +229,7 @@ main() {
     case $c in
       consul) build_consul ;;
       kwok) build_kwok ;;
+      promtool) build_promtool ;;
       *) build_kube_one "$c" ;;
     esac
   done
