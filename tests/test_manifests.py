@@ -40,9 +40,9 @@ KUBERNETES_VERSION = "1.35.0"
 OVERLAYS = sorted(p.parent.name for p in (MANIFESTS / "overlays").glob("*/kustomization.yaml"))
 TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
 
-EXTERNAL_SECRETS = {"consul-gossip-key", "bolina-scaler-consul-token"}
+EXTERNAL_SECRETS = {"consul-gossip-key", "bolina-scaler-consul-token", "consul-client-acl"}
 """Secrets the manifests use but never contain: the operator creates them (docs/deploy.md).
-The gossip key is required; the Consul ACL token is optional (only with Consul ACLs)."""
+The gossip key is required; the Consul ACL tokens are optional (only with Consul ACLs)."""
 
 CONFIG_DIR = "/etc/bolina-scaler"
 TOKEN_FILE = f"{CONFIG_DIR}/consul/token"
@@ -740,8 +740,53 @@ class TestScalerConfigMap:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+ACL_JSON_EXAMPLE = {
+    "acl": {
+        "enabled": True,
+        "default_policy": "deny",
+        "enable_token_persistence": True,
+        "tokens": {"agent": "00000000-0000-4000-8000-000000000001", "default": "00000000-0000-4000-8000-000000000002"},
+    }
+}
+"""The acl.json of the Secret consul-client-acl, as docs/deploy.md shows it."""
+
+
+class TestClientAclSecret:
+    def test_every_client_agent_reads_the_optional_acl_secret(self, overlay: tuple[Obj, ...]) -> None:
+        """Both Deployments' agents read acl.json from consul-client-acl next to client.json, when it exists."""
+        for name in ("bolina", "bolina-scaler"):
+            spec = find(overlay, "Deployment", name)["spec"]["template"]["spec"]
+            mount = next(m for m in container(spec, "consul")["volumeMounts"] if m["mountPath"] == "/consul/config")
+            sources = next(v for v in spec["volumes"] if v["name"] == mount["name"])["projected"]["sources"]
+            secret = next(src["secret"] for src in sources if "secret" in src)
+            assert secret == {"name": "consul-client-acl", "optional": True, "items": [{"key": "acl.json",
+                              "path": "acl.json"}]}  # fmt: skip
+
+    def test_the_documented_acl_json_is_in_the_docs(self) -> None:
+        """docs/deploy.md shows exactly the acl.json that the real Consul accepts (next test)."""
+        text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+        block = text.split("<!-- acl.json -->", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+        documented = json.loads(block.replace("<agent-token>", "00000000-0000-4000-8000-000000000001").replace(
+            "<registration-token>", "00000000-0000-4000-8000-000000000002"))  # fmt: skip
+        assert documented == ACL_JSON_EXAMPLE
+
+
 @pytest.mark.integration
 class TestRegistrationWithRealConsul:
+    def test_real_consul_accepts_client_json_with_the_acl_file(self, tmp_path: Path) -> None:
+        """`consul validate client.json acl.json`: the agent loads the documented ACL config."""
+        consul = Path(os.environ.get("BOLINA_TESTBIN", ROOT / ".testbin")) / "bin" / "consul"
+        if not consul.is_file():
+            pytest.fail(f"{consul} missing: build it with tools/testbin/build.sh consul")
+        client = find(render("overlays/dev"), "ConfigMap", "consul-client-config")["data"]["client.json"]
+        (tmp_path / "client.json").write_text(client, encoding="utf-8")
+        (tmp_path / "acl.json").write_text(json.dumps(ACL_JSON_EXAMPLE), encoding="utf-8")
+        result = subprocess.run(
+            [str(consul), "validate", str(tmp_path / "client.json"), str(tmp_path / "acl.json")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
     """The bolina sidecar's registration, loaded by a real Consul agent (tools/testbin), reads as the daemon expects."""
 
     def test_rendered_registration_in_a_real_agent(self, tmp_path: Path) -> None:
