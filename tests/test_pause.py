@@ -114,7 +114,7 @@ class TestPausedDaemon:
             world.set_statuses("critical", 0, 1, 2, 3)  # 2 of 6 Available: the policy wants more
             await until(lambda: daemon.state.policy_decision is not None and daemon.state.policy_decision.desired > 3)
             assert world.replicas() == 3
-        assert [p.body["spec"]["replicas"] for p in world.kube.patches] == [3]
+        assert [(p.body["spec"]["replicas"], p.status) for p in world.kube.patches] == [(3, 200)]
 
     async def test_a_restart_never_scales_a_paused_deployment(self, world: World):
         """Already paused at start: the first evaluation is already paused (no cold-start patch)."""

@@ -226,7 +226,10 @@ class Daemon:
             log.info("scaling paused", annotation=pause.source, held_replicas=pause.replicas)
             if not first or before is not None:
                 self._record(EventSpec("Normal", "ScalingPaused", f"Scaling {pause.describe()}"))
-        self._mailbox.poke()  # decide again now: hold, or go to the held count
+        # The annotation moved the Deployment's resourceVersion: re-read the scale (else the next
+        # patch meets a 409 first), and decide again now: hold, or go to the held count.
+        self.evaluator.forget_scale()
+        self._mailbox.poke()
 
     def _pause_read(self, error: str | None) -> None:
         self.state.pause_error = error
