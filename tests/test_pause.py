@@ -179,3 +179,41 @@ class TestPausedDaemon:
         assert arrival.path == f"/apis/apps/v1/namespaces/{NS}/deployments"
         assert arrival.query["fieldSelector"] == "metadata.name=bolina"
         assert arrival.query["resourceVersion"]
+
+
+class TestDeploymentWatch:
+    async def test_a_watch_cut_mid_stream_is_resumed_and_never_ends_the_daemon(self, world: World):
+        """A stream cut mid-chunk (the API server restarting) is read again; a pause set afterwards works."""
+        world.register(0)
+        with capture_logs() as logs:
+            async with running(world.config()) as daemon:
+                await until(lambda: world.replicas() == 2)
+
+                def watches() -> int:
+                    return sum(1 for a in world.kube.arrivals if a.query.get("watch") == "true")
+
+                for cut in range(1, 4):
+                    await until(lambda: watches() == cut)  # noqa: B023 (called at once)
+                    assert world.kube.cut_watches() >= 1
+                await until(lambda: watches() == 4)
+                world.kube.annotate(NS, "bolina", {PAUSED: "true"})
+                await until(lambda: daemon.state.pause is not None)
+                assert daemon.watch is not None
+        assert not [line for line in logs if line["log_level"] == "error"]
+        assert len(logged(logs, "scaling paused")) == 1
+
+    async def test_a_malformed_event_is_logged_once_and_read_again(self, world: World):
+        """A watch line that is not a JSON event: one warning, then a fresh GET, then the pause works."""
+        world.register(0)
+        with capture_logs() as logs:
+            async with running(world.config()) as daemon:
+                await until(lambda: daemon.state.pause_known and bool(world.kube._watchers))
+                for _, _, queue in world.kube._watchers:
+                    queue.put_nowait({"type": "MODIFIED", "object": "not an object"})
+                await until(lambda: bool(logged(logs, "cannot read the Deployment's pause annotations; "
+                                                       "the last known state stays in force")))  # fmt: skip
+                world.kube.annotate(NS, "bolina", {PAUSED_REPLICAS: "2"})
+                await until(lambda: daemon.state.pause is not None and daemon.state.pause.replicas == 2)
+        failing = logged(logs, "cannot read the Deployment's pause annotations; the last known state stays in force")
+        assert len(failing) == 1
+        assert "malformed watch event" in failing[0]["error"]

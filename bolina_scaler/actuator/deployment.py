@@ -25,6 +25,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Final
 
+import aiohttp
 import orjson
 import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -106,6 +107,9 @@ class DeploymentWatch:
                 continue  # read it again at once: nothing failed
             except KubernetesError:
                 pass  # logged once by the ProblemLog
+            except Exception as exc:  # no answer may end the daemon: log it once, read again later
+                problem = f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                self._problems.failed(problem, key="unexpected", level="error")
             await asyncio.sleep(self._backoff.next_delay())
 
     # -- the requests --------------------------------------------------------------------------
@@ -119,7 +123,7 @@ class DeploymentWatch:
                 f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.name}", [], timeout
             )
             async with response:
-                body = await response.content.read(MAX_EVENT_BYTES + 1)
+                body = await _read_capped(response, MAX_EVENT_BYTES)
             return self._metadata(body)
 
         try:
@@ -166,8 +170,9 @@ class DeploymentWatch:
                             version = self._event(line, version)
                     if len(pending) > MAX_EVENT_BYTES:
                         raise Malformed(f"malformed watch stream: an event above {MAX_EVENT_BYTES} bytes")
-        except (TimeoutError, OSError) as exc:  # aiohttp.ClientError is an OSError
-            # A watch that breaks is normal (load balancers, restarts): read again, after a backoff.
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            # A watch that breaks is normal (API server restarts, load balancers, a stream cut
+            # mid-chunk: ClientPayloadError): read the Deployment again, after a backoff.
             log.debug("the deployment watch broke; reading it again", error=f"{type(exc).__name__}: {exc}")
             raise KubernetesError(f"the watch of deployment '{self.name}' broke: {type(exc).__name__}") from exc
         except KubernetesError as exc:  # a malformed line, an ERROR event, the Deployment deleted
@@ -188,7 +193,10 @@ class DeploymentWatch:
         )
         if not 200 <= response.status <= 299:
             async with response:
-                body = await response.content.read(64 * 1024)
+                try:
+                    body = await _read_capped(response, 64 * 1024)
+                except (ValueError, aiohttp.ClientError):
+                    body = b""  # the status alone says enough
             error = ApiException(status=response.status, reason=response.reason)
             error.body, error.headers = body, response.headers
             raise error
@@ -242,3 +250,13 @@ class DeploymentWatch:
         self.pause = pause
         if self._on_change is not None:
             self._on_change(pause)
+
+
+async def _read_capped(response: Any, limit: int) -> bytes:
+    """The whole body (``StreamReader.read(n)`` returns whatever has arrived), at most ``limit`` bytes."""
+    body = bytearray()
+    while chunk := await response.content.read(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise ValueError(f"the answer is larger than {limit} bytes")
+    return bytes(body)

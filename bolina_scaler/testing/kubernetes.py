@@ -328,6 +328,7 @@ class FakeKubernetes(LocalServer):
         self.requests: list[RecordedRequest] = []
         self.deleted_pods: list[str] = []
         self._watchers: list[tuple[str, str, asyncio.Queue[Json]]] = []
+        self._watch_requests: list[web.Request] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -454,6 +455,15 @@ class FakeKubernetes(LocalServer):
                 deployment.annotations[key] = value
         deployment.resource_version = self._bump()
         self._notify(deployment, "MODIFIED")
+
+    def cut_watches(self) -> int:
+        """Abort every open Deployment watch mid-stream (an API server restart); returns how many."""
+        cut = 0
+        for request in list(self._watch_requests):
+            if request.transport is not None and not request.transport.is_closing():
+                request.transport.abort()
+                cut += 1
+        return cut
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a Deployment (and its pods), as ``kubectl delete deployment`` would."""
@@ -895,6 +905,7 @@ class FakeKubernetes(LocalServer):
             queue.put_nowait({"type": "MODIFIED", "object": self._deployment_json(deployment)})
         watcher = (ns, name, queue)
         self._watchers.append(watcher)
+        self._watch_requests.append(request)
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         loop = asyncio.get_running_loop()
@@ -913,6 +924,7 @@ class FakeKubernetes(LocalServer):
             return response  # the client went away
         finally:
             self._watchers.remove(watcher)
+            self._watch_requests.remove(request)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response

@@ -85,7 +85,10 @@ def test_pause_holds_the_real_deployment_and_resume_scales(
     pods = bolina_ns.wait_running(2)
     fleet = Fleet(consul, bolina_ns)
     fleet.sync("passing")
-    scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns))
+    # min_replicas 2: a fleet of 2 all Available must not scale down before the pause.
+    scaler = scalers.start(
+        scalers.config(consul.address, consul.scaler_token_file, bolina_ns, policy={"min_replicas": 2})
+    )
     wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
     decided_at_latest(scaler, consul)
 
@@ -145,7 +148,7 @@ def test_a_shadow_beside_the_live_scaler_never_takes_the_lease(
     pods = bolina_ns.wait_running(2)
     fleet = Fleet(consul, bolina_ns)
     fleet.sync("passing")
-    config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns)
+    config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns, policy={"min_replicas": 2})
     live = scalers.start(config)
     live.wait_log(lambda line: line["event"] == "leader election: became leader", timeout=30, what="leadership")
     lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/bolina-scaler"
