@@ -31,6 +31,24 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
+# Seconds-long windows, so a test walks the policy in real time (the end-to-end tests' settings,
+# spelled out here so the tests do not depend on what the harness's base config is): behaviour is
+# checked, no figure is published.
+FAST: dict[str, Any] = {
+    "policy": {
+        "min_replicas": 2,
+        "target_available_ratio": 0.5,
+        "scale_down_ratio": 0.8,
+        "scale_down_stabilization": "3s",
+        "scale_down_max_load": None,
+        "startup_grace": "60s",
+        "scale_up": {"max_step": 4, "max_percent": 0, "period": "1s"},
+        "scale_down": {"max_step": 1, "max_percent": 0, "period": "1s"},
+        "mass_change": {"ratio": 0.5, "min_fleet": 1000, "confirmation": "3s"},
+    },
+    "leader_election": {"lease_duration": "6s", "renew_deadline": "4s", "retry_period": "1s"},
+}
+
 PAUSED = "bolina-scaler/paused"
 PAUSED_REPLICAS = "bolina-scaler/paused-replicas"
 CRDS = TESTBIN / "share" / "monitoring-crds"
@@ -86,9 +104,7 @@ def test_pause_holds_the_real_deployment_and_resume_scales(
     fleet = Fleet(consul, bolina_ns)
     fleet.sync("passing")
     # min_replicas 2: a fleet of 2 all Available must not scale down before the pause.
-    scaler = scalers.start(
-        scalers.config(consul.address, consul.scaler_token_file, bolina_ns, policy={"min_replicas": 2})
-    )
+    scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST))
     wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
     decided_at_latest(scaler, consul)
 
@@ -148,7 +164,7 @@ def test_a_shadow_beside_the_live_scaler_never_takes_the_lease(
     pods = bolina_ns.wait_running(2)
     fleet = Fleet(consul, bolina_ns)
     fleet.sync("passing")
-    config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns, policy={"min_replicas": 2})
+    config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST)
     live = scalers.start(config)
     live.wait_log(lambda line: line["event"] == "leader election: became leader", timeout=30, what="leadership")
     lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/bolina-scaler"
