@@ -42,11 +42,46 @@ class TestCheckConfig:
         assert len(err) == 1
         assert "policy.max_replicas" in err[0]
 
+    def test_config_flag_works_like_the_other_commands(self, capsys: pytest.CaptureFixture[str]):
+        """check-config --config PATH, like run and plan (the positional PATH still works)."""
+        path = str(ROOT / "config" / "config.yaml")
+        assert main(["check-config", "--config", path]) == 0
+        by_flag = json.loads(capsys.readouterr().out)
+        assert main(["check-config", path]) == 0
+        assert json.loads(capsys.readouterr().out) == by_flag
+
+    def test_no_path_exits_2_with_one_line(self, capsys: pytest.CaptureFixture[str]):
+        """Without a path (or with two different ones) it says how to call it, exit 2."""
+        assert main(["check-config"]) == 2
+        assert main(["check-config", "a.yaml", "--config", "b.yaml"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 2
+        assert all("--config PATH" in line for line in lines)
+
     def test_usage_error_exits_2(self, capsys: pytest.CaptureFixture[str]):
         """An unknown command is a usage error: exit code 2."""
         with pytest.raises(SystemExit) as exited:
             main(["frobnicate"])
         assert exited.value.code == 2
+
+
+class TestHelp:
+    @pytest.mark.parametrize("command", [[], ["run"], ["plan"], ["check-config"], ["demo"], ["simulate"], ["report"]])
+    def test_every_command_has_a_description_and_an_example(
+        self, command: list[str], capsys: pytest.CaptureFixture[str]
+    ):
+        """--help says what the command does and shows a command line, in plain text (no markup)."""
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--help"])
+        assert exited.value.code == 0
+        text = capsys.readouterr().out
+        _usage, _, rest = text.partition("\n\n")
+        description = rest.split("\n\n", 1)[0]
+        assert not description.startswith(("positional arguments", "options")), "no description"
+        examples = text.split("examples:\n", 1)[1]
+        assert f"bolina-scaler {' '.join(command)}".strip() in examples
+        for markup in ("``", ".. ", ":param", "::"):
+            assert markup not in text, f"markup {markup!r} in {command} --help"
 
 
 @pytest.fixture

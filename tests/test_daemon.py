@@ -205,9 +205,27 @@ class TestKubernetesTrouble:
         config = world.config().model_copy(update={"dry_run": True})
         with capture_logs() as logs:
             async with running(config):
-                await until(lambda: bool(logged(logs, "dry run: not patching")))
+                await until(lambda: bool(logged(logs, "dry run: would scale")))
         assert world.patch_count() == 0
-        assert logged(logs, "dry run: not patching")[0]["would_patch"] == {"spec": {"replicas": 2}}
+        line = logged(logs, "dry run: would scale")[0]
+        assert (line["before"], line["after"], line["reason"]) == (0, 2, "cold_start")
+        assert line["would_patch"] == {"spec": {"replicas": 2}}
+
+    async def test_dry_run_is_a_shadow_that_never_touches_the_lease(self, world: World):
+        """A dry-run daemon never reads or writes the Lease, records no Event, and says it is a shadow."""
+        world.serving(4)
+        world.set_statuses("warning", 1, 2, 3)
+        config = world.config().model_copy(update={"dry_run": True})
+        with capture_logs() as logs:
+            async with running(config) as daemon:
+                await until(lambda: daemon.state.outcome == "dry_run")
+                assert daemon.may_patch() is False
+                assert daemon.state.leader is False
+        assert world.kube.request_count(path_contains="/leases") == 0
+        assert world.kube.request_count(path_contains="/events") == 0
+        assert world.kube.lease(NS, "bolina-scaler") is None
+        assert world.patch_count() == 0
+        assert {line["role"] for line in logged(logs, "evaluation")} == {"shadow"}
 
 
 class TestShutdown:

@@ -218,7 +218,7 @@ class TestDecision:
 
     def test_summary_without_change(self):
         """A decision that changes nothing says so."""
-        assert summary(decision(desired=4), outcome=Outcome.UNCHANGED, leader=True).startswith("no change at 4")
+        assert summary(decision(desired=4), outcome=Outcome.UNCHANGED, role="leader").startswith("no change at 4")
 
 
 class TestOpenApi:

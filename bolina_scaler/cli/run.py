@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from bolina_scaler.cli.common import EXIT_OK, EXIT_RUNTIME, one_line
+from bolina_scaler.cli.common import EXIT_OK, EXIT_RUNTIME, examples, one_line
 from bolina_scaler.config import Config, load_config
 from bolina_scaler.logs import configure_logging
 
@@ -24,7 +24,21 @@ log = structlog.get_logger("bolina_scaler.cli")
 
 
 def add_run_command(subparsers: Any) -> None:
-    run = subparsers.add_parser("run", help="run the daemon")
+    run = subparsers.add_parser(
+        "run",
+        help="run the daemon",
+        description=(
+            "Watch the Bolina service in Consul with blocking queries and keep the share of Available\n"
+            "servers above the target by patching the Deployment's scale, until SIGTERM or SIGINT.\n"
+            "With --dry-run it is a shadow: it decides and explains (logs 'dry run: would scale',\n"
+            "serves /v1/decision) but never patches and never joins leader election, so it can run\n"
+            "beside the real scaler. Exit codes: 0 stopped, 1 runtime failure, 2 bad config."
+        ),
+        epilog=examples(
+            "bolina-scaler run --config /etc/bolina-scaler/config.yaml",
+            "bolina-scaler run --config config/config.yaml --dry-run --log-format console",
+        ),
+    )
     run.add_argument("--config", required=True, help="path to the YAML config file")
     run.add_argument("--dry-run", action="store_true", help="decide and log, never patch (overrides the file)")
     run.add_argument("--log-format", choices=["auto", "json", "console"], help="override logging.format")

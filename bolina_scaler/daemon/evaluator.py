@@ -5,9 +5,9 @@ recorder). Each evaluation ends in one ``Outcome`` that the state (``/v1/decisio
 ``patches_total`` metric, the log line and the Kubernetes Event all take from ``_conclude``::
 
     scale (cached, re-read after kubernetes.resync or any error) ──► decide() (pure) ──► log line
-       │ unreadable: no decision, retry after backoff                      │
+       │ unreadable: no decision, retry after backoff      [paused: hold, or the held count]
        ▼                                                                    ▼
-    no change ──► UNCHANGED      follower ──► NOT_LEADER      dry_run ──► DRY_RUN
+    no change ──► UNCHANGED      dry_run ──► DRY_RUN      follower ──► NOT_LEADER
     a change, leader ──► [scale-down: steer pod deletion costs] ──► patch with resourceVersion
           ├─ ok ────────► PATCHED   (record_scale: step limits, in-flight ledger)
           ├─ 409 ───────► CONFLICT  (re-read, decide again; at most MAX_CONFLICT_RETRIES times)
@@ -37,6 +37,7 @@ from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.memory import Memory, record_scale
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.core.pacing import Backoff
+from bolina_scaler.core.pause import Pause, paused_decision
 from bolina_scaler.core.policy import decide
 from bolina_scaler.daemon.state import DaemonState
 from bolina_scaler.logs import ProblemLog
@@ -105,9 +106,10 @@ class Evaluator:
         role: Callable[[], str | None],
         events: EventRecorder | None = None,
         steering: DeletionCostSteering | None = None,
+        pause: Callable[[], Pause | None] = lambda: None,
     ) -> None:
-        """``may_patch``: whether this replica may patch now; ``role``: ``leader``/``follower`` for
-        the log line (None without leader election)."""
+        """``may_patch``: whether this replica may patch now; ``role``: ``leader``/``follower``/``shadow``
+        for the log line (None without leader election); ``pause``: the pause annotation in force."""
         self.config = config
         self.state = state
         self.memory = Memory()
@@ -121,6 +123,7 @@ class Evaluator:
         self._role = role
         self._events = events
         self._steering = steering
+        self._pause = pause
         self._backoff = Backoff(config.kubernetes.retry_initial, config.kubernetes.retry_max)
         self._retry_at: float | None = None
         """After a failed request, no new one before this time (loop time)."""
@@ -188,6 +191,10 @@ class Evaluator:
             fleet=snapshot, current=scale.replicas, config=self.config.policy, memory=self.memory, now=now
         )
         state = self.state
+        pause = self._pause()
+        state.policy_decision = decision if pause is not None else None
+        if pause is not None:  # the policy still decides and explains; the pause says what is done
+            decision = paused_decision(decision, pause)
         state.decision, state.decided_at = decision, now
         state.evaluations += 1
         self._metrics.observe_decision(decision)
@@ -204,15 +211,18 @@ class Evaluator:
     ) -> Evaluation:
         if not decision.changes_scale:
             return self._conclude(Evaluation(decision, Outcome.UNCHANGED))
-        if not self._may_patch():
-            return self._conclude(Evaluation(decision, Outcome.NOT_LEADER))
         if self.config.dry_run:
             log.info(
-                "dry run: not patching",
+                "dry run: would scale",
+                before=decision.current,
+                after=decision.desired,
+                reason=str(decision.reason),
                 would_patch={"spec": {"replicas": decision.desired}},
                 resource_version=scale.resource_version,
             )
             return self._conclude(Evaluation(decision, Outcome.DRY_RUN))
+        if not self._may_patch():
+            return self._conclude(Evaluation(decision, Outcome.NOT_LEADER))
         if decision.direction is Direction.DOWN and self._steering is not None:
             await self._steering.steer(
                 snapshot.servers, selector=scale.selector, remove=decision.current - decision.desired

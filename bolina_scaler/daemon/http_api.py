@@ -15,7 +15,7 @@ fill by hand; ``HttpServer`` runs it. The API is described in ``bolina_scaler/op
                        loaded first); Critical only with ``?all=1``; ``?status=a,b`` filters
 ``GET /v1/servers/best``  the one server a new client should use; 503 when none is Available
 ``GET /v1/decision``   the last evaluation: inputs, every clamp, what was done (or, on a
-                       follower, what it would do)
+                       follower or a dry-run shadow, what it would do), and the pause in force
 =====================  =====================================================================
 """
 
@@ -31,14 +31,14 @@ from typing import Any, Final
 from aiohttp import web
 
 from bolina_scaler.config import Config
-from bolina_scaler.core.decision import Decision, Direction
+from bolina_scaler.core.decision import Decision, Direction, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import Server, Status
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.daemon.state import DaemonState
-from bolina_scaler.metrics import CONTENT_TYPE, Metrics
+from bolina_scaler.metrics import CONTENT_TYPE, Metrics, StateReading
 
-__all__ = ["HttpServer", "build_app", "server_json", "summary"]
+__all__ = ["HttpServer", "build_app", "readiness_problems", "role_of", "server_json", "summary"]
 
 _TRUE: Final = {"1", "true", "yes"}
 _NO_STORE: Final = {"Cache-Control": "no-store"}
@@ -57,7 +57,7 @@ def server_json(server: Server) -> dict[str, Any]:
     }
 
 
-def summary(decision: Decision, *, outcome: Outcome | None, leader: bool) -> str:
+def summary(decision: Decision, *, outcome: Outcome | None, role: str = "leader") -> str:
     """One sentence for ``/v1/decision``: what was done, or what a follower would do."""
     change = f"{decision.current} → {decision.desired}"
     if decision.changes_scale:
@@ -71,12 +71,21 @@ def summary(decision: Decision, *, outcome: Outcome | None, leader: bool) -> str
             if outcome is not None
             else f"would scale {change}"
         )
+    elif decision.reason is Reason.PAUSED:
+        verb = f"paused at {decision.current}"
     elif decision.direction is Direction.HOLD:
         verb = f"holding at {decision.current}"
     else:
         verb = f"no change at {decision.current}"
     text = f"{verb} ({decision.reason}): {decision.message}"
-    return text if leader else f"follower: {text}"
+    return f"follower: {text}" if role == "follower" else text
+
+
+def role_of(state: DaemonState) -> str:
+    """``leader``, ``follower`` or ``shadow`` (dry run), as ``/v1/decision`` and the log line say it."""
+    if state.shadow:
+        return "shadow"
+    return "leader" if state.leader else "follower"
 
 
 def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Callable[[], float]) -> web.Application:
@@ -163,12 +172,16 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     app = request.app
     state, metrics = app[STATE_KEY], app[METRICS_KEY]
-    metrics.refresh(
+    reading = StateReading(
         snapshot=state.snapshot,
+        last_trusted_at=state.trusted_wall_at,
         current=state.scale.replicas if state.scale is not None else None,
-        leader=state.leader,
-        now=app[CLOCK_KEY](),
+        decision=state.decision,
+        leader=state.leader and not state.shadow,
+        ready=not readiness_problems(state, app[CONFIG_KEY], app[CLOCK_KEY]()),
+        paused=(state.pause is not None) if state.pause_known else None,
     )
+    metrics.refresh(reading)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -224,18 +237,35 @@ async def _decision(request: web.Request) -> web.Response:
     decision = state.decision
     if decision is None or state.decided_at is None:
         return web.json_response({"error": "no evaluation yet"}, status=503, headers=_NO_STORE)
+    role = role_of(state)
     body = {
-        "summary": summary(decision, outcome=state.outcome, leader=state.leader),
-        "role": "leader" if state.leader else "follower",
+        "summary": summary(decision, outcome=state.outcome, role=role),
+        "role": role,
         "identity": state.identity,
         "lease_holder": state.holder,
         "outcome": state.outcome,
         "dry_run": app[CONFIG_KEY].dry_run,
+        "paused": state.pause is not None,
+        "pause": _pause(state, now),
         "age_seconds": round(max(0.0, now - state.decided_at), 3),
         "recheck_in_seconds": None if decision.recheck_at is None else round(max(0.0, decision.recheck_at - now), 3),
         "decision": decision.as_dict(),
+        "policy_decision": None if state.policy_decision is None else state.policy_decision.as_dict(),
     }
     return web.json_response(body, headers=_NO_STORE, dumps=_dumps)
+
+
+def _pause(state: DaemonState, now: float) -> dict[str, Any]:
+    """The pause annotations as read: in force or not, since when, and whether they could be read."""
+    pause = state.pause
+    return {
+        "known": state.pause_known,
+        "annotation": None if pause is None else pause.source,
+        "held_replicas": None if pause is None else pause.replicas,
+        "problem": None if pause is None else pause.problem,
+        "since_seconds": None if state.paused_since is None else round(max(0.0, now - state.paused_since), 3),
+        "read_error": state.pause_error,
+    }
 
 
 def _dumps(data: Any) -> str:

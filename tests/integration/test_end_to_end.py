@@ -42,14 +42,16 @@ def test_shipped_rbac_grants_exactly_enough(
     sa = Kube(kube.server, kube.ca_file, bolina_ns.sa_token)
     base = f"/apis/apps/v1/namespaces/{ns}/deployments"
 
-    # Allowed: exactly the scale subresource of bolina.
+    # Allowed: the scale subresource of bolina, and reading (not writing) the bolina Deployment
+    # for its pause annotations (test_operations.py tests the name-filtered watch).
     assert sa.call("GET", f"{base}/bolina/scale").status == 200
     assert sa.patch_scale(ns, 0).status == 200
-    # Denied: other Deployments, the Deployment object itself, Secrets.
+    assert sa.call("GET", f"{base}/bolina").status == 200
+    # Denied: other Deployments, writing the Deployment object itself, Secrets.
     denied = {
         "get other/scale": sa.call("GET", f"{base}/other/scale").status,
         "patch other/scale": sa.patch_scale(ns, 3, name="other").status,
-        "get deployment bolina": sa.call("GET", f"{base}/bolina").status,
+        "get deployment other": sa.call("GET", f"{base}/other").status,
         "patch deployment bolina": sa.call(
             "PATCH", f"{base}/bolina", {"spec": {"replicas": 3}}, content_type="application/merge-patch+json"
         ).status,
