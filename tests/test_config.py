@@ -109,7 +109,7 @@ class TestErrors:
             ({"policy": {"scale_up": {"max_step": 0}}}, "policy.scale_up.max_step: "),
             ({"policy": {"scale_down": {"period": "soon"}}}, "policy.scale_down.period: expected a duration"),
             ({"policy": {"mass_change": {"ratio": 0}}}, "policy.mass_change.ratio: "),
-            ({"policy": {"max_snapshot_age": 60}}, "policy.max_snapshot_age: must exceed consul.wait"),
+            ({"policy": {"max_snapshot_age": 30}}, "policy.max_snapshot_age: must exceed consul.wait"),
             ({"consul": {"wait": "20m"}}, "consul.wait: Consul caps blocking queries at 10m"),
             ({"consul": {"wait": "5x"}}, "consul.wait: expected a duration"),
             ({"consul": {"address": "consul:8500"}}, "consul.address: expected http://host:port"),
