@@ -234,7 +234,7 @@ class TestConsulWatchFetch:
             (Fault.response(200, b'{"Node": {}}', {"X-Consul-Index": "9"}), "malformed"),
             (Fault.response(200, b"[]", {"X-Consul-Index": "0"}), "below 1"),
             (Fault.response(200, b"[]", {"X-Consul-Index": "-3"}), "not an index"),
-            (Fault.response(200, b"[]"), "not an index"),
+            (Fault.response(200, b"[]"), "no X-Consul-Index"),
         ],
         ids=["500", "malformed", "truncated", "shape", "index0", "negative", "noindex"],
     )
