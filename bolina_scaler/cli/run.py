@@ -16,7 +16,7 @@ import structlog
 
 from bolina_scaler.cli.common import EXIT_OK, EXIT_RUNTIME, one_line
 from bolina_scaler.config import Config, load_config
-from bolina_scaler.logs import configure_logging
+from bolina_scaler.logs import configure_logging, log_loop_exception
 
 __all__ = ["add_run_command"]
 
@@ -49,6 +49,7 @@ async def _run(config: Config) -> int:
     gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(log_loop_exception)
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, _on_signal, stop, signum)
     try:
