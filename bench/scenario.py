@@ -91,6 +91,10 @@ def daemon_config(
             "rate_burst": 2,
             "retry_initial": "100ms",
             "retry_max": "1s",
+            # Up to 10,000 servers register while max_replicas is 1,000 (the Deployment stays near
+            # 10 replicas): the answer-size limit derived from max_replicas (16 MiB) would refuse
+            # the real agent's ~21 MB answer at 10,000 servers.
+            "max_answer_bytes": 64 * 1024 * 1024,
         },
         "kubernetes": {
             "namespace": namespace,

@@ -40,13 +40,28 @@ __all__ = [
     "ScaleDownConfig",
     "ScaleUpConfig",
     "StepConfig",
+    "answer_limit",
     "go_duration",
     "load_config",
     "one_line",
     "parse_config",
+    "read_small_text",
 ]
 
 DEFAULT_CONSUL_ADDRESS = "http://127.0.0.1:8500"
+
+ANSWER_BYTES_PER_REPLICA = 16 * 1024
+"""Room per ``policy.max_replicas`` in a health answer: twice as many entries as replicas (a
+rolling update's surge, terminating pods not yet deregistered) of 8 KiB each. A real entry is
+about 2 KB (Consul 1.14: a service, its TTL check and the node's serfHealth check)."""
+MIN_ANSWER_BYTES = 1024 * 1024
+"""The smallest derived ``consul.max_answer_bytes``: about 400 real entries."""
+
+
+def answer_limit(max_replicas: int) -> int:
+    """The largest health answer the source reads when ``consul.max_answer_bytes`` is not set."""
+    return max(MIN_ANSWER_BYTES, max_replicas * ANSWER_BYTES_PER_REPLICA)
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -54,6 +69,25 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 class ConfigError(ValueError):
     """A configuration problem; ``str()`` is one line that names the offending key."""
+
+
+TOKEN_FILE_BYTES = 4096
+"""A Consul token is a 36-character UUID: a token file beyond this is not one."""
+
+
+def read_small_text(path: Path, limit: int) -> str:
+    """A UTF-8 text file of at most ``limit`` bytes (never more is read: it may be ``/dev/zero``).
+
+    Raises ``OSError`` when it cannot be read, ``ValueError`` when it is larger or not UTF-8.
+    """
+    with path.open("rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
 
 
 def go_duration(seconds: float) -> str:
@@ -104,6 +138,9 @@ class ConsulConfig(_Section):
     """Ask Consul to gzip its answers. Off by default: the scaler reads its own sidecar agent
     over loopback, where gzip costs both sides CPU on every answer to save bytes that never
     leave the pod (``docs/performance.md``)."""
+    max_answer_bytes: int | None = Field(default=None, ge=64 * 1024, le=1024**3)
+    """The largest health answer read (decompressed size); a larger one is a failed query.
+    Unset: derived from ``policy.max_replicas`` (``answer_limit``), filled in by ``Config``."""
 
     @model_validator(mode="after")
     def _check(self) -> ConsulConfig:
@@ -126,11 +163,11 @@ class ConsulConfig(_Section):
         """The ACL token, never logged: ``token_file``, else ``$CONSUL_HTTP_TOKEN_FILE``, else
         ``$CONSUL_HTTP_TOKEN`` (Consul's own variables, in Consul's own order of precedence)."""
         if self.token_file is not None:
-            return self.token_file.read_text(encoding="utf-8").strip() or None
+            return read_small_text(self.token_file, TOKEN_FILE_BYTES).strip() or None
         env_file = os.environ.get("CONSUL_HTTP_TOKEN_FILE")
         if env_file and Path(env_file).is_file():
             # A Secret mounted with optional: true leaves no file when the Secret does not exist.
-            return Path(env_file).read_text(encoding="utf-8").strip() or None
+            return read_small_text(Path(env_file), TOKEN_FILE_BYTES).strip() or None
         return os.environ.get("CONSUL_HTTP_TOKEN") or None
 
 
@@ -306,6 +343,10 @@ class Config(_Section):
                 f"http.readiness_max_age: must exceed consul.wait × 17/16 ({slowest_answer:g}s), "
                 f"or a quiet fleet looks unready; got {self.http.readiness_max_age:g}s"
             )
+        if self.consul.max_answer_bytes is None:
+            # The effective value, so that check-config prints it. A frozen model: set it once, here.
+            derived = self.consul.model_copy(update={"max_answer_bytes": answer_limit(self.policy.max_replicas)})
+            object.__setattr__(self, "consul", derived)
         return self
 
     def redacted(self) -> dict[str, Any]:

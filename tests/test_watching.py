@@ -208,6 +208,26 @@ class TestConsulWatchFetch:
         assert snapshot.trusted
         assert consul.requests[-1].headers["X-Consul-Token"] == "from-file"
 
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            (b"\xff\xfe token", "not UTF-8"),
+            (b"abc\ndef", "cannot carry"),
+            (b"caf\xc3\xa9", "cannot carry"),
+            (b"x" * 5000, "larger than 4096 bytes"),
+        ],
+        ids=["not-utf8", "newline", "not-ascii", "huge"],
+    )
+    async def test_an_unusable_token_file_is_a_failed_query(
+        self, consul: FakeConsul, tmp_path: Path, content: bytes, problem: str
+    ) -> None:
+        """A token file rotated to something no header can carry: untrusted, the watch goes on."""
+        token_file = tmp_path / "token"
+        token_file.write_bytes(content)
+        async with ConsulWatch(config(consul, token_file=token_file)) as watch:
+            snapshot = await watch.fetch()
+        assert problem in str(snapshot.trust)
+
     async def test_env_token_without_token_file(self, consul: FakeConsul, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without token_file, CONSUL_HTTP_TOKEN is used."""
         monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")

@@ -229,11 +229,13 @@ class TestTransport:
         assert fleets[True] == fleets[False]
 
     async def test_a_large_answer_is_read_whole(self) -> None:
-        """An answer of many network reads (3,000 servers, ~2.8 MB) arrives whole and decodes."""
+        """An answer of many network reads (3,000 servers, ~2.8 MB) arrives whole and decodes (with a
+        max_replicas that allows that many servers: the answer's size limit follows it)."""
         async with FakeConsul() as consul:
             for n in range(3000):
                 consul.add_instance("bolina", instance_id=f"b{n}", node=f"n{n}", port=7000, address="10.0.0.1")
-            async with ConsulWatch(parse_config({"consul": {"address": consul.url}}).consul) as watch:
+            config = parse_config({"consul": {"address": consul.url}, "policy": {"max_replicas": 3000}})
+            async with ConsulWatch(config.consul) as watch:
                 snapshot = await watch.fetch()
         assert snapshot.trusted
         assert sorted(s.instance_id for s in snapshot.servers) == sorted(f"b{n}" for n in range(3000))
