@@ -73,3 +73,12 @@ class Server(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     pod: str | None
     status: Status
     load: float | None = None
+
+    @property
+    def key(self) -> tuple[str, InstanceId]:
+        """What identifies this server in a fleet: its node and its ``Service.ID``.
+
+        Consul keeps a service ID unique per agent only: ten servers registered as ``bolina``
+        on ten nodes are ten servers, and must be ten to the mass-change guard.
+        """
+        return (self.node, self.instance_id)
