@@ -155,6 +155,23 @@ class TestKubernetesTrouble:
         assert len(errors) == 1
         assert "forbidden" in errors[0]["error"].lower()
 
+    async def test_an_impossible_scale_read_holds_and_says_why(self, world: World):
+        """spec.replicas 10^12 (or -5) is a malformed read: no decision, no patch, one line saying why;
+        a sensible read afterwards is acted on."""
+        world.serving(4)
+        world.set_statuses("warning", 1, 2, 3)  # 1 of 4 Available: a trusted fleet that wants 6
+        impossible = {"kind": "Scale", "metadata": {"resourceVersion": "1"}, "spec": {"replicas": 10**12}}
+        world.kube.inject_response({**impossible, "status": {"replicas": 4}}, count=3, method="GET")
+        with capture_logs() as logs:
+            async with running(world.config()) as daemon:
+                await until(lambda: daemon.state.read_error is not None)
+                assert "which no API server allows" in daemon.state.read_error
+                assert daemon.state.decision is None
+                await until(lambda: world.replicas() == 6, within=60)
+        failures = [e for e in logs if e["event"] == "kubernetes request failed; holding and still watching"]
+        assert len(failures) == 1
+        assert all(p.body["spec"]["replicas"] == 6 for p in world.kube.patches)
+
     async def test_dry_run_never_patches(self, world: World):
         """With dry_run the patch it would send is logged and none is sent."""
         config = world.config().model_copy(update={"dry_run": True})
