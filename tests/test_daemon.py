@@ -172,6 +172,30 @@ class TestKubernetesTrouble:
         assert len(failures) == 1
         assert all(p.body["spec"]["replicas"] == 6 for p in world.kube.patches)
 
+    async def test_a_conflict_storm_backs_off(self, world: World):
+        """Every patch answered 409 (someone else keeps writing the Deployment): rounds of retries
+        spaced by a growing backoff, not 5 patches a second forever."""
+        world.serving(4)
+        world.set_statuses("warning", 1, 2, 3)  # 1 of 4 Available: the daemon wants 6
+        world.kube.inject_error(409, count=1_000_000, method="PATCH", path_contains="/scale")
+        loop = asyncio.get_running_loop()
+
+        def patches() -> int:
+            return world.kube.request_count(method="PATCH", path_contains="/scale")
+
+        with capture_logs() as logs:
+            async with running(world.config()):
+                await until(lambda: patches() >= 5)
+                await asyncio.sleep(150)
+                before, since = patches(), loop.time()
+                await asyncio.sleep(150)
+                late = patches() - before
+        rounds = [e["rounds"] for e in logged(logs, "gave up after repeated conflicts; will re-read and decide again")]
+        assert rounds == list(range(1, len(rounds) + 1))  # one storm, round after round
+        # kubernetes.retry_max is 30 s: ~15 s per round on average, 5 patches each (was 1 s per round).
+        assert late <= 200, f"{late} patches in {loop.time() - since:.0f} s of a conflict storm"
+        assert world.replicas() == 4
+
     async def test_dry_run_never_patches(self, world: World):
         """With dry_run the patch it would send is logged and none is sent."""
         config = world.config().model_copy(update={"dry_run": True})
