@@ -19,7 +19,7 @@ says "follower: would ...") and serving ``/v1/servers``, so a takeover needs no 
 leader re-reads the scale before its first patch, and the ``resourceVersion`` precondition makes
 a second patch for the same decision fail with 409 even if two replicas ever believed they lead.
 
-Shutdown (SIGTERM/SIGINT → ``stop``): the watch is cancelled at once; a patch already sent is
+Shutdown (SIGTERM/SIGINT/SIGHUP → ``stop``): the watch is cancelled at once; a patch already sent is
 given until ``shutdown_timeout`` to be acknowledged so its outcome is logged, never half-known;
 then the Lease is released so another replica takes over at once.
 """
