@@ -2,9 +2,10 @@
 
 Does I/O (an aiohttp server on one port, ``http.port``, default 8080). Every answer is computed
 from the daemon's in-memory ``DaemonState``: a load balancer polling ``/v1/servers`` never
-causes a Consul query. ``build_app`` takes the state, so tests build the app around a state they
-fill by hand; ``HttpServer`` runs it. The API is described in ``bolina_scaler/openapi.yaml``
-(served at ``/openapi.yaml``).
+causes a Consul query, and the servers API's answers are ranked and encoded once per fleet, off
+the event loop (``servers_view``). ``build_app`` takes the state, so tests build the app around
+a state they fill by hand; ``HttpServer`` runs it. The API is described in
+``bolina_scaler/openapi.yaml`` (served at ``/openapi.yaml``).
 
 =====================  =====================================================================
 ``GET /healthz``       liveness: the event loop answers and the Consul watch task is running
@@ -33,12 +34,13 @@ from aiohttp import web
 from bolina_scaler.config import Config
 from bolina_scaler.core.decision import Decision, Direction
 from bolina_scaler.core.fleet import FleetSnapshot
-from bolina_scaler.core.model import Server, Status
+from bolina_scaler.core.model import Status
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.daemon.servers_view import ServersCache
 from bolina_scaler.daemon.state import DaemonState
 from bolina_scaler.metrics import CONTENT_TYPE, Metrics
 
-__all__ = ["HttpServer", "build_app", "server_json", "summary"]
+__all__ = ["HttpServer", "build_app", "summary"]
 
 _TRUE: Final = {"1", "true", "yes"}
 _NO_STORE: Final = {"Cache-Control": "no-store"}
@@ -47,14 +49,9 @@ STATE_KEY: Final = web.AppKey("state", DaemonState)
 CONFIG_KEY: Final = web.AppKey("config", Config)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 CLOCK_KEY: Final = web.AppKey[Callable[[], float]]("clock")
-
-
-def server_json(server: Server) -> dict[str, Any]:
-    """One server in the seed's shape (``UDP`` is null when the server registers none)."""
-    return {
-        "Address": {"IP": server.address, "Port": {"TCP": server.tcp_port, "UDP": server.udp_port}},
-        "Metadata": {"ServerID": server.server_id, "Status": str(server.status)},
-    }
+SERVERS_KEY: Final = web.AppKey("servers", ServersCache)
+_ALL: Final = frozenset(Status)
+_SERVING: Final = frozenset({Status.AVAILABLE, Status.WARNING})
 
 
 def summary(decision: Decision, *, outcome: Outcome | None, leader: bool) -> str:
@@ -83,6 +80,12 @@ def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Ca
     """The aiohttp application serving ``state``."""
     app = web.Application()
     app[STATE_KEY], app[CONFIG_KEY], app[METRICS_KEY], app[CLOCK_KEY] = state, config, metrics, clock
+    app[SERVERS_KEY] = cache = ServersCache()
+
+    async def close_cache(_: web.Application) -> None:
+        cache.close()
+
+    app.on_cleanup.append(close_cache)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -192,30 +195,30 @@ def _headers(request: web.Request, snapshot: FleetSnapshot) -> dict[str, str]:
 
 async def _servers(request: web.Request) -> web.Response:
     snapshot = _snapshot_or_503(request)
-    wanted: set[Status]
+    wanted: frozenset[Status]
     raw_status = request.query.get("status")
     if raw_status:
         try:
-            wanted = {Status(part.strip().lower()) for part in raw_status.split(",") if part.strip()}
+            wanted = frozenset(Status(part.strip().lower()) for part in raw_status.split(",") if part.strip())
         except ValueError:
             raise web.HTTPBadRequest(
                 text='{"error": "status must be available, warning or critical (comma-separated)"}',
                 content_type="application/json",
             ) from None
     elif request.query.get("all", "").lower() in _TRUE:
-        wanted = set(Status)
+        wanted = _ALL
     else:
-        wanted = {Status.AVAILABLE, Status.WARNING}
-    body = [server_json(s) for s in snapshot.ranked() if s.status in wanted]
-    return web.json_response(body, headers=_headers(request, snapshot))
+        wanted = _SERVING
+    body = await request.app[SERVERS_KEY].listing(snapshot.servers, wanted)
+    return web.Response(body=body, content_type="application/json", headers=_headers(request, snapshot))
 
 
 async def _best(request: web.Request) -> web.Response:
     snapshot = _snapshot_or_503(request)
-    best = next((s for s in snapshot.ranked() if s.status is Status.AVAILABLE), None)
+    best = await request.app[SERVERS_KEY].best(snapshot.servers)
     if best is None:
         return web.json_response({"error": "no Available server"}, status=503, headers=_headers(request, snapshot))
-    return web.json_response(server_json(best), headers=_headers(request, snapshot))
+    return web.Response(body=best, content_type="application/json", headers=_headers(request, snapshot))
 
 
 async def _decision(request: web.Request) -> web.Response:
