@@ -36,6 +36,7 @@ from bolina_scaler.core.decision import Decision, Direction
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import Status
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.daemon.connections import ConnectionGuard
 from bolina_scaler.daemon.servers_view import ServersCache
 from bolina_scaler.daemon.state import DaemonState
 from bolina_scaler.metrics import CONTENT_TYPE, Metrics
@@ -97,11 +98,20 @@ def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Ca
 
 
 class HttpServer:
-    """Serve the API on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``."""
+    """Serve the API on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``.
 
-    def __init__(self, app: web.Application, *, host: str, port: int) -> None:
+    Every connection goes through a ``ConnectionGuard``: at most ``guard.limit`` at once, and
+    none idle (sending its request, reading its answer, kept alive) for more than
+    ``guard.idle_timeout`` seconds. The listen backlog is the limit too, which bounds the
+    descriptors one burst of connections can take before the guard drops the surplus.
+    """
+
+    def __init__(self, app: web.Application, *, host: str, port: int, guard: ConnectionGuard | None = None) -> None:
         self._app, self._host, self._port = app, host, port
+        self.guard = guard if guard is not None else ConnectionGuard()
+        self._app.middlewares.append(self.guard.middleware)
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.port = 0
 
     @property
@@ -110,21 +120,30 @@ class HttpServer:
         return f"http://{host}:{self.port}"
 
     async def __aenter__(self) -> HttpServer:
-        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
+        guard = self.guard
+        self._runner = web.AppRunner(
+            self._app, access_log=None, shutdown_timeout=1.0, keepalive_timeout=guard.idle_timeout
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = int(server.sockets[0].getsockname()[1])
+        protocol = self._runner.server
+        assert protocol is not None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            guard.protocol_factory(protocol), self._host, self._port, backlog=guard.limit, reuse_address=True
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        self.guard.close_all()
 
 
 # -- handlers --------------------------------------------------------------------------------

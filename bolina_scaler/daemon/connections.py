@@ -1,0 +1,210 @@
+"""What a client of the HTTP port may hold: a bounded number of connections, none of them idle for long.
+
+Does I/O (it closes sockets). 1,100 clients that each sent half a request line and stopped once
+kept 1,000 descriptors open for minutes: the daemon's own Kubernetes calls failed with "Too many
+open files", no scale write went out for 15 s and ``/healthz`` timed out (the kubelet would have
+restarted the pod in a loop). aiohttp's server has no header-read timeout of its own that every
+supported version honours, so the rule is kept here, below aiohttp, on every connection:
+
+* a connection is **busy** while a handler runs; otherwise it is **idle** (connecting, sending
+  a request, reading an answer, between keep-alive requests). An idle connection is dropped
+  ``idle_timeout`` after it became idle: a request line dribbled byte by byte, an answer never
+  read, a keep-alive connection nobody uses, all end the same way;
+* at most ``limit`` connections at once. A new one beyond the limit drops the connection that
+  has been idle longest (a prober's fresh connection sends its request at once, an attacker's
+  does not: the probe is served); when every connection is busy, the new one is refused.
+
+``limit`` defaults to a share of the process's descriptor limit (``connection_limit``), so the
+HTTP port can never take the descriptors the Consul watch and the Kubernetes calls need.
+``ConnectionGuard.protocol_factory`` wraps aiohttp's low-level server (``web.Server``, a
+protocol factory) and ``middleware`` marks the busy time of each request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import structlog
+from aiohttp import web
+
+__all__ = ["IDLE_TIMEOUT", "MAX_CONNECTIONS", "ConnectionGuard", "connection_limit"]
+
+log = structlog.get_logger("bolina_scaler.http")
+
+IDLE_TIMEOUT = 10.0
+"""Seconds a connection may spend not handling a request: to send one, or to read an answer."""
+MAX_CONNECTIONS = 64
+"""Kubelet probes, a metrics scraper and a few load balancers need a handful each."""
+
+
+def connection_limit() -> int:
+    """``MAX_CONNECTIONS``, or an eighth of the descriptor limit when that is smaller (at least 4)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(4, min(MAX_CONNECTIONS, soft // 8))
+
+
+_REPORT_EVERY = 60.0
+"""At most one log line per minute about connections dropped to keep the limit."""
+
+
+@dataclass(eq=False, slots=True)
+class _Connection:
+    key: object
+    """aiohttp's protocol of the connection (what ``request.protocol`` is)."""
+    transport: asyncio.Transport
+    idle_since: float
+    busy: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class _Guarded(asyncio.Protocol):
+    """aiohttp's protocol for one connection, with the guard told when it opens and closes."""
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self._guard, self._inner = guard, inner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self._guard.opened(self._inner, transport):
+            self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._guard.closed(self._inner):
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class ConnectionGuard:
+    """Counts and times the HTTP server's connections; see the module docstring."""
+
+    def __init__(self, *, limit: int | None = None, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self.limit = limit if limit is not None else connection_limit()
+        self.idle_timeout = idle_timeout
+        self._live: dict[object, _Connection] = {}
+        """Admitted connections not being dropped, by their aiohttp protocol."""
+        self._dropping: set[object] = set()
+        """Admitted connections aborted here whose ``connection_lost`` has not come yet."""
+        self.dropped_idle = 0
+        """Connections dropped for staying idle past ``idle_timeout``."""
+        self.evicted = 0
+        """Idle connections dropped to make room for a new one."""
+        self.refused = 0
+        """New connections refused because every connection was busy."""
+        self._reported_at: float | None = None
+
+    @property
+    def open(self) -> int:
+        """Connections admitted and not (being) dropped."""
+        return len(self._live)
+
+    def protocol_factory(self, server: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        """Wrap a protocol factory (``runner.server``) so that each connection is guarded."""
+        return lambda: _Guarded(self, server())
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Marks the connection busy while the handler runs (its idle clock stops)."""
+        connection = self._live.get(request.protocol)
+        if connection is None:  # served by something else (a test client), or being dropped
+            return await handler(request)
+        connection.busy = True
+        if connection.timer is not None:
+            connection.timer.cancel()
+            connection.timer = None
+        try:
+            return await handler(request)
+        finally:
+            connection.busy = False
+            if request.protocol in self._live:
+                self._start_idle(connection)
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def opened(self, key: object, transport: asyncio.Transport) -> bool:
+        """A new connection: admit it (True), making room by dropping the longest idle one if needed."""
+        if len(self._live) >= self.limit and not self._evict_one():
+            self.refused += 1
+            transport.abort()
+            self._report()
+            return False
+        connection = _Connection(key=key, transport=transport, idle_since=0.0)
+        self._live[key] = connection
+        self._start_idle(connection)
+        return True
+
+    def closed(self, key: object) -> bool:
+        """A connection ended; False if it was never admitted."""
+        if key in self._dropping:
+            self._dropping.discard(key)
+            return True
+        connection = self._live.pop(key, None)
+        if connection is None:
+            return False
+        if connection.timer is not None:
+            connection.timer.cancel()
+        return True
+
+    def close_all(self) -> None:
+        """Drop every connection (the server is stopping)."""
+        for key in list(self._live):
+            self._drop(key)
+
+    def _start_idle(self, connection: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        connection.idle_since = loop.time()
+        if connection.timer is not None:
+            connection.timer.cancel()
+        connection.timer = loop.call_later(self.idle_timeout, self._expire, connection)
+
+    def _expire(self, connection: _Connection) -> None:
+        connection.timer = None
+        if self._live.get(connection.key) is connection and not connection.busy:
+            self.dropped_idle += 1
+            self._drop(connection.key)
+
+    def _evict_one(self) -> bool:
+        idle = [(c.idle_since, k) for k, c in self._live.items() if not c.busy]
+        if not idle:
+            return False
+        _, oldest = min(idle, key=lambda pair: pair[0])
+        self.evicted += 1
+        self._drop(oldest)
+        self._report()
+        return True
+
+    def _drop(self, key: object) -> None:
+        connection = self._live.pop(key)
+        if connection.timer is not None:
+            connection.timer.cancel()
+        self._dropping.add(key)
+        connection.transport.abort()
+
+    def _report(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._reported_at is None or now - self._reported_at >= _REPORT_EVERY:
+            self._reported_at = now
+            log.warning(
+                "http: connection limit reached; dropping idle connections",
+                limit=self.limit,
+                evicted=self.evicted,
+                refused=self.refused,
+                dropped_idle=self.dropped_idle,
+            )
