@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -161,8 +162,9 @@ class TestConnectionLimit:
             for _, writer in idle:
                 writer.close()
 
-    async def test_when_every_connection_is_busy_a_new_one_is_refused(self) -> None:
-        """LIMIT requests being handled: a new connection is closed at once, the busy ones finish."""
+    async def test_every_busy_and_a_newcomer_that_says_nothing(self) -> None:
+        """LIMIT requests being handled: a new connection that sends nothing is dropped as soon as
+        its bytes could have been read; the busy ones finish."""
         release = asyncio.Event()
         async with serving(release=release) as server:
             busy = []
@@ -173,7 +175,7 @@ class TestConnectionLimit:
             await asyncio.sleep(0.5)
             reader, writer = await connect(server)
             assert await dropped(reader)
-            assert server.guard.refused == 1
+            assert server.guard.evicted == 1
             writer.close()
             release.set()
             for reader, writer in busy:
@@ -181,7 +183,8 @@ class TestConnectionLimit:
                 writer.close()
 
     async def test_thousands_of_connections_never_hold_more_than_the_limit(self) -> None:
-        """300 clients connect and stall: the server never holds more than LIMIT of them at once."""
+        """300 clients connect and stall: the server holds at most twice LIMIT, and that only until
+        their first bytes are read; a probe is served in the middle of them."""
         async with serving() as server:
             clients = []
             most = 0
@@ -191,18 +194,68 @@ class TestConnectionLimit:
                 clients.append(writer)
                 await asyncio.sleep(0)
                 most = max(most, server.guard.open)
-            assert most <= LIMIT
+            assert most <= 2 * LIMIT
+            assert server.guard.most <= 2 * LIMIT
             assert (await ask(server)).startswith(b"HTTP/1.1 200")
             for writer in clients:
                 writer.close()
 
     def test_the_default_limit_leaves_most_descriptors_to_the_daemon(self) -> None:
-        """The limit is at most an eighth of the process's descriptor limit (and at most 64)."""
+        """The limit is at most a sixteenth of the process's descriptor limit (and at most 64)."""
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        assert 4 <= connection_limit() <= max(4, soft // 8)
+        assert 4 <= connection_limit() <= max(4, soft // 16)
         assert connection_limit() <= 64
+
+
+class _Transport:
+    """Just enough of a transport for the guard: it records being aborted."""
+
+    def __init__(self) -> None:
+        self.aborted = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def _iterations(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+class TestGuardRules:
+    async def test_a_burst_is_kept_until_its_bytes_are_read_then_trimmed(self) -> None:
+        """A burst of 2 x LIMIT new connections in one iteration is admitted (a probe may be among
+        them); once their first bytes could have been read, those beyond LIMIT that sent nothing or
+        half a request are dropped, oldest first, and the one that sent a whole request head is kept."""
+        guard = ConnectionGuard(limit=LIMIT, idle_timeout=IDLE)
+        transports = [_Transport() for _ in range(2 * LIMIT)]
+        for n, transport in enumerate(transports):
+            assert guard.opened(n, transport)  # type: ignore[arg-type]
+        assert not any(t.aborted for t in transports)
+        probe = 2 * LIMIT - 1  # the newest: the first to go if it were judged by age alone
+        guard.received(probe, b"GET /healthz HTTP/1.1\r")  # its head, in two reads
+        guard.received(probe, b"\nHost: x\r\n\r\n")
+        guard.received(0, b"GET /hea")  # half a request line
+        await _iterations(3)
+        assert guard.open == LIMIT
+        assert not transports[probe].aborted
+        assert transports[0].aborted
+        assert guard.evicted == LIMIT
+        guard.close_all()
+
+    async def test_beyond_twice_the_limit_with_nothing_to_drop_a_newcomer_is_refused(self) -> None:
+        """Twice the limit, all with whole requests waiting: a new connection is refused."""
+        guard = ConnectionGuard(limit=LIMIT, idle_timeout=IDLE)
+        for n in range(2 * LIMIT):
+            assert guard.opened(n, _Transport())  # type: ignore[arg-type]
+            guard.received(n, GET_HEALTHZ)
+        newcomer = _Transport()
+        assert not guard.opened("late", newcomer)  # type: ignore[arg-type]
+        assert newcomer.aborted
+        assert guard.refused == 1
+        guard.close_all()
 
 
 _junk = st.one_of(
@@ -227,6 +280,14 @@ _junk = st.one_of(
 
 
 class TestOddBytes:
+    async def test_a_request_aiohttp_cannot_parse_is_not_an_error_line(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A 400 for junk is the client's problem: no error line with a traceback per bad request."""
+        async with serving() as server:
+            with caplog.at_level(logging.DEBUG, logger="aiohttp.server"):
+                answer = await ask(server, b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.0 400")
+        assert [r for r in caplog.records if r.name == "aiohttp.server"] == []
+
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(st.lists(_junk, min_size=1, max_size=5))
     def test_any_bytes_leave_the_server_answering(self, requests: list[bytes]) -> None:

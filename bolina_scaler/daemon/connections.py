@@ -4,20 +4,27 @@ Does I/O (it closes sockets). 1,100 clients that each sent half a request line a
 kept 1,000 descriptors open for minutes: the daemon's own Kubernetes calls failed with "Too many
 open files", no scale write went out for 15 s and ``/healthz`` timed out (the kubelet would have
 restarted the pod in a loop). aiohttp's server has no header-read timeout of its own that every
-supported version honours, so the rule is kept here, below aiohttp, on every connection:
+supported version honours, so the rules are kept here, below aiohttp, on every connection:
 
 * a connection is **busy** while a handler runs; otherwise it is **idle** (connecting, sending
   a request, reading an answer, between keep-alive requests). An idle connection is dropped
   ``idle_timeout`` after it became idle: a request line dribbled byte by byte, an answer never
   read, a keep-alive connection nobody uses, all end the same way;
-* at most ``limit`` connections at once. A new one beyond the limit drops the connection that
-  has been idle longest (a prober's fresh connection sends its request at once, an attacker's
-  does not: the probe is served); when every connection is busy, the new one is refused.
+* at most ``limit`` connections. Beyond it, the connection idle longest among those that may be
+  dropped is dropped. One that may not: a busy one, one whose whole request head has arrived
+  (its handler is about to run), and a **fresh** one, accepted so recently that the loop has not
+  read its first bytes yet (two loop iterations: a probe's request is in its socket already,
+  but the loop reads it only after it has admitted the connection). So a new connection is
+  always admitted, up to twice the limit for those two iterations, and then the surplus is
+  dropped, the probe that has shown a whole request kept. Beyond twice the limit, a new
+  connection is refused when nothing can be dropped.
 
-``limit`` defaults to a share of the process's descriptor limit (``connection_limit``), so the
-HTTP port can never take the descriptors the Consul watch and the Kubernetes calls need.
-``ConnectionGuard.protocol_factory`` wraps aiohttp's low-level server (``web.Server``, a
-protocol factory) and ``middleware`` marks the busy time of each request.
+Under a flood of connections that send half a request or nothing, a kubelet probe is admitted
+and served while the flood's connections are dropped. ``limit`` defaults to a share of the
+process's descriptor limit (``connection_limit``), so the HTTP port can never take the
+descriptors the Consul watch and the Kubernetes calls need. ``ConnectionGuard.protocol_factory``
+wraps aiohttp's low-level server (``web.Server``, a protocol factory) and ``middleware`` marks
+the busy time of each request.
 """
 
 from __future__ import annotations
@@ -38,18 +45,22 @@ IDLE_TIMEOUT = 10.0
 """Seconds a connection may spend not handling a request: to send one, or to read an answer."""
 MAX_CONNECTIONS = 64
 """Kubelet probes, a metrics scraper and a few load balancers need a handful each."""
+_HEADERS_END = b"\r\n\r\n"
+_REPORT_EVERY = 60.0
+"""At most one log line per minute about connections dropped to keep the limit."""
 
 
 def connection_limit() -> int:
-    """``MAX_CONNECTIONS``, or an eighth of the descriptor limit when that is smaller (at least 4)."""
+    """``MAX_CONNECTIONS``, or a sixteenth of the descriptor limit when that is smaller (at least 4).
+
+    A sixteenth: the HTTP port may hold up to twice its limit for two loop iterations, plus one
+    accept burst (the listen backlog, which is the limit too): a quarter of the descriptors at
+    the very most, the rest for the daemon's own connections.
+    """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS
-    return max(4, min(MAX_CONNECTIONS, soft // 8))
-
-
-_REPORT_EVERY = 60.0
-"""At most one log line per minute about connections dropped to keep the limit."""
+    return max(4, min(MAX_CONNECTIONS, soft // 16))
 
 
 @dataclass(eq=False, slots=True)
@@ -58,12 +69,23 @@ class _Connection:
     """aiohttp's protocol of the connection (what ``request.protocol`` is)."""
     transport: asyncio.Transport
     idle_since: float
+    fresh: bool = True
+    """Accepted so recently that its first bytes may not have been read yet."""
     busy: bool = False
+    """A handler is running for it."""
+    requested: bool = False
+    """A whole request head arrived since it became idle: its handler is about to run."""
+    tail: bytes = b""
+    """The last bytes received (a request head's end may straddle two reads)."""
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+    @property
+    def droppable(self) -> bool:
+        return not (self.fresh or self.busy or self.requested)
 
 
 class _Guarded(asyncio.Protocol):
-    """aiohttp's protocol for one connection, with the guard told when it opens and closes."""
+    """aiohttp's protocol for one connection, with the guard told when it opens, reads and closes."""
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self._guard, self._inner = guard, inner
@@ -78,6 +100,7 @@ class _Guarded(asyncio.Protocol):
             self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        self._guard.received(self._inner, data)
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -103,9 +126,11 @@ class ConnectionGuard:
         self.dropped_idle = 0
         """Connections dropped for staying idle past ``idle_timeout``."""
         self.evicted = 0
-        """Idle connections dropped to make room for a new one."""
+        """Idle connections dropped to keep the limit."""
         self.refused = 0
-        """New connections refused because every connection was busy."""
+        """New connections refused at twice the limit, with nothing that could be dropped."""
+        self.most = 0
+        """The most connections held at once."""
         self._reported_at: float | None = None
 
     @property
@@ -133,22 +158,37 @@ class ConnectionGuard:
             return await handler(request)
         finally:
             connection.busy = False
-            if request.protocol in self._live:
+            if self._live.get(request.protocol) is connection:
                 self._start_idle(connection)
 
     # -- connections -----------------------------------------------------------------------------
 
     def opened(self, key: object, transport: asyncio.Transport) -> bool:
-        """A new connection: admit it (True), making room by dropping the longest idle one if needed."""
-        if len(self._live) >= self.limit and not self._evict_one():
+        """A new connection: admit it (True), or refuse it at twice the limit with nothing to drop."""
+        if len(self._live) >= 2 * self.limit and not self._drop_one():
             self.refused += 1
             transport.abort()
             self._report()
             return False
         connection = _Connection(key=key, transport=transport, idle_since=0.0)
         self._live[key] = connection
+        self.most = max(self.most, len(self._live))
         self._start_idle(connection)
+        self._trim()
+        loop = asyncio.get_running_loop()
+        # Its socket's reader is added in this iteration; the bytes already in it are read in the next.
+        loop.call_soon(loop.call_soon, self._settled, connection)
         return True
+
+    def received(self, key: object, data: bytes) -> None:
+        """Bytes from a client: note whether a whole request head has arrived."""
+        connection = self._live.get(key)
+        if connection is None or connection.busy:
+            return
+        if not connection.requested:
+            window = connection.tail + data
+            connection.requested = _HEADERS_END in window
+            connection.tail = window[-(len(_HEADERS_END) - 1) :]
 
     def closed(self, key: object) -> bool:
         """A connection ended; False if it was never admitted."""
@@ -167,9 +207,16 @@ class ConnectionGuard:
         for key in list(self._live):
             self._drop(key)
 
+    def _settled(self, connection: _Connection) -> None:
+        connection.fresh = False
+        if self._live.get(connection.key) is connection:
+            self._trim()
+
     def _start_idle(self, connection: _Connection) -> None:
         loop = asyncio.get_running_loop()
         connection.idle_since = loop.time()
+        connection.requested = False
+        connection.tail = b""
         if connection.timer is not None:
             connection.timer.cancel()
         connection.timer = loop.call_later(self.idle_timeout, self._expire, connection)
@@ -180,13 +227,18 @@ class ConnectionGuard:
             self.dropped_idle += 1
             self._drop(connection.key)
 
-    def _evict_one(self) -> bool:
-        idle = [(c.idle_since, k) for k, c in self._live.items() if not c.busy]
-        if not idle:
+    def _trim(self) -> None:
+        """Drop droppable connections while there are more than ``limit``."""
+        while len(self._live) > self.limit and self._drop_one():
+            pass
+
+    def _drop_one(self) -> bool:
+        droppable = [c for c in self._live.values() if c.droppable]
+        if not droppable:
             return False
-        _, oldest = min(idle, key=lambda pair: pair[0])
+        oldest = min(droppable, key=lambda c: c.idle_since)
         self.evicted += 1
-        self._drop(oldest)
+        self._drop(oldest.key)
         self._report()
         return True
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from importlib import resources
 from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bolina_scaler.config import Config
 from bolina_scaler.core.decision import Decision, Direction
@@ -102,8 +104,9 @@ class HttpServer:
 
     Every connection goes through a ``ConnectionGuard``: at most ``guard.limit`` at once, and
     none idle (sending its request, reading its answer, kept alive) for more than
-    ``guard.idle_timeout`` seconds. The listen backlog is the limit too, which bounds the
-    descriptors one burst of connections can take before the guard drops the surplus.
+    ``guard.idle_timeout`` seconds. The listen backlog is the limit too: asyncio accepts at most
+    that many connections per loop iteration (one burst of descriptors before the guard drops the
+    surplus), and the kernel drops the SYNs of a flood beyond it rather than queueing them for us.
     """
 
     def __init__(self, app: web.Application, *, host: str, port: int, guard: ConnectionGuard | None = None) -> None:
@@ -120,6 +123,7 @@ class HttpServer:
         return f"http://{host}:{self.port}"
 
     async def __aenter__(self) -> HttpServer:
+        _quiet_bad_requests()
         guard = self.guard
         self._runner = web.AppRunner(
             self._app, access_log=None, shutdown_timeout=1.0, keepalive_timeout=guard.idle_timeout
@@ -144,6 +148,21 @@ class HttpServer:
             runner, self._runner = self._runner, None
             await runner.cleanup()
         self.guard.close_all()
+
+
+class _BadRequests(logging.Filter):
+    """Drops aiohttp's error line (with a traceback) for a request it could not parse: that is the
+    client's problem, answered with a 400, and a flood of junk must not become a flood of log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
+
+def _quiet_bad_requests() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequests) for f in logger.filters):
+        logger.addFilter(_BadRequests())
 
 
 # -- handlers --------------------------------------------------------------------------------
