@@ -183,8 +183,8 @@ class TestConnectionLimit:
                 writer.close()
 
     async def test_thousands_of_connections_never_hold_more_than_the_limit(self) -> None:
-        """300 clients connect and stall: the server holds at most twice LIMIT, and that only until
-        their first bytes are read; a probe is served in the middle of them."""
+        """300 clients connect and stall: the server holds at most three times LIMIT, and that only
+        until their first bytes are read; a probe is served in the middle of them."""
         async with serving() as server:
             clients = []
             most = 0
@@ -194,8 +194,8 @@ class TestConnectionLimit:
                 clients.append(writer)
                 await asyncio.sleep(0)
                 most = max(most, server.guard.open)
-            assert most <= 2 * LIMIT
-            assert server.guard.most <= 2 * LIMIT
+            assert most <= 3 * LIMIT
+            assert server.guard.most <= 3 * LIMIT
             assert (await ask(server)).startswith(b"HTTP/1.1 200")
             for writer in clients:
                 writer.close()
@@ -226,15 +226,15 @@ async def _iterations(count: int) -> None:
 
 class TestGuardRules:
     async def test_a_burst_is_kept_until_its_bytes_are_read_then_trimmed(self) -> None:
-        """A burst of 2 x LIMIT new connections in one iteration is admitted (a probe may be among
+        """A burst of 3 x LIMIT new connections in one iteration is admitted (a probe may be among
         them); once their first bytes could have been read, those beyond LIMIT that sent nothing or
         half a request are dropped, oldest first, and the one that sent a whole request head is kept."""
         guard = ConnectionGuard(limit=LIMIT, idle_timeout=IDLE)
-        transports = [_Transport() for _ in range(2 * LIMIT)]
+        transports = [_Transport() for _ in range(3 * LIMIT)]
         for n, transport in enumerate(transports):
             assert guard.opened(n, transport)  # type: ignore[arg-type]
         assert not any(t.aborted for t in transports)
-        probe = 2 * LIMIT - 1  # the newest: the first to go if it were judged by age alone
+        probe = 3 * LIMIT - 1  # the newest: the first to go if it were judged by age alone
         guard.received(probe, b"GET /healthz HTTP/1.1\r")  # its head, in two reads
         guard.received(probe, b"\nHost: x\r\n\r\n")
         guard.received(0, b"GET /hea")  # half a request line
@@ -242,13 +242,13 @@ class TestGuardRules:
         assert guard.open == LIMIT
         assert not transports[probe].aborted
         assert transports[0].aborted
-        assert guard.evicted == LIMIT
+        assert guard.evicted == 2 * LIMIT
         guard.close_all()
 
-    async def test_beyond_twice_the_limit_with_nothing_to_drop_a_newcomer_is_refused(self) -> None:
-        """Twice the limit, all with whole requests waiting: a new connection is refused."""
+    async def test_beyond_three_times_the_limit_with_nothing_to_drop_a_newcomer_is_refused(self) -> None:
+        """Three times the limit, all with whole requests waiting: a new connection is refused."""
         guard = ConnectionGuard(limit=LIMIT, idle_timeout=IDLE)
-        for n in range(2 * LIMIT):
+        for n in range(3 * LIMIT):
             assert guard.opened(n, _Transport())  # type: ignore[arg-type]
             guard.received(n, GET_HEALTHZ)
         newcomer = _Transport()

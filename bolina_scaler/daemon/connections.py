@@ -15,9 +15,10 @@ supported version honours, so the rules are kept here, below aiohttp, on every c
   (its handler is about to run), and a **fresh** one, accepted so recently that the loop has not
   read its first bytes yet (two loop iterations: a probe's request is in its socket already,
   but the loop reads it only after it has admitted the connection). So a new connection is
-  always admitted, up to twice the limit for those two iterations, and then the surplus is
-  dropped, the probe that has shown a whole request kept. Beyond twice the limit, a new
-  connection is refused when nothing can be dropped.
+  admitted, up to three times the limit (the kept ones, and two accept bursts of fresh ones,
+  each at most the limit: asyncio's accepts per loop iteration), and then the surplus is
+  dropped, the probe that has shown a whole request kept. Beyond that, a new connection is
+  refused when nothing can be dropped.
 
 Under a flood of connections that send half a request or nothing, a kubelet probe is admitted
 and served while the flood's connections are dropped. ``limit`` defaults to a share of the
@@ -45,6 +46,8 @@ IDLE_TIMEOUT = 10.0
 """Seconds a connection may spend not handling a request: to send one, or to read an answer."""
 MAX_CONNECTIONS = 64
 """Kubelet probes, a metrics scraper and a few load balancers need a handful each."""
+_CEILING = 3
+"""Connections held at most, in limits: the kept ones and two accept bursts still fresh."""
 _HEADERS_END = b"\r\n\r\n"
 _REPORT_EVERY = 60.0
 """At most one log line per minute about connections dropped to keep the limit."""
@@ -53,9 +56,9 @@ _REPORT_EVERY = 60.0
 def connection_limit() -> int:
     """``MAX_CONNECTIONS``, or a sixteenth of the descriptor limit when that is smaller (at least 4).
 
-    A sixteenth: the HTTP port may hold up to twice its limit for two loop iterations, plus one
-    accept burst (the listen backlog, which is the limit too): a quarter of the descriptors at
-    the very most, the rest for the daemon's own connections.
+    A sixteenth: the HTTP port may hold up to three times its limit for two loop iterations, plus
+    one accept burst being dropped (asyncio accepts ``limit`` per iteration): a quarter of the
+    descriptors at the very most, the rest for the daemon's own connections.
     """
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
@@ -128,7 +131,7 @@ class ConnectionGuard:
         self.evicted = 0
         """Idle connections dropped to keep the limit."""
         self.refused = 0
-        """New connections refused at twice the limit, with nothing that could be dropped."""
+        """New connections refused at ``_CEILING`` times the limit, with nothing that could be dropped."""
         self.most = 0
         """The most connections held at once."""
         self._reported_at: float | None = None
@@ -164,8 +167,8 @@ class ConnectionGuard:
     # -- connections -----------------------------------------------------------------------------
 
     def opened(self, key: object, transport: asyncio.Transport) -> bool:
-        """A new connection: admit it (True), or refuse it at twice the limit with nothing to drop."""
-        if len(self._live) >= 2 * self.limit and not self._drop_one():
+        """A new connection: admit it (True), or refuse it at the ceiling with nothing to drop."""
+        if len(self._live) >= _CEILING * self.limit and not self._drop_one():
             self.refused += 1
             transport.abort()
             self._report()

