@@ -9,6 +9,7 @@ from the values Consul sends and from any text at all (``²`` passes ``str.isdig
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import tracemalloc
 import zlib
@@ -148,6 +149,37 @@ class TestReadAnswer:
         """Whatever the body and status code, the answer is judged, never an exception."""
         with contextlib.suppress(Failure):
             read_answer(Response(code, {"X-Consul-Index": "5"}, body), CONFIG, observed_at=0.0)
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(
+                st.builds(_entry, st.integers(0, 5), st.sampled_from(["passing", "warning", "critical"])),
+                st.builds(_entry, st.integers(0, 5), st.text(max_size=8)),  # any status at all
+                st.builds(  # any port at all, 2^70 included
+                    lambda n, port: {**_entry(n), "Service": {"ID": f"bolina-{n}", "Port": port}},
+                    st.integers(0, 5),
+                    st.integers(),
+                ),
+                st.fixed_dictionaries({"Node": st.none(), "Service": st.just({}), "Checks": st.just([])}),
+                st.integers(),
+                st.text(max_size=5),
+            ),
+            max_size=8,
+        )
+    )
+    def test_untrusted_bodies_never_change_the_scale(self, entries: list[Any]) -> None:
+        """Any list of entries, some broken or duplicated, numbers beyond 64 bits: an untrusted
+        snapshot holds the scale."""
+        body = json.dumps(entries).encode()  # the standard library writes integers of any size
+        try:
+            answer = read_answer(Response(200, {"X-Consul-Index": "9"}, body), CONFIG, observed_at=0.0)
+        except Failure:
+            return
+        snapshot = answer.snapshot()
+        decision, _ = decide(fleet=snapshot, current=4, config=POLICY, memory=Memory(), now=1.0)
+        if not snapshot.trusted:
+            assert (decision.desired, decision.direction) == (4, Direction.HOLD)
 
     def test_acl_filtered_answer_names_the_fix(self) -> None:
         """Entries hidden by ACLs: untrusted, and the problem says what the token lacks."""
