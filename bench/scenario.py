@@ -92,8 +92,12 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def shipped_config(*, consul_url: str, kubeconfig: Path, namespace: str, max_replicas: int = 1000) -> dict[str, Any]:
-    """The shipped config with this run's addresses, names and bounds (and JSON logs to a file)."""
+def shipped_config(*, consul_url: str, kubeconfig: Path, namespace: str, max_replicas: int = 10_000) -> dict[str, Any]:
+    """The shipped config with this run's addresses, names and bounds (and JSON logs to a file).
+
+    ``max_replicas`` is as large as the largest fleet: the answer-size limit derives from it
+    (``consul.max_answer_bytes`` unset), and up to 10,000 servers register here while the
+    Deployment stays near 10 replicas."""
     return _merge(
         SHIPPED,
         {

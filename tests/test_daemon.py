@@ -200,6 +200,47 @@ class TestKubernetesTrouble:
         times = [a.at for a in world.kube.arrivals if a.path.endswith("/scale")]
         assert times[1] - times[0] >= 5.0
 
+    async def test_an_impossible_scale_read_holds_and_says_why(self, world: World):
+        """spec.replicas 10^12 (or -5) is a malformed read: no decision, no patch, one line saying why;
+        a sensible read afterwards is acted on."""
+        world.serving(4)
+        world.set_statuses("warning", 1, 2, 3)  # 1 of 4 Available: a trusted fleet that wants 6
+        impossible = {"kind": "Scale", "metadata": {"resourceVersion": "1"}, "spec": {"replicas": 10**12}}
+        world.kube.inject_response({**impossible, "status": {"replicas": 4}}, count=3, method="GET", path_contains="/scale")
+        with capture_logs() as logs:
+            async with running(world.config()) as daemon:
+                await until(lambda: daemon.state.read_error is not None)
+                assert "which no API server allows" in daemon.state.read_error
+                assert daemon.state.decision is None
+                await until(lambda: world.replicas() == 6, within=60)
+        failures = [e for e in logs if e["event"] == "kubernetes request failed; holding and still watching"]
+        assert len(failures) == 1
+        assert all(p.body["spec"]["replicas"] == 6 for p in world.kube.patches)
+
+    async def test_a_conflict_storm_backs_off(self, world: World):
+        """Every patch answered 409 (someone else keeps writing the Deployment): rounds of retries
+        spaced by a growing backoff, not 5 patches a second forever."""
+        world.serving(4)
+        world.set_statuses("warning", 1, 2, 3)  # 1 of 4 Available: the daemon wants 6
+        world.kube.inject_error(409, count=1_000_000, method="PATCH", path_contains="/scale")
+        loop = asyncio.get_running_loop()
+
+        def patches() -> int:
+            return world.kube.request_count(method="PATCH", path_contains="/scale")
+
+        with capture_logs() as logs:
+            async with running(world.config()):
+                await until(lambda: patches() >= 5)
+                await asyncio.sleep(150)
+                before, since = patches(), loop.time()
+                await asyncio.sleep(150)
+                late = patches() - before
+        rounds = [e["rounds"] for e in logged(logs, "gave up after repeated conflicts; will re-read and decide again")]
+        assert rounds == list(range(1, len(rounds) + 1))  # one storm, round after round
+        # The conflict backoff grows to 30 s: ~15 s per round on average, 5 patches each (was 1 s per round).
+        assert late <= 200, f"{late} patches in {loop.time() - since:.0f} s of a conflict storm"
+        assert world.replicas() == 4
+
     async def test_dry_run_never_patches(self, world: World):
         """With dry_run the patch it would send is logged and none is sent."""
         config = world.config().model_copy(update={"dry_run": True})

@@ -66,6 +66,7 @@ MERGE_PATCH: Final = "application/merge-patch+json"
 """A JSON merge patch: the library would pick strategic-merge for a dict body otherwise."""
 
 _T = TypeVar("_T")
+_TURN_SLACK: Final = 1e-3
 _log = structlog.get_logger("bolina_scaler.actuator")
 
 
@@ -310,7 +311,9 @@ class KubeApi:
         one request at a time, ``retry_initial`` to ``retry_max`` apart, whoever sends it."""
         while self._not_before is not None:
             now = self.now()
-            if now >= self._not_before:
+            # A millisecond of slack: a timer may fire a rounding error early, and waiting that
+            # error again would not move a clock that only moves with the timers (looptime).
+            if self._not_before - now <= _TURN_SLACK:
                 self._not_before = now + self._probe.next_delay()  # the next caller's turn
                 return
             await asyncio.sleep(self._not_before - now)

@@ -7,6 +7,12 @@ Writes are optimistic: ``patch`` sends the ``resourceVersion`` it was given as a
 in a JSON *merge* patch, so a concurrent change — a person running ``kubectl scale`` — fails
 with ``Conflict`` instead of being overwritten. The daemon then re-reads and decides again.
 Every request carries ``_request_timeout`` because the library's default is to wait forever.
+
+An answer is checked before anyone sees it: ``spec.replicas`` and ``status.replicas`` must be
+integers the API allows (0 to 2^31 - 1: kube-apiserver 1.35 refuses -5 and 2^31 with a 422),
+else the read is ``Malformed`` and the daemon holds and says why. What "missing" means, as
+kube-apiserver 1.35 answers: a Deployment at 0 replicas reads ``"spec": {}`` (``replicas`` is
+``omitempty``), so a missing ``spec.replicas`` is 0; a missing ``spec`` is malformed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from bolina_scaler.logs import ProblemLog
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "Scale", "ScaleTarget"]
 
 DEFAULT_MAX_ATTEMPTS: Final = 5
+MAX_REPLICAS: Final = 2**31 - 1
+"""``spec.replicas`` is an int32 that the API server keeps at 0 or more."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,26 +116,32 @@ class ScaleTarget:
     def _scale(self, verb: str, answer: Any) -> Scale:
         spec, status, metadata = (getattr(answer, key, None) for key in ("spec", "status", "metadata"))
         resource_version = getattr(metadata, "resource_version", None)
-        # autoscaling/v1 ScaleSpec.replicas is omitempty: a Deployment at 0 answers "spec": {}.
-        replicas = getattr(spec, "replicas", None) or 0
-        status_replicas = getattr(status, "replicas", None) or 0
         selector = getattr(status, "selector", None) or None
         uid = getattr(metadata, "uid", None) or None
-        if (
-            spec is None
-            or not isinstance(replicas, int)
-            or not isinstance(status_replicas, int)
-            or not isinstance(resource_version, str)
-            or not resource_version
-        ):
+        if spec is None or not isinstance(resource_version, str) or not resource_version:
             raise Malformed(
-                f"malformed answer: {self.subject.doing(verb)} returned no spec.replicas or resourceVersion "
+                f"malformed answer: {self.subject.doing(verb)} returned no spec or resourceVersion "
                 "(is kubernetes.kubeconfig pointing at a Kubernetes API server?)"
             )
+        # autoscaling/v1 ScaleSpec.replicas is omitempty: a Deployment at 0 answers "spec": {}.
+        replicas = self._count(verb, "spec.replicas", getattr(spec, "replicas", None))
+        status_replicas = self._count(verb, "status.replicas", getattr(status, "replicas", None))
         return Scale(
             replicas=replicas,
             status_replicas=status_replicas,
             resource_version=resource_version,
             selector=selector if isinstance(selector, str) else None,
             uid=uid if isinstance(uid, str) else None,
+        )
+
+    def _count(self, verb: str, field: str, value: Any) -> int:
+        """A replica count as the API allows it (missing: 0, as omitempty writes 0); else Malformed."""
+        if value is None:
+            return 0
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPLICAS:
+            return value
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
+        raise Malformed(
+            f"malformed answer: {self.subject.doing(verb)} returned {field} {shown}, which no API server "
+            f"allows (0 to {MAX_REPLICAS}); holding until the scale reads sensibly"
         )

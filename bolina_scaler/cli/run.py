@@ -1,6 +1,8 @@
-"""``bolina-scaler run``: the daemon, until SIGTERM or SIGINT.
+"""``bolina-scaler run``: the daemon, until SIGTERM, SIGINT or SIGHUP.
 
-Does I/O (signals, the config file, the process's logging).
+Does I/O (signals, the config file, the process's logging). Each of the three stops the daemon
+cleanly (the patch in flight, the Lease released, ``stopped`` logged), and so does one that came
+before the event loop had its handlers (``stop_signals``): the daemon then starts and stops at once.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 
 import structlog
 
+from bolina_scaler import stop_signals
 from bolina_scaler.cli.common import EXIT_OK, EXIT_RUNTIME, examples, one_line
 from bolina_scaler.config import Config, load_config
-from bolina_scaler.logs import configure_logging
+from bolina_scaler.logs import configure_logging, log_loop_exception
 
 __all__ = ["add_run_command"]
 
@@ -63,8 +66,12 @@ async def _run(config: Config) -> int:
     gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    loop.set_exception_handler(log_loop_exception)
+    for signum in stop_signals.STOP_SIGNALS:
         loop.add_signal_handler(signum, _on_signal, stop, signum)
+    early = stop_signals.received()
+    if early is not None:  # before the loop had its handlers (while importing, loading the config)
+        _on_signal(stop, early)
     try:
         async with open_daemon(config) as daemon:
             await daemon.run(stop)

@@ -25,7 +25,9 @@ release on shutdown and writes local time with a ``Z``. This one follows client-
   False at once, even while a request hangs), which is before any other candidate may take the
   lease (``lease_duration`` after our last successful renew started, on their clock).
 * ``release()`` on shutdown writes ``lease.release`` so the other replica takes over within one
-  retry period.
+  retry period. The renewal that shutdown cancelled may have reached the API server all the
+  same, moving the Lease's ``resourceVersion`` past the one we last saw: a 409 on the release is
+  answered by reading the Lease again and, while it still names us, releasing that version.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ log = structlog.get_logger("bolina_scaler.coordination")
 _GET = Operation(name="lease_get", verb="get", expected=(NotFound,))
 _CREATE = Operation(name="lease_create", verb="create", expected=(Conflict,))
 _UPDATE = Operation(name="lease_update", verb="update", expected=(Conflict,))
+_RELEASE_ATTEMPTS = 3
+"""Releases tried on fresh reads after 409s, before the Lease is left to expire by itself."""
 
 
 def default_identity() -> str:
@@ -136,9 +140,7 @@ class Leadership:
                 log.debug("leader election: optimistic renew failed; reading the lease", error=str(exc))
             started = self._clock()
         try:
-            current = await self._api.call(_GET, lambda: self._coordination.read_namespaced_lease(
-                self.config.lease_name, self.namespace, _request_timeout=self._timeout),
-                subject=self._subject, problems=self._problems)  # fmt: skip
+            current = await self._read()
         except NotFound:
             return await self._create(started)
         except KubernetesError:
@@ -160,18 +162,42 @@ class Leadership:
             return self._check_deadline()
 
     async def release(self) -> None:
-        """Give the lease up at once (shutdown): empty holder, ``leaseDurationSeconds: 1``."""
+        """Give the lease up at once (shutdown): empty holder, ``leaseDurationSeconds: 1``.
+
+        A 409 (a renewal cancelled on our side but applied by the API server) is followed by a
+        fresh read: the release is sent again on that version while the Lease still names us.
+        """
         was_leading, self._leading = self._leading, False
-        written = self._written
-        if not was_leading or written is None or written.resource_version is None:
+        record = self._written
+        if not was_leading or record is None or record.resource_version is None:
             return
-        body = lease.release(name=self.config.lease_name, namespace=self.namespace, record=written, wall=self._wall())
-        try:
-            await self._update(body)
-        except KubernetesError as exc:
-            log.warning("leader election: could not release the lease; it expires by itself", error=str(exc))
-        else:
+        problem: str | None = None
+        for _attempt in range(_RELEASE_ATTEMPTS):
+            body = lease.release(
+                name=self.config.lease_name, namespace=self.namespace, record=record, wall=self._wall()
+            )
+            try:
+                await self._update(body)
+            except Conflict as exc:
+                problem = str(exc)
+                try:
+                    record = lease.LeaseRecord.of(await self._read())
+                except KubernetesError as read_failure:
+                    problem = str(read_failure)
+                    break
+                if record.holder != self.identity:
+                    log.info("leader election: the lease is no longer ours; nothing to release", holder=record.holder)
+                    problem = None
+                    break
+                continue
+            except KubernetesError as exc:
+                problem = str(exc)
+                break
             log.info("leader election: lease released", identity=self.identity)
+            problem = None
+            break
+        if problem is not None:
+            log.warning("leader election: could not release the lease; it expires by itself", error=problem)
         if self._on_change is not None:
             self._on_change(False)
 
@@ -191,6 +217,11 @@ class Leadership:
             record=record,
             leading=self._leading,
         )
+
+    async def _read(self) -> Any:
+        return await self._api.call(_GET, lambda: self._coordination.read_namespaced_lease(
+            self.config.lease_name, self.namespace, _request_timeout=self._timeout),
+            subject=self._subject, problems=self._problems)  # fmt: skip
 
     async def _update(self, body: dict[str, Any]) -> Any:
         return await self._api.call(_UPDATE, lambda: self._coordination.replace_namespaced_lease(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from bolina_scaler.config import PolicyConfig
 from bolina_scaler.core.decision import Decision
-from bolina_scaler.core.model import InstanceId
+from bolina_scaler.core.model import ServerKey
 
 __all__ = [
     "Grant",
@@ -55,8 +55,8 @@ class Memory:
     changes: tuple[ScaleChange, ...] = ()
     above_since: float | None = None
     """Since when the Available share has stayed at or above ``scale_down_ratio``."""
-    baseline: frozenset[InstanceId] | None = None
-    """Instances that were not Critical at the last trusted evaluation (mass-change guard)."""
+    baseline: frozenset[ServerKey] | None = None
+    """Servers (node, Service.ID) not Critical at the last trusted evaluation (mass-change guard)."""
     guard_since: float | None = None
     """When the mass-change guard started holding, if it is holding."""
     last_replicas: int | None = None

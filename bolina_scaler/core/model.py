@@ -16,6 +16,7 @@ __all__ = [
     "InstanceId",
     "Server",
     "ServerId",
+    "ServerKey",
     "Status",
 ]
 
@@ -27,6 +28,9 @@ InstanceId = NewType("InstanceId", str)
 
 ServerId = NewType("ServerId", str)
 """The Bolina server id a load balancer shows to clients (``Service.Meta.server_id``)."""
+
+ServerKey = tuple[str, InstanceId]
+"""What identifies a server in a fleet: its Consul node and its ``Service.ID`` (``Server.key``)."""
 
 
 class Status(enum.StrEnum):
@@ -73,3 +77,12 @@ class Server(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     pod: str | None
     status: Status
     load: float | None = None
+
+    @property
+    def key(self) -> ServerKey:
+        """What identifies this server in a fleet: its node and its ``Service.ID``.
+
+        Consul keeps a service ID unique per agent only: ten servers registered as ``bolina``
+        on ten nodes are ten servers, and must be ten to the mass-change guard.
+        """
+        return (self.node, self.instance_id)

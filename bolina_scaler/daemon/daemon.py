@@ -24,7 +24,7 @@ A dry-run daemon is a *shadow*: it never joins the election (the Lease is never 
 written), never patches, annotates pods or records Events, and logs "dry run: would scale" where
 a leader would scale, so it can run beside the real scaler.
 
-Shutdown (SIGTERM/SIGINT → ``stop``): the watch is cancelled at once; a patch already sent is
+Shutdown (SIGTERM/SIGINT/SIGHUP → ``stop``): the watch is cancelled at once; a patch already sent is
 given until ``shutdown_timeout`` to be acknowledged so its outcome is logged, never half-known;
 then the Lease is released so another replica takes over at once.
 """

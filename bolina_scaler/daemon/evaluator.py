@@ -10,12 +10,19 @@ recorder). Each evaluation ends in one ``Outcome`` that the state (``/v1/decisio
     no change ──► UNCHANGED      dry_run ──► DRY_RUN      follower ──► NOT_LEADER
     a change, leader ──► [scale-down: steer pod deletion costs] ──► patch with resourceVersion
           ├─ ok ────────► PATCHED   (record_scale: step limits, in-flight ledger)
-          ├─ 409 ───────► CONFLICT  (re-read, decide again; at most MAX_CONFLICT_RETRIES times)
+          ├─ 409 ───────► CONFLICT  (re-read, decide again; at most MAX_CONFLICT_RETRIES times,
+          │                          then no evaluation until a backoff that grows with every
+          │                          round of conflicts has passed)
           └─ error ─────► FAILED    (hold; re-read after a jittered backoff)
 
 The Deployment's scale is cached between evaluations; a patch carries the cached
 ``resourceVersion`` as a precondition, so a change someone made meanwhile turns into a 409, a
-fresh read and a fresh decision instead of overwriting them.
+fresh read and a fresh decision instead of overwriting them. Something that keeps writing the
+Deployment (another autoscaler, a loop in a script) turns every patch into a 409: after each
+round of ``MAX_CONFLICT_RETRIES`` the evaluator waits a jittered backoff between
+``kubernetes.retry_initial`` and ``kubernetes.retry_max`` that doubles round after round (new
+Consul data does not cut it short), so a conflict storm costs a few requests and log lines a
+minute, not twenty a second. Any other outcome ends the storm.
 """
 
 from __future__ import annotations
@@ -48,6 +55,10 @@ __all__ = ["MAX_CONFLICT_RETRIES", "Evaluation", "Evaluator", "evaluation_fields
 log = structlog.get_logger("bolina_scaler.daemon")
 
 MAX_CONFLICT_RETRIES = 5
+CONFLICT_BACKOFF_MAX = 30.0
+_TIMER_SLACK = 1e-3
+"""A storm of conflicts is another writer fighting over the scale, not an outage: its backoff grows
+to 30 s (kubernetes.retry_max, 1 s shipped, bounds the probe of a server that does not answer)."""
 
 
 def evaluation_fields(decision: Decision, *, now: float) -> dict[str, Any]:
@@ -127,6 +138,12 @@ class Evaluator:
         self._backoff = Backoff(config.kubernetes.retry_initial, config.kubernetes.retry_max)
         self._retry_at: float | None = None
         """After a failed request, no new one before this time (loop time)."""
+        self._conflicts = Backoff(
+            config.kubernetes.retry_initial, max(config.kubernetes.retry_max, CONFLICT_BACKOFF_MAX)
+        )
+        """Grows with every round of MAX_CONFLICT_RETRIES conflicts in a row; reset by any other outcome."""
+        self._quiet_until: float | None = None
+        """No evaluation before this (loop time): the conflict backoff is running."""
         self.problems = ProblemLog(
             log,
             failing="kubernetes request failed; holding and still watching",
@@ -143,6 +160,10 @@ class Evaluator:
         """One evaluation; None when the scale could not be read. ``reacting_to``: when the
         Consul change this evaluation answers arrived (None: a timer woke it)."""
         self.recheck_at = None
+        quiet_until = self._quiet_until
+        if quiet_until is not None and self._before(quiet_until):
+            self._recheck(quiet_until)  # a conflict storm: new data waits for the backoff too
+            return None
         evaluation: Evaluation | None = None
         for _attempt in range(MAX_CONFLICT_RETRIES):
             scale = await self._current_scale()
@@ -151,9 +172,18 @@ class Evaluator:
             decision = self._decide(snapshot, scale)
             evaluation = await self._act(decision, scale, snapshot, reacting_to)
             if evaluation.outcome is not Outcome.CONFLICT:
+                self._conflicts.reset()
+                self._quiet_until = None
                 return evaluation
-        log.warning("gave up after repeated conflicts; will re-read and decide again", attempts=MAX_CONFLICT_RETRIES)
-        self._recheck(self._clock() + self.config.kubernetes.retry_initial)
+        delay = self._conflicts.next_delay()
+        self._quiet_until = self._clock() + delay
+        log.warning(
+            "gave up after repeated conflicts; will re-read and decide again",
+            attempts=MAX_CONFLICT_RETRIES,
+            rounds=self._conflicts.attempts,
+            retry_in_s=round(delay, 3),
+        )
+        self._recheck(self._quiet_until)
         return evaluation
 
     # -- the steps -----------------------------------------------------------------------------
@@ -167,7 +197,7 @@ class Evaluator:
         )
         if fresh:
             return state.scale
-        if self._retry_at is not None and self._clock() < self._retry_at:
+        if self._retry_at is not None and self._before(self._retry_at):
             self._recheck(self._retry_at)  # backing off after a failure: a Consul change does not
             return None  # shorten the wait, the timer ends it
         try:
@@ -280,6 +310,12 @@ class Evaluator:
         return evaluation
 
     # -- timers and failures ---------------------------------------------------------------------
+
+    def _before(self, moment: float) -> bool:
+        """Whether ``moment`` is still ahead, by more than a millisecond. A timer set for it may
+        fire a rounding error early: at exactly ``moment`` the wait is over, or the evaluator
+        would set the same timer again and again without the clock moving."""
+        return moment - self._clock() > _TIMER_SLACK
 
     def _recheck(self, at: float | None) -> None:
         if at is not None and (self.recheck_at is None or at < self.recheck_at):

@@ -71,6 +71,11 @@ MATRIX = (
     "consul-outage-5min",
     "apiserver-outage-6s",
     "apiserver-outage-60s",
+    # Hostile input (issue 13): tests/integration/test_hostile.py.
+    "http-hostile-clients-low-fd-limit",
+    "consul-answer-oversized",
+    "consul-answer-gzip-bomb",
+    "servers-api-polled-at-10k",
 )
 
 
@@ -216,8 +221,8 @@ class Scalers:
         )
         return deep_merge(config, extra)
 
-    def start(self, config: dict[str, Any]) -> Scaler:
-        scaler = Scaler(self.dir, config)
+    def start(self, config: dict[str, Any], *, nofile: int | None = None) -> Scaler:
+        scaler = Scaler(self.dir, config, nofile=nofile)
         self.started.append(scaler)
         scaler.start()
         return scaler
@@ -352,7 +357,8 @@ def render_doc(rows: dict[str, dict[str, Any]], *, elapsed: float) -> str:
         "     tests' own measurements. Do not edit by hand: run the integration tests instead,",
         "     `python -m pytest tests/integration` (rewritten only when every case below ran). -->",
         "",
-        "Each row is one test in `tests/integration/test_faults.py`. It runs the real",
+        "Each row is one test in `tests/integration/test_faults.py` (rows 16 and up, hostile input:",
+        "`tests/integration/test_hostile.py`). It runs the real",
         "`bolina-scaler run` process with the scaler ServiceAccount's own token (the shipped RBAC,",
         "server-side applied) against a real `consul agent -dev` with ACLs and a real control plane",
         "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok fake nodes), injects",

@@ -244,6 +244,8 @@ class ConsulAgent:
         self.scaler_token_file = self.dir / "scaler-consul-token"
         self.services: dict[str, dict[str, Any]] = {}
         """What this test registered (so a restarted -dev agent can be given it again)."""
+        self.external: dict[str, str] = {}
+        """Servers registered in the catalog on external nodes (``register_external``): id → node."""
 
     @property
     def address(self) -> str:
@@ -337,6 +339,43 @@ class ConsulAgent:
     def reregister_all(self) -> None:
         for registration in list(self.services.values()):
             assert self.api("PUT", "/v1/agent/service/register", registration).status == 200
+
+    def txn(self, operations: list[dict[str, Any]]) -> None:
+        """Catalog writes in transactions of at most 64 operations (Consul's limit per transaction)."""
+        for start in range(0, len(operations), 64):
+            answer = self.api("PUT", "/v1/txn", operations[start : start + 64], timeout=60)
+            assert answer.status == 200, answer
+
+    def register_external(self, servers: dict[str, str], *, per_node: int = 100) -> None:
+        """Register many servers at once in the catalog (external nodes, no agent, no serfHealth): each
+        a ``bolina`` service with its own check in the given status. For large fleets, fast."""
+        operations: list[dict[str, Any]] = []
+        for n, (server_id, status) in enumerate(servers.items()):
+            node = f"ext-{n // per_node}"
+            if n % per_node == 0:
+                address = f"10.{n // 65536 % 256}.{n // 256 % 256}.1"
+                operations.append({"Node": {"Verb": "set", "Node": {"Node": node, "Address": address}}})
+            service = {
+                "ID": server_id,
+                "Service": "bolina",
+                "Port": 9001,
+                "Address": f"10.9.{n // 250 % 250}.{n % 250}",
+                "Meta": {"server_id": server_id, "udp_port": "9002"},
+            }
+            operations.append({"Service": {"Verb": "set", "Node": node, "Service": service}})
+            operations.append({"Check": {"Verb": "set", "Check": self._check(node, server_id, status)}})
+        self.txn(operations)
+        self.external.update({server_id: f"ext-{n // per_node}" for n, server_id in enumerate(servers)})
+
+    def set_external(self, server_id: str, status: str) -> None:
+        """One external server's check to ``status`` (a catalog write: one new index)."""
+        node = self.external[server_id]
+        self.txn([{"Check": {"Verb": "set", "Check": self._check(node, server_id, status)}}])
+
+    @staticmethod
+    def _check(node: str, server_id: str, status: str) -> dict[str, Any]:
+        return {"Node": node, "CheckID": f"service:{server_id}", "Name": "Bolina availability", "Status": status,
+                "ServiceID": server_id, "Output": status}  # fmt: skip
 
     def statuses(self) -> dict[str, str]:
         entries = self.api("GET", "/v1/health/service/bolina").json()
@@ -736,8 +775,10 @@ _COUNTER = itertools.count()
 class Scaler:
     """The real ``bolina-scaler run --config PATH`` process (``python -m bolina_scaler``)."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], *, nofile: int | None = None) -> None:
+        """``nofile``: run it with this file-descriptor limit (soft and hard), as a container might."""
         self.dir = workdir
+        self.nofile = nofile
         self.name = f"scaler-{next(_COUNTER)}"
         self.port = free_port()
         self.config = deep_merge(config, {"http": {"port": self.port}})
@@ -751,13 +792,52 @@ class Scaler:
     def start(self) -> Scaler:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "KUBECONFIG", "KUBERNETES_"))}
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = Proc(
-            self.name,
-            [sys.executable, "-m", "bolina_scaler", "run", "--config", str(self.config_path)],
-            self.log,
-            env=env,
-        )
+        argv = [sys.executable, "-m", "bolina_scaler", "run", "--config", str(self.config_path)]
+        if self.nofile is not None:
+            # Lower the limit in the child itself, then exec the daemon (same pid): no preexec_fn,
+            # which is unsafe while the test runs threads (the Consul proxy's).
+            trampoline = (
+                "import os, resource, sys; n = int(sys.argv[1]); "
+                "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); os.execv(sys.executable, sys.argv[2:])"
+            )
+            argv = [sys.executable, "-c", trampoline, str(self.nofile), *argv]
+        self.proc = Proc(self.name, argv, self.log, env=env)
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(resident now, peak resident since start) in MB, from /proc."""
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.pid}/status").read_text().splitlines() if ":" in line
+        )
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def open_files(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def file_limit(self) -> int:
+        limits = Path(f"/proc/{self.pid}/limits").read_text().splitlines()
+        line = next(line for line in limits if line.startswith("Max open files"))
+        return int(line.split()[3])
+
+    def not_json(self) -> list[str]:
+        """Lines of the log that are not JSON objects (the harness's own '===' start lines aside)."""
+        text = self.log.read_text(errors="replace")
+        bad = []
+        for raw in text.splitlines():
+            if not raw.strip() or raw.startswith("=== "):
+                continue
+            try:
+                ok = isinstance(json.loads(raw), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(raw)
+        return bad
 
     @property
     def url(self) -> str:
@@ -829,6 +909,12 @@ class ProxyFaults:
     index_offset: int = 0
     """Added to X-Consul-Index of health answers (and taken off the ``index`` the client sends back):
     setting it back to 0 makes the index the client sees go backwards, as after a snapshot restore."""
+    stream: Callable[[], Iterator[bytes]] | None = None
+    """Replace the body of health answers by these chunks (made on demand: a 200 MB answer is never
+    held), with ``stream_headers`` added (e.g. Content-Encoding) and no Content-Length."""
+    stream_headers: dict[str, str] = field(default_factory=dict)
+    streamed: int = 0
+    """Bytes of ``stream`` bodies actually sent so far (what the client read, give or take a buffer)."""
     hits: int = 0
     """Health answers tampered with so far."""
     outage: bool = False
@@ -958,6 +1044,18 @@ class ConsulProxy:
                     held = time.monotonic()
                     while time.monotonic() - held < faults.delay:  # noqa: ASYNC110 (set from another thread)
                         await asyncio.sleep(0.05)
+                if health and faults.stream is not None and status == 200:
+                    faults.hits += 1
+                    response = web.StreamResponse(status=status, headers={**headers, **faults.stream_headers})
+                    await response.prepare(request)
+                    try:
+                        for chunk in faults.stream():
+                            await response.write(chunk)
+                            faults.streamed += len(chunk)
+                        await response.write_eof()
+                    except (ConnectionError, RuntimeError):
+                        pass  # the client stopped reading: that is the point
+                    return response
                 if health and (faults.corrupt is not None or faults.cut):
                     faults.hits += 1
                     if faults.cut:
