@@ -206,7 +206,9 @@ class TestKubernetesTrouble:
         world.serving(4)
         world.set_statuses("warning", 1, 2, 3)  # 1 of 4 Available: a trusted fleet that wants 6
         impossible = {"kind": "Scale", "metadata": {"resourceVersion": "1"}, "spec": {"replicas": 10**12}}
-        world.kube.inject_response({**impossible, "status": {"replicas": 4}}, count=3, method="GET", path_contains="/scale")
+        world.kube.inject_response(
+            {**impossible, "status": {"replicas": 4}}, count=3, method="GET", path_contains="/scale"
+        )
         with capture_logs() as logs:
             async with running(world.config()) as daemon:
                 await until(lambda: daemon.state.read_error is not None)
