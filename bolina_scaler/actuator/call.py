@@ -1,8 +1,12 @@
 """One way to send a Kubernetes API request: typed errors, retries, metrics, each problem logged once.
 
 Does I/O (through the ``kubernetes_asyncio`` ``ApiClient`` of a ``connection.Connection``). Every
-request of the daemon (scale, Lease, Events, pods) goes through ``KubeApi.call``, so each verb
-module only says what to send. ``call``:
+request of the daemon (scale, Lease, Events, pods, the Deployment) goes through ``KubeApi.call``,
+so each verb module only says what to send. A request is sent by ``KubeApi.request`` (or ``open``
+for a stream): a method, a path and a body through the library's REST client, the answer read as
+JSON with orjson, at most ``MAX_ANSWER_BYTES``. The library's generated API classes and models
+are never imported (``lazy_client``: ~37 MB and ~850 modules the daemon does not need).
+``call``:
 
 * times the request (retries included) in ``bolina_scaler_kubernetes_request_duration_seconds``
   and counts a failure in ``bolina_scaler_kubernetes_errors_total``, by operation;
@@ -40,6 +44,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import aiohttp
+import orjson
 import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -50,6 +55,7 @@ from bolina_scaler.logs import ProblemLog
 from bolina_scaler.metrics import Metrics
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
     "MERGE_PATCH",
     "Conflict",
     "Forbidden",
@@ -60,10 +66,13 @@ __all__ = [
     "Operation",
     "Subject",
     "Unavailable",
+    "read_capped",
 ]
 
 MERGE_PATCH: Final = "application/merge-patch+json"
-"""A JSON merge patch: the library would pick strategic-merge for a dict body otherwise."""
+"""A JSON merge patch (a strategic-merge patch needs the server to know the schema; ours never do)."""
+MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
+"""The largest answer read: a metadata-only list of 10,000 pods is ~5 MB; etcd caps an object at 1.5 MiB."""
 
 _T = TypeVar("_T")
 _TURN_SLACK: Final = 1e-3
@@ -205,6 +214,60 @@ class KubeApi:
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
+    ) -> Any:
+        """Send one request and return its JSON answer; a non-2xx answer raises ``ApiException``
+        (``call`` turns it into the exception tree), an answer that is not JSON ``ValueError``."""
+        response = await self.open(method, path, body=body, content_type=content_type, query=query, accept=accept)
+        async with response:
+            data = await read_capped(response, MAX_ANSWER_BYTES)
+        return orjson.loads(data)
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
+        request_timeout: Any = None,
+    ) -> Any:
+        """Send one request and return the open ``aiohttp`` response (a 2xx one: else ``ApiException``).
+        ``request_timeout`` defaults to ``kubernetes.request_timeout``; a watch passes its own."""
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        response = await self.api_client.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=self.config.request_timeout if request_timeout is None else request_timeout,
+        )
+        if not 200 <= response.status <= 299:
+            async with response:
+                try:
+                    text = await read_capped(response, 64 * 1024)
+                except (ValueError, aiohttp.ClientError):
+                    text = b""  # the status alone says enough
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body, error.headers = text, response.headers
+            raise error
+        return response
 
     async def call(
         self,
@@ -361,6 +424,17 @@ def _failure(
         f"rejected (HTTP {status} {_status_reason(exc)}): could not {doing}: {_server_message(exc)}",
         status=status,
     )
+
+
+async def read_capped(response: Any, limit: int) -> bytes:
+    """The whole body of an ``aiohttp`` response (``content.read(n)`` returns whatever has
+    arrived), at most ``limit`` bytes: ``ValueError`` beyond."""
+    body = bytearray()
+    while chunk := await response.content.read(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise ValueError(f"the answer is larger than {limit} bytes")
+    return bytes(body)
 
 
 def _status_object(exc: ApiException) -> dict[str, Any]:

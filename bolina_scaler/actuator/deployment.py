@@ -28,9 +28,8 @@ from typing import Any, Final
 import aiohttp
 import orjson
 import structlog
-from kubernetes_asyncio.client.exceptions import ApiException
 
-from bolina_scaler.actuator.call import KubeApi, KubernetesError, Malformed, Operation, Subject
+from bolina_scaler.actuator.call import KubeApi, KubernetesError, Malformed, Operation, Subject, read_capped
 from bolina_scaler.core.pacing import Backoff
 from bolina_scaler.core.pause import Pause, pause_of
 from bolina_scaler.logs import ProblemLog
@@ -116,14 +115,11 @@ class DeploymentWatch:
 
     async def _get(self) -> str:
         """GET the Deployment; returns its resourceVersion."""
-        timeout = self._api.config.request_timeout
 
         async def request() -> dict[str, Any]:
-            response = await self._open(
-                f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.name}", [], timeout
-            )
+            response = await self._api.open("GET", f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.name}")
             async with response:
-                body = await _read_capped(response, MAX_EVENT_BYTES)
+                body = await read_capped(response, MAX_EVENT_BYTES)
             return self._metadata(body)
 
         try:
@@ -155,7 +151,7 @@ class DeploymentWatch:
         ]
         path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
         response = await self._api.call(
-            _WATCH, lambda: self._open(path, query, (timeout, seconds + timeout)),
+            _WATCH, lambda: self._api.open("GET", path, query=query, request_timeout=(timeout, seconds + timeout)),
             subject=self._subject, problems=self._problems,
         )  # fmt: skip
         try:
@@ -179,28 +175,6 @@ class DeploymentWatch:
             self._problems.failed(str(exc), key=_WATCH.name, operation=_WATCH.name)
             raise
         return version
-
-    async def _open(self, path: str, query: list[tuple[str, str]], request_timeout: Any) -> Any:
-        """Send a GET and return the open aiohttp response; a non-2xx answer raises ``ApiException``."""
-        response = await self._api.api_client.call_api(
-            path,
-            "GET",
-            query_params=query,
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=request_timeout,
-        )
-        if not 200 <= response.status <= 299:
-            async with response:
-                try:
-                    body = await _read_capped(response, 64 * 1024)
-                except (ValueError, aiohttp.ClientError):
-                    body = b""  # the status alone says enough
-            error = ApiException(status=response.status, reason=response.reason)
-            error.body, error.headers = body, response.headers
-            raise error
-        return response
 
     # -- what came back ------------------------------------------------------------------------
 
@@ -250,13 +224,3 @@ class DeploymentWatch:
         self.pause = pause
         if self._on_change is not None:
             self._on_change(pause)
-
-
-async def _read_capped(response: Any, limit: int) -> bytes:
-    """The whole body (``StreamReader.read(n)`` returns whatever has arrived), at most ``limit`` bytes."""
-    body = bytearray()
-    while chunk := await response.content.read(64 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise ValueError(f"the answer is larger than {limit} bytes")
-    return bytes(body)

@@ -42,7 +42,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from kubernetes_asyncio import client
 
 from bolina_scaler.actuator.call import Conflict, KubeApi, KubernetesError, NotFound, Operation, Subject
 from bolina_scaler.config import LeaderElectionConfig
@@ -87,7 +86,7 @@ class Leadership:
         self.holder: str | None = None
         """The holder we last saw (ourselves included); None before the first read."""
         self._api = api
-        self._coordination: Any = client.CoordinationV1Api(api.api_client)
+        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
         self._subject = Subject(resource="leases", kind="lease", namespace=self.namespace, name=config.lease_name)
         self._clock = clock
         self._wall = wall_clock
@@ -203,10 +202,6 @@ class Leadership:
 
     # -- internals ---------------------------------------------------------------------------
 
-    @property
-    def _timeout(self) -> float:
-        return self._api.config.request_timeout
-
     def _claim(self, record: lease.LeaseRecord | None) -> dict[str, Any]:
         return lease.claim(
             name=self.config.lease_name,
@@ -219,20 +214,19 @@ class Leadership:
         )
 
     async def _read(self) -> Any:
-        return await self._api.call(_GET, lambda: self._coordination.read_namespaced_lease(
-            self.config.lease_name, self.namespace, _request_timeout=self._timeout),
+        return await self._api.call(_GET, lambda: self._api.request(
+            "GET", f"{self._path}/{self.config.lease_name}"),
             subject=self._subject, problems=self._problems)  # fmt: skip
 
     async def _update(self, body: dict[str, Any]) -> Any:
-        return await self._api.call(_UPDATE, lambda: self._coordination.replace_namespaced_lease(
-            self.config.lease_name, self.namespace, body, _request_timeout=self._timeout),
+        return await self._api.call(_UPDATE, lambda: self._api.request(
+            "PUT", f"{self._path}/{self.config.lease_name}", body=body),
             subject=self._subject, problems=self._problems)  # fmt: skip
 
     async def _create(self, started: float) -> bool:
         body = self._claim(None)
         try:
-            created = await self._api.call(_CREATE, lambda: self._coordination.create_namespaced_lease(
-                self.namespace, body, _request_timeout=self._timeout),
+            created = await self._api.call(_CREATE, lambda: self._api.request("POST", self._path, body=body),
                 subject=self._subject, problems=self._problems)  # fmt: skip
         except Conflict:
             return False  # created by another candidate meanwhile
