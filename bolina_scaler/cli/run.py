@@ -59,7 +59,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 async def _run(config: Config) -> int:
     from bolina_scaler.daemon import open_daemon
 
-    # Start-up leaves tens of thousands of long-lived objects on the heap (kubernetes_asyncio's models,
+    # Start-up leaves tens of thousands of long-lived objects on the heap (aiohttp, structlog,
     # pydantic, prometheus_client). Freezing them moves them out of the collector's reach, so a
     # full collection triggered while an answer is decoded no longer rescans them all.
     gc.collect()
