@@ -45,7 +45,7 @@ async def measure_idle(
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 120
-        while not log_events(child.log, "evaluation"):
+        while not log_events(child.log, "decision.evaluated"):
             if loop.time() > deadline or not child.alive():
                 raise RuntimeError(f"idle-{size}: no evaluation; see {child.log}")
             await asyncio.sleep(0.1)

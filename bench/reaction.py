@@ -62,7 +62,7 @@ async def _start(
 
     def started() -> bool:
         if subject == "daemon":
-            return bool(log_events(child.log, "evaluation"))
+            return bool(log_events(child.log, "decision.evaluated"))
         return "ready" in child.log.read_text(errors="replace")
 
     while not started():

@@ -10,6 +10,22 @@ the event loop's exception handler (``cli.run`` installs it), which would otherw
 tracebacks. The JSON renderer cannot fail on any value a log line may carry (an integer beyond
 64 bits from a Consul header, an object whose ``str()`` raises, a dict keyed by tuples, a
 string with lone surrogates): what orjson refuses is rendered as text instead.
+
+Event names follow one style, so a line can be found without knowing its wording:
+
+* ``event`` is ``<area>.<what>``: lowercase words joined by ``_`` (``EVENT_NAME``). The area
+  comes first (``consul``, ``decision``, ``scale``, ``kubernetes``, ``leader``, ``pause``,
+  ``events``, ``deletion_cost``, ``http``, ``daemon``, ``report``, ``demo``), so
+  ``jq 'select(.event | startswith("scale."))'`` selects one area; ``what`` is what happened
+  (``scale.patched``, ``leader.elected``) or the state entered (``consul.failing``, then
+  ``consul.recovered``).
+* A sentence for a person goes in ``message``; every warning has one, saying what the daemon
+  does meanwhile. Values go in their own fields, never into the name or the sentence.
+* Lines from libraries (aiohttp, asyncio) are ``library.logged``, their text in ``message`` and
+  their logger in ``logger``.
+
+``tests/test_logs.py`` checks every event name in the package against ``EVENT_NAME``; the list
+of names, with what each warning means and what to do, is docs/deploy.md's troubleshooting.
 """
 
 from __future__ import annotations
@@ -17,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
@@ -24,7 +41,12 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-__all__ = ["ProblemLog", "configure_logging", "log_loop_exception", "render_json"]
+__all__ = ["EVENT_NAME", "LIBRARY_EVENT", "ProblemLog", "configure_logging", "log_loop_exception", "render_json"]
+
+EVENT_NAME = re.compile(r"[a-z]+(_[a-z]+)*\.[a-z]+(_[a-z]+)*")
+"""``<area>.<what>``: what every ``event`` of the daemon matches (see the module docstring)."""
+LIBRARY_EVENT = "library.logged"
+"""The event of a line a library wrote through the standard ``logging``."""
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 _OPTIONS = orjson.OPT_NON_STR_KEYS
@@ -77,6 +99,14 @@ def _text(value: Any) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+def _sentence_first(_logger: Any, _name: str, event_dict: Any) -> Any:
+    """Console only: show ``message`` next to the event name, where a person reads first."""
+    message = event_dict.pop("message", None)
+    if message is not None:
+        event_dict["event"] = f"{event_dict.get('event')}: {message}"
+    return event_dict
+
+
 def _never_failing(renderer: Any) -> Any:
     """A renderer (the console one) that falls back to ``render_json`` rather than raise."""
 
@@ -109,10 +139,10 @@ class _ToStructlog(logging.Handler):
             message = record.getMessage()
         except Exception:  # a bad %-format in someone's log call
             message = _text(record.msg)
-        fields: dict[str, Any] = {"logger": record.name}
+        fields: dict[str, Any] = {"message": message, "logger": record.name}
         if record.exc_info and record.exc_info[0] is not None:
             fields["exc_info"] = record.exc_info
-        structlog.get_logger(record.name).log(record.levelno, message, **fields)
+        structlog.get_logger(record.name).log(record.levelno, LIBRARY_EVENT, **fields)
 
 
 def configure_logging(*, level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -120,11 +150,11 @@ def configure_logging(*, level: str = "info", fmt: str = "auto", stream: TextIO 
     stream = stream if stream is not None else sys.stdout
     if fmt == "auto":
         fmt = "console" if stream.isatty() else "json"
-    renderer: structlog.typing.Processor
+    renderers: list[structlog.typing.Processor]
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(serializer=render_json)
+        renderers = [structlog.processors.JSONRenderer(serializer=render_json)]
     else:
-        renderer = _never_failing(structlog.dev.ConsoleRenderer(colors=stream.isatty()))
+        renderers = [_sentence_first, _never_failing(structlog.dev.ConsoleRenderer(colors=stream.isatty()))]
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -132,7 +162,7 @@ def configure_logging(*, level: str = "info", fmt: str = "auto", stream: TextIO 
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=lambda *_: _Output(stream),
@@ -163,22 +193,24 @@ def log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
             fields[key] = _text(context[key])[:200]
     if isinstance(exception, BaseException):
         fields["exc_info"] = (type(exception), exception, exception.__traceback__)
-    _loop_log.error("unhandled error in the event loop", **fields)
+    _loop_log.error("daemon.unhandled_error", message="unhandled error in the event loop", **fields)
 
 
 class ProblemLog:
     """Log each distinct problem once, and the recovery once: one line per change, not per attempt.
 
-    ``failed(problem, key=...)`` writes ``failing`` (with ``error=problem``) only when ``problem``
-    differs from the last one seen under ``key``; ``recovered(key=...)`` writes ``recovered`` once
-    when ``key`` had a problem. Keys let one component follow several operations at once (the
-    scale read and the scale patch fail and recover on their own).
+    ``failed(problem, key=...)`` writes the ``failing`` event (with ``error=problem`` and the
+    ``message`` that says what the daemon does meanwhile) only when ``problem`` differs from the
+    last one seen under ``key``; ``recovered(key=...)`` writes ``recovered`` once when ``key`` had
+    a problem. Keys let one component follow several operations at once (the scale read and the
+    scale patch fail and recover on their own).
     """
 
-    def __init__(self, logger: Any, *, failing: str, recovered: str) -> None:
+    def __init__(self, logger: Any, *, failing: str, recovered: str, message: str) -> None:
         self._log = logger
         self._failing_event = failing
         self._recovered_event = recovered
+        self._message = message
         self._problems: dict[str, str] = {}
 
     @property
@@ -191,7 +223,7 @@ class ProblemLog:
         if self._problems.get(key) == problem:
             return False
         self._problems[key] = problem
-        getattr(self._log, level)(self._failing_event, error=problem, **fields)
+        getattr(self._log, level)(self._failing_event, message=self._message, error=problem, **fields)
         return True
 
     def recovered(self, *, key: str = "", **fields: Any) -> None:

@@ -28,7 +28,7 @@ class TestColdStart:
         assert patch.content_type == "application/merge-patch+json"
         assert patch.body["spec"] == {"replicas": 2}
         assert "resourceVersion" in patch.body["metadata"]
-        first = logged(logs, "evaluation")[0]
+        first = logged(logs, "decision.evaluated")[0]
         assert (first["reason"], first["current"], first["desired"]) == ("cold_start", 0, 2)
 
 
@@ -66,7 +66,7 @@ class TestScaleUp:
                 assert daemon.state.decision.inputs.pending == 2
                 # After startup_grace (30 s) the phantom replicas stop counting: scale up again.
                 await until(lambda: world.replicas() > 6, within=40)
-        expired = [e for e in logged(logs, "evaluation") if e.get("pending_expired")]
+        expired = [e for e in logged(logs, "decision.evaluated") if e.get("pending_expired")]
         assert expired
         assert any("startup_grace" in note for note in expired[0]["notes"])
 
@@ -91,11 +91,11 @@ class TestConsulTrouble:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.consul.inject(Fault.http_error(500), times=6)
                 world.consul.touch("bolina")  # the parked query answers; the next ones fail
-                await until(lambda: any(e["reason"] == "untrusted_data" for e in logged(logs, "evaluation")))
+                await until(lambda: any(e["reason"] == "untrusted_data" for e in logged(logs, "decision.evaluated")))
                 world.set_statuses("critical", 1, 2, 3)
                 assert world.replicas() == 4
                 await until(lambda: world.replicas() == 6, within=120)
-        held = next(e for e in logged(logs, "evaluation") if e["reason"] == "untrusted_data")
+        held = next(e for e in logged(logs, "decision.evaluated") if e["reason"] == "untrusted_data")
         assert held["direction"] == "hold"
         assert any("500" in p for p in held["trust_problems"])
 
@@ -119,7 +119,7 @@ class TestConsulTrouble:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.consul.known_leader = False
                 world.set_statuses("critical", 1, 2, 3)
-                await until(lambda: any(e["reason"] == "untrusted_data" for e in logged(logs, "evaluation")))
+                await until(lambda: any(e["reason"] == "untrusted_data" for e in logged(logs, "decision.evaluated")))
         assert world.replicas() == 4
 
 
@@ -132,7 +132,7 @@ class TestKubernetesTrouble:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.kube.scale_by_hand(NS, "bolina", 8)
                 world.set_statuses("warning", 1, 2, 3)
-                await until(lambda: any(e.get("external_change_from") == 4 for e in logged(logs, "evaluation")))
+                await until(lambda: any(e.get("external_change_from") == 4 for e in logged(logs, "decision.evaluated")))
         # The four hand-added pods count as starting: 1+4 of 4+4 is above target, nothing to add.
         assert world.replicas() == 8
         stale = [p for p in world.kube.patches if p.body["spec"]["replicas"] == 6]
@@ -215,7 +215,7 @@ class TestKubernetesTrouble:
                 assert "which no API server allows" in daemon.state.read_error
                 assert daemon.state.decision is None
                 await until(lambda: world.replicas() == 6, within=60)
-        failures = [e for e in logs if e["event"] == "kubernetes request failed; holding and still watching"]
+        failures = [e for e in logs if e["event"] == "kubernetes.failing"]
         assert len(failures) == 1
         assert all(p.body["spec"]["replicas"] == 6 for p in world.kube.patches)
 
@@ -237,7 +237,7 @@ class TestKubernetesTrouble:
                 before, since = patches(), loop.time()
                 await asyncio.sleep(150)
                 late = patches() - before
-        rounds = [e["rounds"] for e in logged(logs, "gave up after repeated conflicts; will re-read and decide again")]
+        rounds = [e["rounds"] for e in logged(logs, "scale.conflicts_exhausted")]
         assert rounds == list(range(1, len(rounds) + 1))  # one storm, round after round
         # The conflict backoff grows to 30 s: ~15 s per round on average, 5 patches each (was 1 s per round).
         assert late <= 200, f"{late} patches in {loop.time() - since:.0f} s of a conflict storm"
@@ -248,9 +248,9 @@ class TestKubernetesTrouble:
         config = world.config().model_copy(update={"dry_run": True})
         with capture_logs() as logs:
             async with running(config):
-                await until(lambda: bool(logged(logs, "dry run: would scale")))
+                await until(lambda: bool(logged(logs, "scale.dry_run")))
         assert world.patch_count() == 0
-        line = logged(logs, "dry run: would scale")[0]
+        line = logged(logs, "scale.dry_run")[0]
         assert (line["before"], line["after"], line["reason"]) == (0, 2, "cold_start")
         assert line["would_patch"] == {"spec": {"replicas": 2}}
 
@@ -268,7 +268,7 @@ class TestKubernetesTrouble:
         assert world.kube.request_count(path_contains="/events") == 0
         assert world.kube.lease(NS, "bolina-scaler") is None
         assert world.patch_count() == 0
-        assert {line["role"] for line in logged(logs, "evaluation")} == {"shadow"}
+        assert {line["role"] for line in logged(logs, "decision.evaluated")} == {"shadow"}
 
 
 class TestShutdown:

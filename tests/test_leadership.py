@@ -132,7 +132,7 @@ class TestLeaseLoop:
         calls = [(r.method, r.status) for r in world.kube.requests[first:] if "/leases" in r.path]
         assert calls == [("PUT", 409), ("GET", 200), ("PUT", 200)]
         assert world.kube.lease(NS, LEASE)["spec"].get("holderIdentity") is None  # type: ignore[index]
-        assert [e["event"] for e in logs] == ["leader election: lease released"]
+        assert [e["event"] for e in logs] == ["leader.released"]
 
     async def test_release_of_a_lease_taken_meanwhile(self, world: World):
         """If the re-read shows another holder, there is nothing to release and nothing is written."""

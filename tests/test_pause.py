@@ -98,11 +98,11 @@ class TestPausedDaemon:
         assert reasons.count("ScalingPaused") == 1
         assert reasons.count("ScalingResumed") == 1
         assert reasons.index("ScalingPaused") < reasons.index("ScalingResumed") < reasons.index("SuccessfulRescale")
-        paused_lines = [line for line in logged(logs, "evaluation") if line["reason"] == "paused"]
+        paused_lines = [line for line in logged(logs, "decision.evaluated") if line["reason"] == "paused"]
         assert paused_lines
         assert any("the policy would scale 4 → 6" in line["why"] for line in paused_lines)
-        assert len(logged(logs, "scaling paused")) == 1
-        assert len(logged(logs, "scaling resumed")) == 1
+        assert len(logged(logs, "pause.paused")) == 1
+        assert len(logged(logs, "pause.resumed")) == 1
 
     async def test_paused_replicas_scales_once_to_the_held_count(self, world: World):
         """paused-replicas=3: one patch to 3, then nothing, whatever Consul says."""
@@ -126,7 +126,7 @@ class TestPausedDaemon:
                 assert daemon.state.decision is not None
                 assert daemon.state.decision.reason == "paused"
         assert world.patch_count() == 0
-        assert logged(logs, "evaluation")[0]["reason"] == "paused"
+        assert logged(logs, "decision.evaluated")[0]["reason"] == "paused"
         assert not [e for e in world.kube.events(NS) if e["reason"] == "ScalingPaused"], (
             "a restart is not a new pause: no Event"
         )
@@ -200,7 +200,7 @@ class TestDeploymentWatch:
                 await until(lambda: daemon.state.pause is not None)
                 assert daemon.watch is not None
         assert not [line for line in logs if line["log_level"] == "error"]
-        assert len(logged(logs, "scaling paused")) == 1
+        assert len(logged(logs, "pause.paused")) == 1
 
     async def test_a_malformed_event_is_logged_once_and_read_again(self, world: World):
         """A watch line that is not a JSON event: one warning, then a fresh GET, then the pause works."""
@@ -210,10 +210,9 @@ class TestDeploymentWatch:
                 await until(lambda: daemon.state.pause_known and bool(world.kube._watchers))
                 for _, _, queue in world.kube._watchers:
                     queue.put_nowait({"type": "MODIFIED", "object": "not an object"})
-                await until(lambda: bool(logged(logs, "cannot read the Deployment's pause annotations; "
-                                                       "the last known state stays in force")))  # fmt: skip
+                await until(lambda: bool(logged(logs, "pause.read_failing")))
                 world.kube.annotate(NS, "bolina", {PAUSED_REPLICAS: "2"})
                 await until(lambda: daemon.state.pause is not None and daemon.state.pause.replicas == 2)
-        failing = logged(logs, "cannot read the Deployment's pause annotations; the last known state stays in force")
+        failing = logged(logs, "pause.read_failing")
         assert len(failing) == 1
         assert "malformed watch event" in failing[0]["error"]

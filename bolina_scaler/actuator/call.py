@@ -358,7 +358,8 @@ class KubeApi:
                     status=last_status,
                 )
             _log.warning(
-                "kubernetes.retry",
+                "kubernetes.retrying",
+                message="a transient failure; trying again",
                 operation=operation.name,
                 object=subject.doing(operation.verb),
                 attempt=attempt,

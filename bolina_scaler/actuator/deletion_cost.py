@@ -97,8 +97,9 @@ class DeletionCostSteering:
         self._pods = Subject(resource="pods", kind="pod", namespace=self.namespace)
         self._problems = ProblemLog(
             log,
-            failing="could not set pod deletion costs; Kubernetes picks the pods to remove (scaling goes on)",
-            recovered="pod deletion costs are set again",
+            failing="deletion_cost.failing",
+            recovered="deletion_cost.recovered",
+            message="could not set pod deletion costs; Kubernetes picks the pods to remove (scaling goes on)",
         )
 
     async def steer(self, servers: Sequence[Server], *, selector: str | None, remove: int) -> int:
@@ -132,7 +133,7 @@ class DeletionCostSteering:
             self._count("failed")
             return patched
         if patched:
-            log.info("pod deletion costs set before scale-down", pods=patched)
+            log.info("deletion_cost.set", message="pod deletion costs set before scale-down", pods=patched)
         return patched
 
     async def _live_pods(self, selector: str) -> dict[str, str | None]:

@@ -88,8 +88,9 @@ class DeploymentWatch:
         )
         self._problems = ProblemLog(
             log,
-            failing="cannot read the Deployment's pause annotations; the last known state stays in force",
-            recovered="the Deployment's pause annotations are read again",
+            failing="pause.read_failing",
+            recovered="pause.read_recovered",
+            message="cannot read the Deployment's pause annotations; the last known state stays in force",
         )
 
     async def run(self, *, _iterations: int | None = None) -> None:
@@ -169,7 +170,7 @@ class DeploymentWatch:
         except (TimeoutError, OSError, aiohttp.ClientError) as exc:
             # A watch that breaks is normal (API server restarts, load balancers, a stream cut
             # mid-chunk: ClientPayloadError): read the Deployment again, after a backoff.
-            log.debug("the deployment watch broke; reading it again", error=f"{type(exc).__name__}: {exc}")
+            log.debug("pause.watch_broke", message="reading the Deployment again", error=f"{type(exc).__name__}: {exc}")
             raise KubernetesError(f"the watch of deployment '{self.name}' broke: {type(exc).__name__}") from exc
         except KubernetesError as exc:  # a malformed line, an ERROR event, the Deployment deleted
             self._problems.failed(str(exc), key=_WATCH.name, operation=_WATCH.name)

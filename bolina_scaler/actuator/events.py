@@ -116,8 +116,9 @@ class EventRecorder:
         self._recent: dict[tuple[str, str], _Sent] = {}
         self._problems = ProblemLog(
             log,
-            failing="could not record a Kubernetes Event (scaling goes on)",
-            recovered="kubernetes Events are recorded again",
+            failing="events.failing",
+            recovered="events.recovered",
+            message="could not record a Kubernetes Event (scaling goes on)",
         )
         self.uid: str | None = None
         """The Deployment's uid (from the Scale): ``kubectl describe`` matches Events by it."""

@@ -115,7 +115,7 @@ async def _report_main(settings: ReporterSettings, classifier: ClassifierConfig)
             try:
                 await reporter.register()
             except ConsulAgentError as exc:  # the agent sidecar may start after us
-                log.warning("cannot register yet; retrying", error=str(exc))
+                log.warning("report.register_failing", message="cannot register yet; retrying", error=str(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=settings.interval)
         await reporter.run(stop)

@@ -76,11 +76,11 @@ async def _run(config: Config) -> int:
         async with open_daemon(config) as daemon:
             await daemon.run(stop)
     except Exception as exc:  # one clear line, then a runtime-failure exit code
-        log.error("daemon failed", error=one_line(exc))
+        log.error("daemon.failed", message="stopping with exit code 1", error=one_line(exc))
         return EXIT_RUNTIME
     return EXIT_OK
 
 
 def _on_signal(stop: asyncio.Event, signum: int) -> None:
-    log.info("signal received; stopping", signal=signal.Signals(signum).name)
+    log.info("daemon.signal_received", message="stopping", signal=signal.Signals(signum).name)
     stop.set()

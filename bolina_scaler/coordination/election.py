@@ -99,7 +99,10 @@ class Leadership:
         self._written: lease.LeaseRecord | None = None
         """The Lease as we last wrote it (the optimistic renewal's base)."""
         self._problems = ProblemLog(
-            log, failing="leader election: lease request failed", recovered="leader election: lease requests work again"
+            log,
+            failing="leader.lease_failing",
+            recovered="leader.lease_recovered",
+            message="a Lease request failed; a leader steps down after renew_deadline",
         )
 
     # -- what the daemon asks --------------------------------------------------------------
@@ -116,7 +119,7 @@ class Leadership:
 
     async def run(self, *, _iterations: int | None = None) -> None:
         """Try to acquire or renew every ``retry_period``, forever (``_iterations``: test hook)."""
-        log.info("leader election: candidate", identity=self.identity, lease=self.config.lease_name)
+        log.info("leader.candidate", identity=self.identity, lease=self.config.lease_name)
         while _iterations is None or _iterations > 0:
             await self.try_once()
             if _iterations is not None:
@@ -136,7 +139,7 @@ class Leadership:
             try:
                 return self._won(started, await self._update(self._claim(written)))
             except KubernetesError as exc:
-                log.debug("leader election: optimistic renew failed; reading the lease", error=str(exc))
+                log.debug("leader.renew_retried", message="optimistic renew failed; reading the Lease", error=str(exc))
             started = self._clock()
         try:
             current = await self._read()
@@ -185,18 +188,20 @@ class Leadership:
                     problem = str(read_failure)
                     break
                 if record.holder != self.identity:
-                    log.info("leader election: the lease is no longer ours; nothing to release", holder=record.holder)
+                    log.info("leader.release_skipped", message="the Lease is no longer ours", holder=record.holder)
                     problem = None
                     break
                 continue
             except KubernetesError as exc:
                 problem = str(exc)
                 break
-            log.info("leader election: lease released", identity=self.identity)
+            log.info("leader.released", identity=self.identity)
             problem = None
             break
         if problem is not None:
-            log.warning("leader election: could not release the lease; it expires by itself", error=problem)
+            log.warning(
+                "leader.release_failed", message="could not release the Lease; it expires by itself", error=problem
+            )
         if self._on_change is not None:
             self._on_change(False)
 
@@ -255,8 +260,13 @@ class Leadership:
         if self._api.metrics is not None:
             self._api.metrics.leader_changes.inc()
         if leading:
-            log.info("leader election: became leader", identity=self.identity, why=why)
+            log.info("leader.elected", identity=self.identity, why=why)
         else:
-            log.warning("leader election: not the leader", identity=self.identity, why=why)
+            log.warning(
+                "leader.stepped_down",
+                message="not the leader: watching and deciding, never patching",
+                identity=self.identity,
+                why=why,
+            )
         if self._on_change is not None:
             self._on_change(leading)

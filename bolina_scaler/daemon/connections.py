@@ -257,7 +257,8 @@ class ConnectionGuard:
         if self._reported_at is None or now - self._reported_at >= _REPORT_EVERY:
             self._reported_at = now
             log.warning(
-                "http: connection limit reached; dropping idle connections",
+                "http.connections_dropped",
+                message="connection limit reached; dropping idle connections",
                 limit=self.limit,
                 evicted=self.evicted,
                 refused=self.refused,

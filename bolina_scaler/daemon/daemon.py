@@ -140,7 +140,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop within ``shutdown_timeout``."""
         log.info(
-            "starting",
+            "daemon.starting",
             service=self.config.consul.service,
             consul=self.config.consul.address,
             deployment=self.config.kubernetes.deployment,
@@ -149,7 +149,8 @@ class Daemon:
         )
         if self.state.shadow:
             log.info(
-                "dry run: shadow mode; not joining leader election, never patching",
+                "daemon.shadow_mode",
+                message="dry run: not joining leader election, never patching",
                 lease=self.config.leader_election.lease_name,
             )
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
@@ -164,7 +165,7 @@ class Daemon:
                 app = build_app(state=self.state, config=self.config, metrics=self.metrics, clock=self.now)
                 http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
                 self.http = await stack.enter_async_context(http)
-                log.info("http server listening", url=self.http.url)
+                log.info("http.listening", url=self.http.url)
             await asyncio.wait({watching, evaluating, stopping}, return_when=asyncio.FIRST_COMPLETED)
             # One budget for the whole shutdown (the pod's terminationGracePeriodSeconds is 10 s):
             # a patch in flight, then the Lease release and the Events get only what is left.
@@ -184,7 +185,7 @@ class Daemon:
                     await asyncio.wait_for(self.events.flush(), max(0.0, min(1.0, deadline - self.now())))
                 recording.cancel()
             stopping.cancel()
-        log.info("stopped", evaluations=self.state.evaluations, patches=self.state.patches)
+        log.info("daemon.stopped", evaluations=self.state.evaluations, patches=self.state.patches)
 
     async def evaluate(self, snapshot: FleetSnapshot) -> Evaluation | None:
         """One evaluation now, outside the loop (tests and ``plan``-like callers)."""
@@ -214,16 +215,16 @@ class Daemon:
         if pause == before and not first:
             return
         if pause is not None and pause.problem:
-            log.warning("pause annotation unreadable; paused anyway", problem=pause.problem)
+            log.warning("pause.unreadable", message="pause annotation unreadable; paused anyway", problem=pause.problem)
         if pause is None:
             state.paused_since = None
             if before is not None:
-                log.info("scaling resumed", was=before.source)
+                log.info("pause.resumed", was=before.source)
                 self._record(EventSpec("Normal", "ScalingResumed", f"Scaling resumed: {before.source} removed"))
         else:
             if before is None:
                 state.paused_since = self.now()
-            log.info("scaling paused", annotation=pause.source, held_replicas=pause.replicas)
+            log.info("pause.paused", annotation=pause.source, held_replicas=pause.replicas)
             if not first or before is not None:
                 self._record(EventSpec("Normal", "ScalingPaused", f"Scaling {pause.describe()}"))
         # The annotation moved the Deployment's resourceVersion: re-read the scale (else the next
@@ -243,12 +244,15 @@ class Daemon:
         task = self.evaluator.patch_task
         if task is None or task.done():
             return
-        log.info("waiting for the patch in flight before stopping")
+        log.info("daemon.draining", message="waiting for the patch in flight before stopping")
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - self.now()))
         except TimeoutError:
             task.cancel()
-            log.warning("the patch in flight was not answered within shutdown_timeout; stopping without its outcome")
+            log.warning(
+                "daemon.drain_timed_out",
+                message="the patch in flight was not answered within shutdown_timeout; stopping without its outcome",
+            )
         except (asyncio.CancelledError, KubernetesError):
             pass
 

@@ -146,8 +146,9 @@ class Evaluator:
         """No evaluation before this (loop time): the conflict backoff is running."""
         self.problems = ProblemLog(
             log,
-            failing="kubernetes request failed; holding and still watching",
-            recovered="kubernetes requests work again",
+            failing="kubernetes.failing",
+            recovered="kubernetes.recovered",
+            message="a Kubernetes request failed; holding the scale and still watching",
         )
         """Each distinct read or patch failure once (``ScaleTarget`` reports to it)."""
         self._target = ScaleTarget(kube, problems=self.problems)
@@ -178,7 +179,8 @@ class Evaluator:
         delay = self._conflicts.next_delay()
         self._quiet_until = self._clock() + delay
         log.warning(
-            "gave up after repeated conflicts; will re-read and decide again",
+            "scale.conflicts_exhausted",
+            message="gave up after repeated conflicts; will re-read and decide again",
             attempts=MAX_CONFLICT_RETRIES,
             rounds=self._conflicts.attempts,
             retry_in_s=round(delay, 3),
@@ -211,7 +213,7 @@ class Evaluator:
         if self._events is not None:
             self._events.uid = scale.uid
         if previous is not None and previous.replicas != scale.replicas:
-            log.info("replicas changed outside the scaler", before=previous.replicas, after=scale.replicas)
+            log.info("scale.changed_outside", before=previous.replicas, after=scale.replicas)
         self._recovered()
         return scale
 
@@ -233,7 +235,7 @@ class Evaluator:
         role = self._role()
         if role is not None:
             fields["role"] = role
-        log.info("evaluation", **fields)
+        log.info("decision.evaluated", **fields)
         return decision
 
     async def _act(
@@ -243,7 +245,8 @@ class Evaluator:
             return self._conclude(Evaluation(decision, Outcome.UNCHANGED))
         if self.config.dry_run:
             log.info(
-                "dry run: would scale",
+                "scale.dry_run",
+                message="dry run: would scale",
                 before=decision.current,
                 after=decision.desired,
                 reason=str(decision.reason),
@@ -270,7 +273,11 @@ class Evaluator:
         except Conflict as exc:
             # Usually only the resourceVersion moved (the deployment controller writes status
             # after every change); a person's hand-scale is logged by the re-read that follows.
-            log.debug("resourceVersion moved under the patch; re-reading and deciding again", error=str(exc))
+            log.debug(
+                "scale.conflict",
+                message="resourceVersion moved under the patch; re-reading and deciding again",
+                error=str(exc),
+            )
             self.state.scale_read_at = None
             return Evaluation(decision, Outcome.CONFLICT)
         except KubernetesError as exc:
@@ -289,7 +296,7 @@ class Evaluator:
         if reacting_to is not None:
             self._metrics.reaction.observe(max(0.0, now - reacting_to))
         log.info(
-            "scaled",
+            "scale.patched",
             before=decision.current,
             after=new_scale.replicas,
             reason=str(decision.reason),

@@ -130,7 +130,9 @@ class Reporter:
             self.settings.check_id, status=check_status(reading.stage.status), output=reading.output
         )
         self.stage, self.last_update, self.last_load = reading.stage, now, reading.load
-        log.info("registered", service=self.settings.service, id=self.settings.instance_id, stage=reading.stage.status)
+        log.info(
+            "report.registered", service=self.settings.service, id=self.settings.instance_id, stage=reading.stage.status
+        )
         return reading.stage
 
     async def report_once(self) -> bool:
@@ -154,7 +156,9 @@ class Reporter:
             )
         except ConsulAgentError as exc:
             if exc.status == 404:  # the agent lost our registration (restarted without state): register again
-                log.warning("check unknown to the agent; registering again", error=str(exc))
+                log.warning(
+                    "report.check_unknown", message="check unknown to the agent; registering again", error=str(exc)
+                )
                 self.registered = False
                 await self.register()
                 return True
@@ -162,7 +166,7 @@ class Reporter:
         self.last_update = now
         self.updates += 1
         if changed:
-            log.info("stage changed", stage=reading.stage.status, output=reading.output)
+            log.info("report.stage_changed", stage=reading.stage.status, output=reading.output)
         return True
 
     def _next_wake(self) -> float:
@@ -180,7 +184,7 @@ class Reporter:
                 try:
                     await self.report_once()
                 except (ConsulAgentError, MetricsError) as exc:
-                    log.warning("report failed; retrying", error=str(exc))
+                    log.warning("report.failed", message="retrying", error=str(exc))
                 turns += 1
                 if _iterations is not None and turns >= _iterations:
                     break
@@ -194,7 +198,7 @@ class Reporter:
             return
         try:
             await self.agent.deregister(self.settings.instance_id)
-            log.info("deregistered", id=self.settings.instance_id)
+            log.info("report.deregistered", id=self.settings.instance_id)
         except ConsulAgentError as exc:
-            log.warning("deregister failed (Consul will reap the critical check)", error=str(exc))
+            log.warning("report.deregister_failed", message="Consul will reap the critical check", error=str(exc))
         self.registered = False

@@ -76,8 +76,10 @@ def test_shipped_rbac_grants_exactly_enough(
     # The real daemon with that token: it leads, scales the shipped Deployment (replicas: 0) to
     # min_replicas, records Events and sets deletion costs, without a single 403.
     scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST_POLICY_MIN_2))
-    scaler.wait_log(lambda line: line["event"] == "leader election: became leader", timeout=30, what="leadership")
-    scaler.wait_log(lambda line: line["event"] == "scaled" and line["after"] == 2, timeout=30, what="cold start to 2")
+    scaler.wait_log(lambda line: line["event"] == "leader.elected", timeout=30, what="leadership")
+    scaler.wait_log(
+        lambda line: line["event"] == "scale.patched" and line["after"] == 2, timeout=30, what="cold start to 2"
+    )
     assert bolina_ns.scale() == 2
     fleet = Fleet(consul, bolina_ns)
     bolina_ns.wait_running(2)
@@ -89,7 +91,7 @@ def test_shipped_rbac_grants_exactly_enough(
     fleet.sync("passing")
     fleet.set(None, "passing")
     wait_until(lambda: bolina_ns.scale() == 3, timeout=30, what="scale-down to 3", alive=scaler.exited)
-    scaler.wait_log(lambda line: line["event"] == "pod deletion costs set before scale-down", timeout=10, what="costs")
+    scaler.wait_log(lambda line: line["event"] == "deletion_cost.set", timeout=10, what="costs")
     wait_until(
         lambda: any(
             e.get("reason") == "ScaledUp" or "scale" in str(e.get("reason", "")).lower()
@@ -169,11 +171,11 @@ def test_scales_end_to_end_without_runaway(
     assert seen == [6, 5, 4, 3, 2], seen
     bolina_ns.wait_running(2)
     scaler.wait_log(
-        lambda line: line["event"] == "scaled" and line["after"] == 2 and line["before"] == 3,
+        lambda line: line["event"] == "scale.patched" and line["after"] == 2 and line["before"] == 3,
         timeout=10,
-        what="'scaled' 3→2",
+        what="'scale.patched' 3→2",
     )
-    after = [line["after"] for line in scaler.logged("scaled")]
+    after = [line["after"] for line in scaler.logged("scale.patched")]
     assert after == [2, 4, 6, 5, 4, 3, 2], after
 
 

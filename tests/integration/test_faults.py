@@ -37,9 +37,9 @@ pytestmark = pytest.mark.integration
 
 STEADY = 4
 FAILED_KUBERNETES_REQUEST = {
-    "kubernetes.retry",
-    "kubernetes request failed; holding and still watching",
-    "leader election: lease request failed",
+    "kubernetes.retrying",
+    "kubernetes.failing",
+    "leader.lease_failing",
 }
 AFTER_CHANGE = 5
 CHANGE = f"{STEADY}→{AFTER_CHANGE}"
@@ -72,7 +72,7 @@ def steady(
 
 def settle(scaler: Scaler, consul: ConsulAgent, index_offset: int = 0) -> None:
     wait_until(scaler.ready, timeout=30, what="scaler /readyz", alive=scaler.exited)
-    scaler.wait_log(lambda line: line["event"] == "leader election: became leader", timeout=30, what="leadership")
+    scaler.wait_log(lambda line: line["event"] == "leader.elected", timeout=30, what="leadership")
     decision = decided_at_latest(scaler, consul, index_offset=index_offset)
     assert decision["decision"]["desired"] == STEADY, decision
 
@@ -97,13 +97,15 @@ def wait_scale(ns: BolinaNamespace, scaler: Scaler, replicas: int, *, timeout: f
     started = time.monotonic()
     wait_until(lambda: ns.scale() == replicas, timeout=timeout, what=f"spec.replicas {replicas}", alive=scaler.exited)
     took = time.monotonic() - started
-    # The daemon logs "scaled" once the PATCH answer is back, a moment after the write is visible.
-    scaler.wait_log(lambda line: line["event"] == "scaled" and line["after"] == replicas, timeout=10, what="'scaled'")
+    # The daemon logs "scale.patched" once the PATCH answer is back, a moment after the write is visible.
+    scaler.wait_log(
+        lambda line: line["event"] == "scale.patched" and line["after"] == replicas, timeout=10, what="'scale.patched'"
+    )
     return took
 
 
 def scaled(scaler: Scaler) -> list[int]:
-    return [int(line["after"]) for line in scaler.logged("scaled")]
+    return [int(line["after"]) for line in scaler.logged("scale.patched")]
 
 
 def last_decision(scaler: Scaler) -> dict[str, Any]:
@@ -137,7 +139,7 @@ def test_consul_killed_and_restarted(
     # checks for a moment, which is what it is for.
     scaler, fleet = steady(consul, bolina_ns, scalers)
     consul.stop(signal.SIGKILL)
-    scaler.wait_log(lambda line: line["event"].startswith("consul watch failing"), timeout=10, what="watch failing")
+    scaler.wait_log(lambda line: line["event"].startswith("consul.failing"), timeout=10, what="watch failing")
     hold_window(bolina_ns, scaler, 3)
     during = reason_of(scaler)
     consul.start()
@@ -151,7 +153,7 @@ def test_consul_killed_and_restarted(
     for pod in sorted(fleet.registered, key=lambda p: fleet.registered[p] != "passing"):
         fleet.set([pod], fleet.registered[pod])
     decision = decided_at_latest(scaler, consul)
-    guarded = sum(1 for line in scaler.logged("evaluation") if line["reason"] == "mass_change_guard")
+    guarded = sum(1 for line in scaler.logged("decision.evaluated") if line["reason"] == "mass_change_guard")
     recovery = time.monotonic() - restarted
     assert decision["decision"]["inputs"]["trusted"]
     assert decision["decision"]["inputs"]["registered"] == STEADY
@@ -213,7 +215,7 @@ def test_consul_index_goes_backwards_snapshot_restore(
     time.sleep(3)
     wait_until(at_agent_index, timeout=60, what="the daemon settled at the agent's index", alive=scaler.exited)
     index_now = consul.index()
-    resets = [line for line in scaler.lines()[mark:] if line["event"] == "consul index went backwards, re-reading"]
+    resets = [line for line in scaler.lines()[mark:] if line["event"] == "consul.index_reset"]
     assert bolina_ns.scale() == STEADY
     assert scaled(scaler) == []
     the_change(fleet)
@@ -250,7 +252,7 @@ def test_consul_index_goes_backwards_rewound(
         rewound = time.monotonic()
         the_change(fleet)  # Consul's index moves, but stays far below what the daemon blocks on
         reset = scaler.wait_log(
-            lambda line: line["event"] == "consul index went backwards, re-reading",
+            lambda line: line["event"] == "consul.index_reset",
             timeout=15,
             what="reset",
             after=mark,
@@ -281,7 +283,7 @@ def test_consul_unreachable_at_start(
         config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns)
         consul.scaler_token_file.write_text("00000000-0000-0000-0000-000000000000\n")  # replaced at start
         scaler = scalers.start(config)
-        scaler.wait_log(lambda line: line["event"].startswith("consul watch failing"), timeout=15, what="failing")
+        scaler.wait_log(lambda line: line["event"].startswith("consul.failing"), timeout=15, what="failing")
         assert scaler.get("/healthz").status == 200
         not_ready = scaler.get("/readyz")
         assert not_ready.status == 503, not_ready
@@ -336,9 +338,7 @@ def test_slow_consul(
         decided_at_latest(scaler, consul)
         # Beyond the read timeout: the query in flight times out.
         proxy.faults.delay = 60.0
-        scaler.wait_log(
-            lambda line: line["event"].startswith("consul watch failing"), timeout=40, what="a timed-out query"
-        )
+        scaler.wait_log(lambda line: line["event"].startswith("consul.failing"), timeout=40, what="a timed-out query")
         timed_out = reason_of(scaler)
         hold_window(bolina_ns, scaler, 3, AFTER_CHANGE)
         proxy.faults.delay = 0.0
@@ -519,11 +519,13 @@ def test_conflict_from_a_hand_scale(
     changed = time.monotonic()
     the_change(fleet)
     line = scaler.wait_log(
-        lambda line: line["event"] == "evaluation" and line["current"] == 8, timeout=20, what="a decision from 8"
+        lambda line: line["event"] == "decision.evaluated" and line["current"] == 8,
+        timeout=20,
+        what="a decision from 8",
     )
     recovery = time.monotonic() - changed
     # The stale patch (409) is followed by a re-read, which reports the person's change.
-    rereads = [e for e in scaler.logged("replicas changed outside the scaler") if (e["before"], e["after"]) == (4, 8)]
+    rereads = [e for e in scaler.logged("scale.changed_outside") if (e["before"], e["after"]) == (4, 8)]
     assert rereads, "expected the 409 to be followed by a re-read that sees 8"
     assert line["desired"] == 8, line
     hold_window(bolina_ns, scaler, 3, 8)
@@ -549,9 +551,7 @@ def test_deployment_deleted_and_recreated(
     bolina_ns.delete("deployment", "bolina")
     wait_until(lambda: not fleet.sync() and not fleet.registered, timeout=60, what="servers gone")
     scaler.wait_log(
-        lambda line: (
-            line["event"] == "kubernetes request failed; holding and still watching" and "404" in str(line.get("error"))
-        ),
+        lambda line: line["event"] == "kubernetes.failing" and "404" in str(line.get("error")),
         timeout=20,
         what="a 404",
     )
@@ -628,7 +628,7 @@ def _sigterm_during_patch(
         mark = len(scaler.lines())
         the_change(fleet)
         scaler.wait_log(
-            lambda line: line["event"] == "evaluation" and line["desired"] == AFTER_CHANGE,
+            lambda line: line["event"] == "decision.evaluated" and line["desired"] == AFTER_CHANGE,
             timeout=10,
             what="the decision to patch",
             after=mark,
@@ -658,18 +658,19 @@ def test_sigterm_with_a_patch_in_flight_acknowledged(
     reliability.case(
         "sigterm-patch-pending-acknowledged",
         fault=f"SIGTERM while the patch {CHANGE} hangs in a frozen (SIGSTOP) API server, which resumes 2 s later",
-        expected=f"exit 0 within 10 s, after logging the patch's outcome ('scaled'); spec.replicas {AFTER_CHANGE}",
+        expected=f"exit 0 within 10 s, after logging the patch's outcome ('scale.patched'); "
+        f"spec.replicas {AFTER_CHANGE}",
     )
     scaler, code, took, events = _sigterm_during_patch(kube, consul, bolina_ns, scalers, unfreeze_after=2.0)
     assert code == 0, scaler.proc.tail() if scaler.proc else ""
     assert took < 10, took
-    assert "waiting for the patch in flight before stopping" in events, events
-    assert events.index("scaled") > events.index("waiting for the patch in flight before stopping"), events
-    assert events[-1] == "stopped", events
+    assert "daemon.draining" in events, events
+    assert events.index("scale.patched") > events.index("daemon.draining"), events
+    assert events[-1] == "daemon.stopped", events
     assert bolina_ns.scale() == AFTER_CHANGE
     reliability.observed(
-        f"exit {code} {took:.2f} s after SIGTERM; logged 'waiting for the patch in flight', then 'scaled' "
-        f"{CHANGE}, then 'stopped'; spec.replicas {bolina_ns.scale()}",
+        f"exit {code} {took:.2f} s after SIGTERM; logged 'waiting for the patch in flight', then 'scale.patched' "
+        f"{CHANGE}, then 'daemon.stopped'; spec.replicas {bolina_ns.scale()}",
         recovery_s=took,
     )
 
@@ -687,7 +688,7 @@ def test_sigterm_with_a_patch_in_flight_apiserver_hung(
     replicas = bolina_ns.scale()
     reliability.observed(
         f"exit {code} {took:.2f} s after SIGTERM; spec.replicas {replicas} once the API server resumed; "
-        f"log after the change: {' → '.join(e for e in events if e != 'evaluation')}",
+        f"log after the change: {' → '.join(e for e in events if e != 'decision.evaluated')}",
         recovery_s=took,
     )
     assert replicas in {STEADY, AFTER_CHANGE}

@@ -137,7 +137,7 @@ def test_hostile_http_clients_with_a_low_file_limit(
     assert not attack["errors"], attack["errors"]
     assert scaler.exited() is None
     assert reaction is not None
-    scaler.wait_log(lambda line: line["event"] == "scaled", timeout=10, what="'scaled'")
+    scaler.wait_log(lambda line: line["event"] == "scale.patched", timeout=10, what="'scale.patched'")
     assert scaled(scaler) == [AFTER_CHANGE]
     assert probe.failures() == [], probe.failures()
     assert peak_files < NOFILE // 2, peak_files
@@ -250,7 +250,7 @@ FLIPS = 16
 def _evaluated_after(scaler: Scaler, since_wall: float, index_before: int) -> float | None:
     """Seconds from ``since_wall`` to the first evaluation of a newer Consul index, from its log line."""
     for line in scaler.lines():
-        if line.get("event") == "evaluation" and line.get("consul_index", 0) > index_before:
+        if line.get("event") == "decision.evaluated" and line.get("consul_index", 0) > index_before:
             stamp = datetime.fromisoformat(line["timestamp"].replace("Z", "+00:00")).timestamp()
             if stamp >= since_wall:
                 return max(stamp - since_wall, 1e-6)

@@ -109,7 +109,7 @@ def test_pause_holds_the_real_deployment_and_resume_scales(
     decided_at_latest(scaler, consul)
 
     kube.kubectl("-n", ns, "annotate", "deployment", "bolina", f"{PAUSED}=true")
-    scaler.wait_log(lambda line: line["event"] == "scaling paused", timeout=10, what="'scaling paused'")
+    scaler.wait_log(lambda line: line["event"] == "pause.paused", timeout=10, what="'pause.paused'")
     fleet.set(pods, "warning")  # 0 of 2 Available: the policy would scale 2 → 4
     decision = wait_until(
         lambda: (
@@ -142,7 +142,7 @@ def test_pause_holds_the_real_deployment_and_resume_scales(
         time.sleep(0.2)
 
     kube.kubectl("-n", ns, "annotate", "deployment", "bolina", f"{PAUSED}-", f"{PAUSED_REPLICAS}-")
-    scaler.wait_log(lambda line: line["event"] == "scaling resumed", timeout=10, what="'scaling resumed'")
+    scaler.wait_log(lambda line: line["event"] == "pause.resumed", timeout=10, what="'pause.resumed'")
     wait_until(lambda: bolina_ns.scale() > 3, timeout=20, what="scaling again after the resume", alive=scaler.exited)
     wait_until(lambda: len(_events(kube, ns, "ScalingResumed")) == 1, timeout=10, what="one ScalingResumed Event")
     # One Event per pause annotation written (paused=true, then paused-replicas=3), none per evaluation.
@@ -166,7 +166,7 @@ def test_a_shadow_beside_the_live_scaler_never_takes_the_lease(
     fleet.sync("passing")
     config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST)
     live = scalers.start(config)
-    live.wait_log(lambda line: line["event"] == "leader election: became leader", timeout=30, what="leadership")
+    live.wait_log(lambda line: line["event"] == "leader.elected", timeout=30, what="leadership")
     lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/bolina-scaler"
     before = kube.admin.call("GET", lease_path).json()
     holder = before["spec"]["holderIdentity"]
@@ -180,7 +180,7 @@ def test_a_shadow_beside_the_live_scaler_never_takes_the_lease(
     fleet.set(pods, "warning")  # 0 of 2 Available → 4
     wait_until(lambda: bolina_ns.scale() == 4, timeout=20, what="the live scaler scaling 2 → 4", alive=live.exited)
     shadow.wait_log(
-        lambda line: line["event"] == "dry run: would scale" and line["before"] == 2 and line["after"] == 4,
+        lambda line: line["event"] == "scale.dry_run" and line["before"] == 2 and line["after"] == 4,
         timeout=20,
         what="the shadow's 'dry run: would scale 2 → 4'",
     )
@@ -194,10 +194,10 @@ def test_a_shadow_beside_the_live_scaler_never_takes_the_lease(
         time.sleep(0.5)
     assert lease["spec"].get("leaseTransitions", 0) == before["spec"].get("leaseTransitions", 0)
     assert not [line for line in shadow.lines() if str(line.get("event", "")).startswith("leader election")]
-    assert not [line for line in shadow.lines() if line.get("event") == "scaled"]
+    assert not [line for line in shadow.lines() if line.get("event") == "scale.patched"]
     assert "\nbolina_scaler_leader 0.0\n" in shadow.get("/metrics").body.decode()
     assert "\nbolina_scaler_leader 1.0\n" in live.get("/metrics").body.decode()
-    assert [line["after"] for line in live.logged("scaled")] == [4]
+    assert [line["after"] for line in live.logged("scale.patched")] == [4]
     events = kube.admin.call("GET", f"/api/v1/namespaces/{ns}/events").json()["items"]
     assert {e.get("reportingInstance") for e in events if e.get("reportingComponent") == "bolina-scaler"} <= {holder}
 

@@ -179,16 +179,16 @@ def test_apiserver_outages(
             good = [
                 t
                 for t in (
-                    _logged_after(lane.scaler, "kubernetes requests work again", wall),
-                    _logged_after(lane.scaler, "leader election: lease requests work again", wall),
+                    _logged_after(lane.scaler, "kubernetes.recovered", wall),
+                    _logged_after(lane.scaler, "leader.lease_recovered", wall),
                 )
                 if t is not None
             ]
             assert good, "no request logged as working again after the outage"
             first_good = min(good)
-            led = _logged_after(lane.scaler, "leader election: became leader", wall)
+            led = _logged_after(lane.scaler, "leader.elected", wall)
             hold_window(lane.ns, lane.scaler, 2, AFTER_CHANGE)
-            assert [int(line["after"]) for line in lane.scaler.logged("scaled")] == [AFTER_CHANGE]
+            assert [int(line["after"]) for line in lane.scaler.logged("scale.patched")] == [AFTER_CHANGE]
             leading = "still leading" if led is None else f"leader again {led:.2f} s after"
             reliability.observed(
                 f"held at {STEADY}; {mean:.2f} requests/s to the failing API server (at most {busiest} in a "
