@@ -1,12 +1,13 @@
 """Hostile input against the real daemon (issue 13): its HTTP port, oversized Consul answers, and
 the servers API polled at 10,000 servers. Each records one row of docs/reliability.md through the
 ``reliability`` fixture, with figures, in the style of ``test_faults.py`` (same steady state:
-4 replicas, 2 of 4 servers passing; "the change" needs 4 → 6).
+4 replicas, 2 of 4 servers passing; "the change" needs 4 → 5).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -17,12 +18,13 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from fractions import Fraction
 
 import pytest
 
 from tests.integration.conftest import BolinaNamespace, Reliability, Scalers
 from tests.integration.flood import HALF_OPEN
-from tests.integration.harness import ROOT, ConsulAgent, ConsulProxy, Fleet, Scaler, wait_until
+from tests.integration.harness import ROOT, SHIPPED_CONFIG, ConsulAgent, ConsulProxy, Fleet, Scaler, wait_until
 from tests.integration.test_faults import (
     AFTER_CHANGE,
     CHANGE,
@@ -241,7 +243,22 @@ def test_oversized_consul_answers(
 
 # ----------------------------------------------------------------------- the servers API at scale
 
-FLEET = 10_000
+
+def _fleet_for_one_more(size: int, target: Fraction) -> tuple[int, int]:
+    """A fleet of about ``size`` servers and how many of them pass, such that the share meets
+    ``target`` and one passing server turning Warning makes the policy ask for exactly one more."""
+    for fleet in range(size, size + 100):
+        passing = math.ceil(target * fleet)
+        after = passing - 1
+        need = math.ceil((target * fleet - after) / (1 - target))
+        if Fraction(after, fleet) < target and need == 1:
+            return fleet, passing
+    raise AssertionError(f"no fleet near {size} where one server crosses {target}")
+
+
+TARGET = Fraction(str(SHIPPED_CONFIG["policy"]["target_available_ratio"]))
+FLEET, PASSING = _fleet_for_one_more(10_000, TARGET)
+"""With the shipped target 0.3: 10,001 servers, 3,001 passing; one of them turning Warning needs 4 → 5."""
 POLLERS = 8
 FLIPS = 16
 """Even: each series ends where it started (warning), so the next one begins with a real change."""
@@ -322,10 +339,10 @@ def test_servers_api_polled_at_10k(
 ) -> None:
     reliability.case(
         "servers-api-polled-at-10k",
-        fault=f"{FLEET:,} servers in the real agent's catalog (half passing, half warning), {POLLERS} clients "
-        "polling GET /v1/servers?all=1 as fast as they are answered (in the test's process, on the same 2 "
-        "cores); consul.max_answer_bytes 64 MiB (the derived limit at max_replicas 12, 1 MiB, is below the "
-        "agent's answer)",
+        fault=f"{FLEET:,} servers in the real agent's catalog ({PASSING:,} passing, the rest warning), "
+        f"{POLLERS} clients polling GET /v1/servers?all=1 as fast as they are answered (in the test's "
+        "process, on the same 2 cores); consul.max_answer_bytes 64 MiB (the derived limit at "
+        "max_replicas 12, 1 MiB, is below the agent's answer)",
         expected=f"the reaction to a Consul change (a server flipped {FLIPS} times; the daemon's evaluation of "
         "the new index) stays within 4× of the reaction without pollers (or 1 s), where re-encoding per "
         "request took it from a median of 59 ms to 4.9 s on emulators; /healthz keeps answering; a change "
@@ -333,7 +350,7 @@ def test_servers_api_polled_at_10k(
     )
     bolina_ns.set_scale(STEADY)
     bolina_ns.wait_running(STEADY)
-    servers = {f"srv-{n:05}": "passing" if n % 2 == 0 else "warning" for n in range(FLEET)}
+    servers = {f"srv-{n:05}": "passing" if n < PASSING else "warning" for n in range(FLEET)}
     consul.register_external(servers)
     fetched = time.monotonic()
     whole = consul.api("GET", "/v1/health/service/bolina", timeout=60)
@@ -350,13 +367,13 @@ def test_servers_api_polled_at_10k(
         alive=scaler.exited,
     )
     assert decision["decision"]["desired"] == STEADY, decision
-    flipping = "srv-00001"  # warning: flipping it to critical and back never changes the Available share
+    flipping = f"srv-{FLEET - 1:05}"  # warning: flipping it to critical and back never changes the Available share
     quiet = _reactions(consul, scaler, flipping)
     with Pollers(scaler.url) as pollers, Probe(scaler.url) as probe:
         time.sleep(2)
         polled = _reactions(consul, scaler, flipping)
         changed = time.monotonic()
-        consul.set_external("srv-00000", "warning")  # 4,999 of 10,000 Available: 2 more needed
+        consul.set_external("srv-00000", "warning")  # one fewer Available: just below the target, 1 more needed
         wait_until(lambda: bolina_ns.scale() == AFTER_CHANGE, timeout=60, what=CHANGE, alive=scaler.exited)
         scale_reaction = time.monotonic() - changed
         answers = len(pollers.answers)
