@@ -1,9 +1,11 @@
 """The monitoring kit (manifests/components/monitoring): rules Prometheus accepts, alerts that fire
 when they should, and a dashboard and alerts that only name metrics the daemon exports.
 
-The rules are checked and unit-tested by Prometheus' own ``promtool`` (built from Go modules by
-``tools/testbin/build.sh promtool``; a missing binary FAILS, never skips), on the PrometheusRule
-as ``kubectl kustomize manifests/overlays/dev-monitoring`` renders it: what ships is what is tested.
+The rules are checked and unit-tested by promtool's own code (``promtool-rules``: promtool's
+``check rules`` and its ``test rules`` runner, ``cmd/promtool/unittest.go`` of the pinned
+Prometheus module, built by ``tools/testbin/build.sh promtool-rules``; a missing binary FAILS,
+never skips), on the PrometheusRule as ``kubectl kustomize manifests/overlays/dev-monitoring``
+renders it: what ships is what is tested.
 """
 
 from __future__ import annotations
@@ -38,9 +40,9 @@ _NAME = re.compile(r"\b((?:bolina_scaler|process|python)_[a-z_]+|up)\b(?!\s*\()"
 
 
 def promtool() -> str:
-    path = BIN / "promtool"
+    path = BIN / "promtool-rules"
     if not path.is_file():
-        pytest.fail(f"{path} missing: build it with `tools/testbin/build.sh promtool`", pytrace=False)
+        pytest.fail(f"{path} missing: build it with `tools/testbin/build.sh promtool-rules`", pytrace=False)
     return str(path)
 
 
@@ -117,6 +119,35 @@ class TestRules:
             [promtool(), "test", "rules", "alerts.test.yaml"], capture_output=True, text=True, timeout=120, cwd=tmp_path
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+    def test_promtool_rejects_a_broken_or_duplicate_rule(self, tmp_path: Path) -> None:
+        """The checker can fail: a rule with bad PromQL, and the same alert twice, are both refused."""
+        spec = rule_spec()
+        broken = tmp_path / "broken.yaml"
+        bad = json.loads(json.dumps(spec))
+        bad["groups"][0]["rules"][0]["expr"] = "sum(up"
+        broken.write_text(yaml.safe_dump(bad), encoding="utf-8")
+        duplicate = tmp_path / "duplicate.yaml"
+        twice = json.loads(json.dumps(spec))
+        twice["groups"][0]["rules"].append(twice["groups"][0]["rules"][0])
+        duplicate.write_text(yaml.safe_dump(twice), encoding="utf-8")
+        for path, says in ((broken, "parse error"), (duplicate, "duplicate rule")):
+            result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+            assert result.returncode == 1, (path.name, result.stdout + result.stderr)
+            assert says in result.stderr, result.stderr
+
+    def test_promtool_unit_test_fails_when_an_alert_does_not_fire(self, tmp_path: Path) -> None:
+        """The runner can fail: the same unit tests against rules whose first alert never fires."""
+        spec = rule_spec()
+        first = spec["groups"][0]["rules"][0]
+        first["expr"] = "vector(1) == 0"
+        (tmp_path / "rules.yaml").write_text(yaml.safe_dump(spec), encoding="utf-8")
+        shutil.copy(RULE_TESTS, tmp_path / "alerts.test.yaml")
+        result = subprocess.run(
+            [promtool(), "test", "rules", "alerts.test.yaml"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert first["alert"] in result.stdout + result.stderr
 
     def test_every_alert_is_unit_tested(self) -> None:
         """Each alert of the rule file has at least one promtool test that expects it to fire."""
