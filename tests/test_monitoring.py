@@ -132,7 +132,8 @@ class TestRules:
         twice["groups"][0]["rules"].append(twice["groups"][0]["rules"][0])
         duplicate.write_text(yaml.safe_dump(twice), encoding="utf-8")
         for path, says in ((broken, "parse error"), (duplicate, "duplicate rule")):
-            result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+            command = [promtool(), "check", "rules", str(path)]
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
             assert result.returncode == 1, (path.name, result.stdout + result.stderr)
             assert says in result.stderr, result.stderr
 
