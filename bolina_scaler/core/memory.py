@@ -18,9 +18,11 @@ __all__ = [
     "Grant",
     "Memory",
     "ScaleChange",
+    "load_peak",
     "moved",
     "next_grant_expiry",
     "next_room",
+    "note_load",
     "prune",
     "record_scale",
 ]
@@ -55,6 +57,10 @@ class Memory:
     changes: tuple[ScaleChange, ...] = ()
     above_since: float | None = None
     """Since when the Available share has stayed at or above ``scale_down_ratio``."""
+    load_peaks: tuple[tuple[float, float], ...] = ()
+    """``(time, load)``: the fleet's connected load (servers' worth) at evaluations with usable
+    demand within the last ``scale_down_stabilization``, each higher than every later one; the
+    first is the window's highest (a sliding-window maximum, kept short)."""
     baseline: frozenset[InstanceId] | None = None
     """Instances that were not Critical at the last trusted evaluation (mass-change guard)."""
     guard_since: float | None = None
@@ -79,9 +85,9 @@ def record_scale(memory: Memory, decision: Decision, *, now: float) -> Memory:
         changes=(*memory.changes, ScaleChange(now, decision.current, decision.desired)),
         last_replicas=decision.desired,
         # After a scale-down the remaining servers take the removed ones' clients. Without load
-        # figures that effect is unknown: watch it for a whole stabilization window first.
+        # or demand figures that effect is unknown: watch it for a whole stabilization window first.
         above_since=None
-        if decision.desired < decision.current and decision.inputs.mean_load is None
+        if decision.desired < decision.current and decision.inputs.mean_load is None and decision.inputs.demand is None
         else memory.above_since,
     )
 
@@ -94,6 +100,18 @@ def prune(memory: Memory, config: PolicyConfig, now: float) -> Memory:
     if grants == memory.grants and changes == memory.changes:
         return memory
     return replace(memory, grants=grants, changes=changes)
+
+
+def note_load(memory: Memory, load: float, config: PolicyConfig, now: float) -> Memory:
+    """Add the fleet's connected load to the window's peaks."""
+    horizon = now - config.scale_down_stabilization
+    kept = tuple((t, value) for t, value in memory.load_peaks if t > horizon and value > load)
+    return replace(memory, load_peaks=(*kept, (now, load)))
+
+
+def load_peak(memory: Memory) -> float | None:
+    """The highest connected load noted within the window, if any."""
+    return memory.load_peaks[0][1] if memory.load_peaks else None
 
 
 def moved(memory: Memory, now: float, window: float, *, up: bool) -> int:
