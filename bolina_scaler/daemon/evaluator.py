@@ -21,6 +21,7 @@ fresh read and a fresh decision instead of overwriting them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,9 +106,11 @@ class Evaluator:
         role: Callable[[], str | None],
         events: EventRecorder | None = None,
         steering: DeletionCostSteering | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``may_patch``: whether this replica may patch now; ``role``: ``leader``/``follower`` for
-        the log line (None without leader election)."""
+        the log line (None without leader election); ``wall_clock``: unix time, to judge the age of
+        the demand servers stamp with their own clocks."""
         self.config = config
         self.state = state
         self.memory = Memory()
@@ -117,6 +120,7 @@ class Evaluator:
         """The patch in flight, which shutdown lets finish."""
         self._metrics = metrics
         self._clock = clock
+        self._wall_clock = wall_clock
         self._may_patch = may_patch
         self._role = role
         self._events = events
@@ -180,7 +184,12 @@ class Evaluator:
     def _decide(self, snapshot: FleetSnapshot, scale: Scale) -> Decision:
         now = self._clock()
         decision, self.memory = decide(
-            fleet=snapshot, current=scale.replicas, config=self.config.policy, memory=self.memory, now=now
+            fleet=snapshot,
+            current=scale.replicas,
+            config=self.config.policy,
+            memory=self.memory,
+            now=now,
+            wall_now=self._wall_clock(),
         )
         state = self.state
         state.decision, state.decided_at = decision, now
