@@ -314,7 +314,7 @@ def situations(draw: st.DrawFn):
     memory = Memory(
         last_replicas=draw(st.sampled_from([None, current, current])),
         above_since=draw(st.sampled_from([None, 0.0, 0.0])),
-        load_peaks=draw(st.sampled_from([(), ((0.0, 3.0),), ((0.0, 30.0),)])),
+        demand_peaks=draw(st.sampled_from([(), ((0.0, 3.0),), ((0.0, 30.0),)])),
     )
     now = draw(st.one_of(st.floats(0, 1000), st.sampled_from([300.0, 600.0])))
     return config, current, snapshot, memory, now
@@ -520,20 +520,26 @@ C = Status.CRITICAL
 
 class TestDemandSizing:
     def test_one_step_to_what_the_demand_needs(self):
-        """4 full Warning servers (load 0.9) offered 2.5 each: held 3.6 + 0.25 × (10 − 3.6) = 5.2 servers' worth,
-        8 at target load 0.7, in one step (the share alone would have asked for 8 too, but by probing)."""
+        """4 full Warning servers (load 0.9) offered 2.5 each: held 3.6 + 0.25 × (10 − 1.1 × 3.6) = 5.11 servers'
+        worth, 8 at target load 0.7, in one step (the share alone would have asked for 8 too, but by probing)."""
         decision, _ = at_wall(4, demanding(*[(W, 0.9, 2.5)] * 4))
-        assert decision.inputs.demand == pytest.approx(5.2)
+        assert decision.inputs.demand == pytest.approx(5.11)
         assert (decision.desired, decision.direction, decision.reason) == (8, Direction.UP, Reason.BELOW_TARGET)
         assert "3.60 servers' worth connected, 10.00 offered" in decision.message
         assert "8 serving = 8 replicas for 4" in decision.message
 
     def test_does_not_saturate(self):
-        """Share 0 says nothing about how many are missing; the demand does: 3× more offered, 3× more ordered."""
+        """Share 0 says nothing about how many are missing; the demand does: more offered, more ordered."""
         little, _ = at_wall(4, demanding(*[(C, 1.0, 1.2)] * 4), scale_up=ScaleUpConfig(max_step=40, period=15))
         much, _ = at_wall(4, demanding(*[(C, 1.0, 9.0)] * 4), scale_up=ScaleUpConfig(max_step=40, period=15))
-        assert little.desired == 6  # (4 + 0.25 × (4.8 - 4)) / 0.7 = 6.0
-        assert much.desired == 18  # (4 + 0.25 × (36 - 4)) / 0.7 = 17.1
+        assert little.desired == 6  # (4 + 0.25 × (4.8 - 4.4)) / 0.7 = 5.9
+        assert much.desired == 17  # (4 + 0.25 × (36 - 4.4)) / 0.7 = 17.0
+
+    def test_noise_is_not_anticipated(self):
+        """Offered demand up to 10 % above the connected load is counting noise: sized for the load alone."""
+        decision, _ = at_wall(10, demanding(*[(A, 0.6, 0.66)] * 10))
+        assert decision.inputs.demand == pytest.approx(6.0)
+        assert decision.direction is not Direction.UP
 
     def test_before_the_share_drops(self):
         """All Available but the demand needs more servers than there are: up, before any turns Warning."""
@@ -573,12 +579,12 @@ class TestDemandSizing:
 
     def test_a_failure_does_not_hide_the_load_it_moved(self):
         """Before a failure the fleet carried 3.2; the failed server's clients moved but the others' new load
-        is not in the catalog yet (output-only change): the window's highest load still sizes the fleet."""
+        is not in the catalog yet (output-only change): the window's highest estimate still sizes the fleet."""
         before, memory = at_wall(5, demanding(*[(A, 0.64, 0.64)] * 5))
         assert before.direction is Direction.NONE
         after, _ = at_wall(5, demanding(*[(A, 0.64, 0.64)] * 4, (C, 0.0, 0.0)), now=2.0, memory=memory)
         assert (after.desired, after.reason) == (6, Reason.DEMAND_ABOVE_CAPACITY)
-        assert "the window's highest load 3.20" in after.message
+        assert "the window's highest 3.20" in after.message
 
 
 class TestDemandFallback:
@@ -633,12 +639,12 @@ class TestDemandScaleDown:
     BIG_STEP = ScaleDownConfig(max_step=100, max_percent=100, period=60)
 
     def test_down_to_what_the_window_carried(self):
-        """After the window, down to the servers the window's highest load needs at target load."""
+        """After the window, down to the servers the window's highest estimate needs at target load."""
         memory = Memory(last_replicas=10, above_since=0.0)
         _, memory = at_wall(10, demanding(*[(A, 0.35, 0.3)] * 10), now=10.0, memory=memory, scale_down=self.BIG_STEP)
         decision, _ = at_wall(10, demanding(*[(A, 0.2, 0.2)] * 10), now=300.0, memory=memory, scale_down=self.BIG_STEP)
         assert decision.direction is Direction.DOWN
-        assert decision.desired == math.ceil(3.5 / 0.7)  # the window's highest load, 3.5, not the latest 2.0
+        assert decision.desired == math.ceil(3.5 / 0.7)  # the window's highest, 3.5, not the latest 2.0
         assert record_scale(memory, decision, now=300.0).above_since == 0.0  # the window is kept
 
     def test_rising_demand_keeps_its_servers(self):

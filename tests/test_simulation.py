@@ -377,6 +377,7 @@ class TestTraces:
         assert rates[-3:] == [4.0] * 3
         noisy = builtin_trace("noisy-day")
         assert len(noisy.failures) == 5
+        assert len(noisy.flashes) == 6  # its bursts
         smooth = builtin_trace("diurnal")
         off = [abs(noisy.rate(t) / smooth.rate(t) - 1) for t in range(0, 86400, 300)]
         assert max(off) > 0.3  # noise and bursts...

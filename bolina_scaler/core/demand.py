@@ -11,9 +11,10 @@ two figures in its check output, both as shares of its own capacity:
   arrival rate moves, while the connected load follows a session later.
 
 Summed over the fleet they are servers' worth of clients: ``held`` now, ``offered`` soon. The
-policy sizes for ``held + anticipation × (offered - held)`` when demand rises (``anticipation``:
-how far ahead to provision, since new pods take a minute to serve and sessions last minutes),
-and for ``held`` when it falls (clients leave only as their sessions end).
+estimate is ``held + anticipation × (offered - 1.1 × held)`` when the offered demand is more than
+``NOISE_MARGIN`` above the connected load (``anticipation``: how far ahead to provision, since
+new pods take a minute to serve and sessions last minutes), else ``held`` (clients leave only
+as their sessions end).
 
 The estimate is usable only when it can be trusted as a whole:
 
@@ -37,10 +38,14 @@ from bolina_scaler.config import DemandConfig
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import Status
 
-__all__ = ["FUTURE_TOLERANCE", "DemandEstimate", "estimate_demand"]
+__all__ = ["FUTURE_TOLERANCE", "NOISE_MARGIN", "DemandEstimate", "estimate_demand"]
 
 FUTURE_TOLERANCE = 60.0
 """A demand stamped more than this many seconds after the scaler's clock is not trusted."""
+NOISE_MARGIN = 0.1
+"""Offered demand within this share above the connected load is the noise of counting arrivals
+over a short window, not a rise: only the excess beyond it is anticipated (measured: without it
+the fleet moved by one server up and back every few minutes at a steady rate)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,7 +105,7 @@ def estimate_demand(fleet: FleetSnapshot, *, config: DemandConfig, wall_now: flo
         reporting += 1
         if critical and not load:
             out_of_service += 1
-    total = held + config.anticipation * max(0.0, offered - held)
+    total = held + config.anticipation * max(0.0, offered - (1 + NOISE_MARGIN) * held)
     problem = None
     serving = fleet.registered - fleet.critical
     if wall_now is None:

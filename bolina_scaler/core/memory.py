@@ -18,11 +18,11 @@ __all__ = [
     "Grant",
     "Memory",
     "ScaleChange",
-    "load_peak",
+    "demand_peak",
     "moved",
     "next_grant_expiry",
     "next_room",
-    "note_load",
+    "note_demand",
     "prune",
     "record_scale",
 ]
@@ -57,8 +57,8 @@ class Memory:
     changes: tuple[ScaleChange, ...] = ()
     above_since: float | None = None
     """Since when the Available share has stayed at or above ``scale_down_ratio``."""
-    load_peaks: tuple[tuple[float, float], ...] = ()
-    """``(time, load)``: the fleet's connected load (servers' worth) at evaluations with usable
+    demand_peaks: tuple[tuple[float, float], ...] = ()
+    """``(time, demand)``: the fleet's demand estimate (servers' worth) at evaluations with usable
     demand within the last ``scale_down_stabilization``, each higher than every later one; the
     first is the window's highest (a sliding-window maximum, kept short)."""
     baseline: frozenset[InstanceId] | None = None
@@ -102,16 +102,16 @@ def prune(memory: Memory, config: PolicyConfig, now: float) -> Memory:
     return replace(memory, grants=grants, changes=changes)
 
 
-def note_load(memory: Memory, load: float, config: PolicyConfig, now: float) -> Memory:
-    """Add the fleet's connected load to the window's peaks."""
+def note_demand(memory: Memory, demand: float, config: PolicyConfig, now: float) -> Memory:
+    """Add the fleet's demand estimate to the window's peaks."""
     horizon = now - config.scale_down_stabilization
-    kept = tuple((t, value) for t, value in memory.load_peaks if t > horizon and value > load)
-    return replace(memory, load_peaks=(*kept, (now, load)))
+    kept = tuple((t, value) for t, value in memory.demand_peaks if t > horizon and value > demand)
+    return replace(memory, demand_peaks=(*kept, (now, demand)))
 
 
-def load_peak(memory: Memory) -> float | None:
-    """The highest connected load noted within the window, if any."""
-    return memory.load_peaks[0][1] if memory.load_peaks else None
+def demand_peak(memory: Memory) -> float | None:
+    """The highest demand estimate noted within the window, if any."""
+    return memory.demand_peaks[0][1] if memory.demand_peaks else None
 
 
 def moved(memory: Memory, now: float, window: float, *, up: bool) -> int:

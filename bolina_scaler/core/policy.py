@@ -48,11 +48,11 @@ from bolina_scaler.core.memory import (
     Grant,
     Memory,
     ScaleChange,
-    load_peak,
+    demand_peak,
     moved,
     next_grant_expiry,
     next_room,
-    note_load,
+    note_demand,
     prune,
     record_scale,
 )
@@ -122,7 +122,7 @@ def decide(
     if not demand.usable and demand.reported:
         notes.append(f"demand not used: {demand.problem}; sizing from the Available share")
     if demand.usable and fleet.trusted:
-        memory = note_load(memory, demand.held, config, now)
+        memory = note_demand(memory, demand.total, config, now)
 
     inputs = Inputs(
         consul_index=fleet.index,
@@ -223,7 +223,7 @@ def _evaluate(
 
     target = Fraction(str(config.target_available_ratio))
     share = Fraction(available + pending, registered + pending)
-    sizing = _Sizing.of(demand, load_peak(memory), expired, config) if demand.usable else None
+    sizing = _Sizing.of(demand, demand_peak(memory), expired, config) if demand.usable else None
     if sizing is not None and sizing.wanted > current:
         reason = Reason.BELOW_TARGET if share < target else Reason.DEMAND_ABOVE_CAPACITY
         starting = f" (+{pending} starting)" if pending else ""
@@ -265,12 +265,13 @@ def _evaluate(
 class _Sizing:
     """How many replicas the demand needs, and the story of it (``str()``) for the decision's message.
 
-    The fleet is sized for the larger of the demand estimate (the clients connected now plus the
-    anticipated share of those the arrival rate brings) and the highest connected load of the
-    last ``scale_down_stabilization``: a scale-down never goes below what the fleet recently
-    carried, and when a server fails its clients move to the others before their new load
-    reaches the catalog (an output-only check change waits for check_update_interval), so the
-    fleet's load seems to drop for a while when it has not.
+    The fleet is sized for the highest demand estimate of the last ``scale_down_stabilization``
+    (the clients connected plus the anticipated share of those the arrival rate brings; like the
+    HPA's highest recommendation): up at once when the latest needs more, down only to what the
+    window's highest needs. So a dip does not remove what the demand comes back to, and when a
+    server fails, its clients move to the others before their new load reaches the catalog (an
+    output-only check change waits for check_update_interval): the fleet's load seems to drop for
+    a while when it has not.
     """
 
     demand: DemandEstimate
@@ -290,7 +291,7 @@ class _Sizing:
 
     def __str__(self) -> str:
         d = self.demand
-        size = f"the window's highest load {self.size:.2f}" if self.from_peak else f"{self.size:.2f}"
+        size = f"the window's highest {self.size:.2f}" if self.from_peak else f"{self.size:.2f}"
         spare = f" + {self.wanted - self.serving} not serving" if self.wanted > self.serving else ""
         return (
             f"demand of {d.reporting} servers: {d.held:.2f} servers' worth connected, {d.offered:.2f} offered; "

@@ -201,6 +201,7 @@ class SimulatedFleet:
         self._startups = random.Random(f"{seed}:startups")
         self._noise = random.Random(f"{seed}:noise")
         self._stagger = random.Random(f"{seed}:stagger")
+        self._seed = seed
         self.catalog_writes = 0
         """Writes of the Consul catalog: registrations, deregistrations, check changes."""
         self._ends: list[tuple[float, int]] = []
@@ -218,9 +219,25 @@ class SimulatedFleet:
 
     def _warm_up(self, t: float) -> None:
         # Start in steady state: the clients the initial rate keeps connected (sessions are
-        # exponential, so the time they have left is exponential too), spread by the load balancer.
+        # exponential, so the time they have left is exponential too), spread by the load balancer;
+        # the arrivals of the last demand window, spread evenly; and what the reporters and agents
+        # had long written for them.
         for duration in self._arrivals_in(t, self.params.session_mean):
-            self._admit(duration, t)
+            self.stats.arrived += 1
+            cid = self._next_client
+            self._next_client += 1
+            heapq.heappush(self._ends, (t + duration, cid))
+            self._route(cid, t + duration, t)
+        registered = [s for s in self.servers if s.registered]
+        window = self.params.demand_window
+        warm = random.Random(f"{self._seed}:warm")
+        for _ in range(_poisson(warm, self.trace.rate(t) * window)):
+            warm.choice(registered).offered.append(t - window * warm.random())
+        for server in registered:
+            for offered in (sorted(server.offered),):
+                server.offered.clear()
+                server.offered.extend(offered)
+            server.published = server.catalog = self._reading(server, server.stage, t)
 
     # -- Kubernetes ------------------------------------------------------------------------
 

@@ -185,24 +185,29 @@ def _plateau() -> Trace:
 
 def _noisy_day() -> Trace:
     # The diurnal day with the noise of real traffic: every 5 min the rate is off the smooth curve
-    # by a log-normal factor (sigma 0.15), now and then a 10-min burst of 1.5-2x, and five servers
-    # fail during the day. A fixed seed: the trace is one fixed day.
+    # by a log-normal factor (sigma 0.15), six 10-min bursts of 1.5-2x (flash crowds: a sudden
+    # surge the data can only follow), and five servers fail during the day. A fixed seed: the
+    # trace is one fixed day.
     rng = random.Random("noisy-day")
     smooth = _diurnal()
     bursts = sorted(rng.uniform(2, 22) * HOUR for _ in range(6))
     points = []
+    flashes = []
     for i in range(int(24 * HOUR // 300)):
         t = i * 300.0
         factor = math.exp(rng.gauss(0.0, 0.15))
         if any(b <= t < b + 600 for b in bursts):
             factor *= rng.uniform(1.5, 2.0)
+            if not any(b <= t - 300 < b + 600 for b in bursts):
+                flashes.append(t)
         points.append((t, round(smooth.rate(t) * factor, 4)))
     return Trace(
         name="noisy-day",
         duration=24 * HOUR,
         points=tuple(points),
+        flashes=tuple(flashes),
         failures=tuple(sorted(rng.uniform(1, 23) * HOUR for _ in range(5))),
-        description="the diurnal day with 5-min noise (sigma 0.15), six 10-min bursts of 1.5-2x "
+        description="the diurnal day with 5-min noise (sigma 0.15), six 10-min bursts of 1.5-2x (flash crowds) "
         "and five server failures",
     )
 
