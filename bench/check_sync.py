@@ -6,7 +6,9 @@ their checks as reporters would. It measures, for a given ``check_update_interva
 
 * **semantics**: after a status change, an output-only change and an identical update, when the
   new check shows in ``/v1/health/service/bolina`` on the server and whether ``X-Consul-Index``
-  moved (a new index wakes every blocking query on the service);
+  moved (a new index wakes every blocking query on the service); and for a new registration,
+  when the first output shows if the check is registered with the reading's status (the first
+  output is then an output-only change) or Critical first (``bolina-scaler report`` does that);
 * **write rate**: with every check's output changing on every report (the worst case: each
   reporter writes a new ``load=``/``demand=`` every interval), how many Raft entries the
   servers apply per second (``Stats.raft.applied_index`` of ``/v1/agent/self``, less the idle
@@ -79,7 +81,7 @@ class Agents:
         _, body = _request("GET", f"{self.server}/v1/agent/self")
         return int(json.loads(body)["Stats"]["raft"]["applied_index"])
 
-    def register(self, n: int) -> None:
+    def register(self, n: int, status: str = "passing") -> None:
         body = {
             "Name": SERVICE,
             "ID": f"bolina-{n}",
@@ -90,7 +92,7 @@ class Agents:
                 "CheckID": f"service:bolina-{n}",
                 "Name": "Bolina availability",
                 "TTL": "10m",
-                "Status": "passing",
+                "Status": status,
             },
         }
         _request("PUT", f"{self.client}/v1/agent/service/register", body)
@@ -196,6 +198,28 @@ def semantics(pair: Agents, servers: int, interval: float) -> list[Change]:
     return changes
 
 
+def registrations(pair: Agents, servers: int, first: int, interval: float) -> list[Change]:
+    """A new server's first output: registered with the reading's status, or registered Critical first."""
+    changes = []
+    for kind, status in (("new, passing", "passing"), ("new, critical", "critical")):
+        index_before, _ = pair.health()
+        numbers = range(first, first + servers)
+        started = time.monotonic()
+        for n in numbers:
+            pair.register(n, status)
+            pair.update(n, "passing", f"load=0.00 demand=0.00@{n}")
+        seen: dict[int, float] = {}
+        while len(seen) < servers and time.monotonic() - started < 1.5 * interval + 10:
+            _, checks = pair.health()
+            for n in numbers:
+                if n not in seen and checks.get(f"service:bolina-{n}") == ("passing", f"load=0.00 demand=0.00@{n}"):
+                    seen[n] = time.monotonic() - started
+            time.sleep(0.1)
+        changes.append(Change(f"{kind} first", sorted(seen.values()), False, pair.health()[0] != index_before))
+        first += servers
+    return changes
+
+
 @dataclass
 class Rate:
     idle_per_s: float
@@ -247,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--servers", type=int, default=50, help="Bolina servers registered on the client agent")
     parser.add_argument("--every", type=float, default=5.0, help="seconds between two reports of one server")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds of reporting per interval")
+    parser.add_argument("--duration", type=float, default=60.0, help="seconds of reporting per interval (0: none)")
     args = parser.parse_args(argv)
     intervals = args.interval or ["0s", "30s"]
     print(
@@ -258,11 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         interval = TypeAdapter(Duration).validate_python(spec)
         with agents(spec) as pair:
             print(f"\ncheck_update_interval = {spec}")
-            for change in semantics(pair, args.servers, interval):
+            for change in [*semantics(pair, args.servers, interval), *registrations(pair, 5, 10_000, interval)]:
                 moved = "index moved" if change.index_moved else "index unchanged"
                 early = " (index moved before the output showed)" if change.index_moved_before else ""
                 shown = "not written" if change.kind == "identical" else f"shown after {_fmt(change.delays)}"
                 print(f"  {change.kind:<14} {shown}; {moved}{early}")
+            if not args.duration:
+                continue
             rate = write_rate(pair, args.servers, args.every, args.duration)
             print(
                 f"  write rate: {rate.updates_per_s:.1f} check updates/s to the agent -> "
