@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import proc
+from bench.agent import measure_agent
 from bench.backends import (
     TESTBIN,
     BenchConsul,
@@ -30,12 +31,13 @@ from bench.backends import (
     consul_binary,
     equivalent_to_add_instance,
 )
-from bench.churn import ChurnResult, measure_churn
-from bench.idle import IdleResult, measure_idle
+from bench.churn import measure_churn
+from bench.idle import measure_idle
 from bench.latency import LatencyRun, measure_latency, merge
+from bench.reaction import measure_shipped, measure_under_churn
 from bench.realkube import RealKubeSide, kube_binaries
-from bench.report import render, splice
-from bench.work import WorkResult, measure_work
+from bench.report import ChurnLatency, Results, render, splice
+from bench.work import measure_work
 from bolina_scaler.testing.kubernetes import FakeKubernetes
 
 FAKES = "fake Consul + fake Kubernetes"
@@ -51,17 +53,29 @@ class Plan:
     work_size: int
     work_repeat: int
     idle_size: int
-    idle_wait: float
+    idle_wait: float | None
+    """None: the shipped consul.wait."""
     idle_window: float
-    churn_size: int
+    churn_sizes: tuple[int, ...]
     churn_rate: float
     churn_duration: float
     real: bool
     blocks: int
+    shipped_sizes: tuple[int, ...]
+    shipped_samples: int
+    churn_latency_sizes: tuple[int, ...]
+    churn_latency_rates: tuple[float, ...]
+    churn_latency_samples: int
 
 
-FULL = Plan("full", (10, 1000, 10000), 200, 10000, 5, 10000, 20.0, 60.0, 10000, 100.0, 60.0, True, 4)
-QUICK = Plan("quick", (10, 100), 20, 1000, 3, 100, 2.0, 5.0, 1000, 20.0, 5.0, False, 2)
+FULL = Plan(
+    "full", (10, 1000, 10000), 200, 10000, 5, 10000, None, 120.0, (1000, 10000), 100.0, 300.0, True, 4,
+    (1000, 10000), 16, (1000, 10000), (2.0, 10.0, 100.0), 30,
+)  # fmt: skip
+QUICK = Plan(
+    "quick", (10, 100), 20, 1000, 3, 100, 2.0, 5.0, (1000,), 20.0, 5.0, False, 2,
+    (100,), 2, (100,), (20.0,), 4,
+)  # fmt: skip
 
 
 def say(message: str) -> None:
@@ -142,25 +156,106 @@ async def latency_suite(
     return runs, missing, extra
 
 
+async def shipped_suite(
+    plan: Plan, workdir: Path, consul: ConsulSide, kube: KubeSide, backend: str
+) -> list[LatencyRun]:
+    """The shipped config whole: floor and daemon take turns, two blocks each side."""
+    runs: list[LatencyRun] = []
+    for size in plan.shipped_sizes:
+        say(f"shipped config: {backend}, {size:,} servers, {plan.shipped_samples} changes a side")
+        blocks: dict[str, list[LatencyRun]] = {"floor": [], "daemon": []}
+        for block in range(2):
+            for subject in ("floor", "daemon") if block == 0 else ("daemon", "floor"):
+                blocks[subject].append(
+                    await measure_shipped(
+                        consul=consul,
+                        kube=kube,
+                        backend=backend,
+                        size=size,
+                        samples=plan.shipped_samples // 2,
+                        subject=subject,
+                        workdir=workdir,
+                        load=block == 0 and subject == "floor",
+                    )
+                )
+        runs += [merge(blocks["floor"]), merge(blocks["daemon"])]
+        say(f"  daemon p99 {runs[-1].p99 * 1000:.1f} ms, floor p99 {runs[-2].p99 * 1000:.1f} ms")
+    return runs
+
+
+async def churn_latency_suite(
+    plan: Plan, workdir: Path, consul: ConsulSide, kube: KubeSide, backend: str
+) -> list[ChurnLatency]:
+    """Reaction to a flip while other servers change at each rate: floor and daemon take turns."""
+    cells: list[ChurnLatency] = []
+    for size in plan.churn_latency_sizes:
+        loaded = False
+        for rate in plan.churn_latency_rates:
+            say(f"reaction under churn: {backend}, {size:,} servers, {rate:g} changes/s")
+            blocks: dict[str, list[LatencyRun]] = {"floor": [], "daemon": []}
+            agent: list[float] = []
+            for block in range(2):
+                for subject in ("floor", "daemon") if block == 0 else ("daemon", "floor"):
+                    run, cores = await measure_under_churn(
+                        consul=consul,
+                        kube=kube,
+                        backend=backend,
+                        size=size,
+                        rate=rate,
+                        samples=plan.churn_latency_samples // 2,
+                        subject=subject,
+                        workdir=workdir,
+                        load=not loaded,
+                    )
+                    loaded = True
+                    blocks[subject].append(run)
+                    if subject == "daemon" and cores is not None:
+                        agent.append(cores)
+            cell = ChurnLatency(
+                rate=rate,
+                floor=merge(blocks["floor"]),
+                daemon=merge(blocks["daemon"]),
+                agent_cores=sum(agent) / len(agent) if agent else None,
+            )
+            say(f"  daemon p99 {cell.daemon.p99 * 1000:.1f} ms, floor p99 {cell.floor.p99 * 1000:.1f} ms")
+            cells.append(cell)
+    return cells
+
+
 async def main_async(plan: Plan, profile: Path | None, skip: set[str]) -> str:
     workdir = Path(tempfile.mkdtemp(prefix="bolina-bench-"))
     started = time.monotonic()
-    runs: list[LatencyRun] = []
-    missing: list[str] = []
-    extra: list[str] = []
-    work: WorkResult | None = None
-    idle: IdleResult | None = None
-    churn: ChurnResult | None = None
+    results = Results()
     try:
         if "latency" not in skip:
-            runs, missing, extra = await latency_suite(plan, workdir, profile)
+            results.runs, results.missing, results.extra = await latency_suite(plan, workdir, profile)
+        binary = consul_binary() if plan.real else None
+        if {"shipped", "churnlatency", "agent"} - skip:
+            if binary is not None:
+                async with RealConsulSide(binary) as real, FakeKubernetes() as fake_kube:
+                    kube = FakeKubeSide(fake_kube, workdir)
+                    if "shipped" not in skip:
+                        results.shipped = await shipped_suite(plan, workdir, real, kube, REAL_CONSUL)
+                    if "churnlatency" not in skip:
+                        results.churn_latency = await churn_latency_suite(plan, workdir, real, kube, REAL_CONSUL)
+                    if "agent" not in skip:
+                        for size in plan.churn_latency_sizes:
+                            say(f"the agent's capacity: {size:,} servers")
+                            await real.load(["passing"] * size)
+                            results.agent.append(await measure_agent(real, size))
+            else:
+                async with fakes(workdir) as (consul, kube):
+                    if "shipped" not in skip:
+                        results.shipped = await shipped_suite(plan, workdir, consul, kube, FAKES)
+                    if "churnlatency" not in skip:
+                        results.churn_latency = await churn_latency_suite(plan, workdir, consul, kube, FAKES)
         if "work" not in skip:
             say(f"work per update: {plan.work_size:,} servers")
-            work = measure_work(plan.work_size, plan.work_repeat)
+            results.work = measure_work(plan.work_size, plan.work_repeat)
         if "idle" not in skip:
             say(f"idle: {plan.idle_size:,} servers, {plan.idle_window:g} s")
             async with fakes(workdir) as (consul, kube):
-                idle = await measure_idle(
+                results.idle = await measure_idle(
                     consul=consul,
                     kube=kube,
                     size=plan.idle_size,
@@ -169,19 +264,22 @@ async def main_async(plan: Plan, profile: Path | None, skip: set[str]) -> str:
                     workdir=workdir,
                 )
         if "churn" not in skip:
-            say(f"churn: {plan.churn_size:,} servers, {plan.churn_rate:g}/s for {plan.churn_duration:g} s")
-            async with fakes(workdir) as (consul, kube):
-                churn = await measure_churn(
-                    consul=consul,
-                    kube=kube,
-                    size=plan.churn_size,
-                    rate=plan.churn_rate,
-                    duration=plan.churn_duration,
-                    workdir=workdir,
-                )
-        extra.append(f"bench wall time {time.monotonic() - started:.0f} s")
-        mode = plan.mode + (", daemon with the pre-issue-6 parser" if proc.REFERENCE else "")
-        report = render(mode=mode, runs=runs, missing=missing, work=work, idle=idle, churn=churn, extra=extra)
+            for size in plan.churn_sizes:
+                say(f"churn: {size:,} servers, {plan.churn_rate:g}/s for {plan.churn_duration:g} s")
+                async with fakes(workdir) as (consul, kube):
+                    results.churn.append(
+                        await measure_churn(
+                            consul=consul,
+                            kube=kube,
+                            size=size,
+                            rate=plan.churn_rate,
+                            duration=plan.churn_duration,
+                            workdir=workdir,
+                        )
+                    )
+        results.extra.append(f"bench wall time {time.monotonic() - started:.0f} s")
+        results.mode = plan.mode + (", daemon with the pre-msgspec parser" if proc.REFERENCE else "")
+        report = render(results)
     except BaseException:
         say(f"failed; logs kept in {workdir}")
         raise
@@ -198,9 +296,13 @@ def main() -> int:
     parser.add_argument("--sizes", help="comma-separated fleet sizes for the latency runs")
     parser.add_argument("--no-real", action="store_true", help="skip the real Consul rows")
     parser.add_argument(
-        "--reference-parser", action="store_true", help="measure the daemon with the pre-issue-6 parser (before/after)"
+        "--reference-parser", action="store_true", help="measure the daemon with the pre-msgspec parser (before/after)"
     )
-    parser.add_argument("--skip", default="", help="comma-separated suites to skip: latency,work,idle,churn")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated suites to skip: latency,shipped,churnlatency,agent,work,idle,churn",
+    )
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     if args.changes:

@@ -77,6 +77,10 @@ class ConsulSide(Protocol):
 
     def health_queries(self) -> int | None: ...
 
+    def cpu(self) -> float | None:
+        """CPU seconds the Consul agent has used so far (None: the fake, in the harness's process)."""
+        ...
+
 
 class KubeSide(Protocol):
     kubeconfig: Path
@@ -208,6 +212,9 @@ class FakeConsulSide:
 
     def health_queries(self) -> int | None:
         return self.consul.request_counts["health.service"]
+
+    def cpu(self) -> float | None:
+        return None
 
 
 class FakeKubeSide:
@@ -390,3 +397,8 @@ class RealConsulSide:
 
     def health_queries(self) -> int | None:
         return None
+
+    def cpu(self) -> float | None:
+        assert self._process is not None
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -7,7 +7,7 @@ up and down and the step limits are exercised. Afterwards, from the daemon's own
 
 * lag of a write = time until the first evaluation whose Consul index covers it (bursts coalesce:
   one evaluation covers every write before its answer);
-* every ``scaled`` line is checked against the step limits over a sliding period;
+* every ``scale.patched`` line is checked against the step limits over a sliding period;
 * the daemon's CPU time over the run, as a share of one core.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from bench.backends import FakeConsulSide, FakeKubeSide
 from bench.latency import percentile
 from bench.proc import log_events, start_daemon
-from bench.scenario import REPLICAS, daemon_config, edge
+from bench.scenario import REPLICAS, edge, edge_config
 
 __all__ = ["ChurnResult", "measure_churn"]
 
@@ -59,7 +59,7 @@ async def measure_churn(
     await consul.load(statuses)
     await kube.reset(REPLICAS)
     first = kube.next_patch()
-    config = daemon_config(
+    config = edge_config(
         e=e,
         consul_url=consul.url,
         kubeconfig=kube.kubeconfig,
@@ -97,7 +97,7 @@ async def measure_churn(
     finally:
         await child.stop()
 
-    evaluations = sorted((int(str(ev["consul_index"])), _ts(ev)) for ev in log_events(child.log, "evaluation"))
+    evaluations = sorted((int(str(ev["consul_index"])), _ts(ev)) for ev in log_events(child.log, "decision.evaluated"))
     # For each write: the earliest evaluation at an index >= the write's index (suffix minimum of time).
     indexes = [i for i, _ in evaluations]
     earliest = [t for _, t in evaluations]
@@ -112,7 +112,7 @@ async def measure_churn(
         lags.append(max(0.0, earliest[at] - written))
     third = max(1, len(lags) // 3)
     head, tail = lags[:third], lags[-third:]
-    scaled = [(_ts(ev), int(str(ev["before"])), int(str(ev["after"]))) for ev in log_events(child.log, "scaled")]
+    scaled = [(_ts(ev), int(str(ev["before"])), int(str(ev["after"]))) for ev in log_events(child.log, "scale.patched")]
     return ChurnResult(
         size=size,
         rate=rate,

@@ -1,7 +1,9 @@
 """Idle cost: what the daemon spends on a fleet where nothing changes.
 
-Does I/O. The daemon watches a quiet fleet (fake Consul, so every request is counted) for a
-window; the harness reads the Consul queries and Kubernetes requests it sent and its CPU time.
+Does I/O. The daemon runs the shipped config whole (policy included) on a quiet fleet at the
+shipped policy's edge (fake Consul, so every request is counted) for a window; the harness
+reads the Consul queries and Kubernetes requests it sent and its CPU time. A quiet fleet costs
+one unchanged answer per ``consul.wait`` and the Lease renewals (one per ``retry_period``).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backends import FakeConsulSide, FakeKubeSide
-from bench.proc import start_daemon
-from bench.scenario import REPLICAS, daemon_config, edge
+from bench.proc import log_events, start_daemon
+from bench.scenario import REPLICAS, shipped_config, shipped_edge
 
 __all__ = ["IdleResult", "measure_idle"]
 
@@ -22,22 +24,31 @@ class IdleResult:
     size: int
     window: float
     wait: float
+    shipped_wait: bool
     consul_queries: int
     kube_requests: int
     cpu_seconds: float
 
 
 async def measure_idle(
-    *, consul: FakeConsulSide, kube: FakeKubeSide, size: int, window: float, wait: float, workdir: Path
+    *, consul: FakeConsulSide, kube: FakeKubeSide, size: int, window: float, wait: float | None, workdir: Path
 ) -> IdleResult:
-    e = edge(size)
-    await consul.load(["passing"] * e.available + ["warning"] * (size - e.available))
+    """``wait``: None for the shipped ``consul.wait``; a shorter one for a quick run (the row says so)."""
+    available = shipped_edge(size)
+    await consul.load(["passing"] * available + ["warning"] * (size - available))
     await kube.reset(REPLICAS)
-    first = kube.next_patch()
-    config = daemon_config(e=e, consul_url=consul.url, kubeconfig=kube.kubeconfig, namespace="bolina", wait=wait)
+    config = shipped_config(consul_url=consul.url, kubeconfig=kube.kubeconfig, namespace="bolina")
+    if wait is not None:
+        config["consul"] = {**config["consul"], "wait": f"{wait:g}s"}
+    effective = float(str(config["consul"]["wait"]).removesuffix("s"))
     child = await start_daemon(config, workdir, name=f"idle-{size}")
     try:
-        await asyncio.wait_for(first, 120)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 120
+        while not log_events(child.log, "decision.evaluated"):
+            if loop.time() > deadline or not child.alive():
+                raise RuntimeError(f"idle-{size}: no evaluation; see {child.log}")
+            await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
         await consul.idle()
         queries, requests, cpu = consul.health_queries() or 0, len(kube.kube.arrivals), child.cpu()
@@ -45,7 +56,8 @@ async def measure_idle(
         return IdleResult(
             size=size,
             window=window,
-            wait=wait,
+            wait=effective,
+            shipped_wait=wait is None,
             consul_queries=(consul.health_queries() or 0) - queries,
             kube_requests=len(kube.kube.arrivals) - requests,
             cpu_seconds=child.cpu() - cpu,

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from bench.backends import ConsulSide, KubeSide
 from bench.proc import Child, start_daemon, start_floor
-from bench.scenario import REPLICAS, daemon_config, edge
+from bench.scenario import REPLICAS, edge, edge_config
 
 __all__ = ["LatencyRun", "measure_latency", "merge", "percentile"]
 
 PATCH_TIMEOUT = 30.0
 GAP = 0.03
-"""Pause after each sample: longer than the daemon's token-bucket refill (50/s) in these runs."""
+"""Pause after each sample: the token bucket (10/s, burst 10) refills faster than samples come."""
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -83,8 +83,7 @@ async def measure_latency(
     child: Child
     if subject == "daemon":
         first = kube.next_patch()
-        # wait 300 s (the default): no wait expires during a run, so every evaluation is a flip's.
-        config = daemon_config(e=e, consul_url=consul.url, kubeconfig=kube.kubeconfig, namespace="bolina", wait=300)
+        config = edge_config(e=e, consul_url=consul.url, kubeconfig=kube.kubeconfig, namespace="bolina")
         child = await start_daemon(config, workdir, name=name, profile=profile)
         await asyncio.wait_for(first, 120)  # the first evaluation's scale-down, 10 → 9
         # Gaining the lease re-evaluates (one more step down): wait until the patches stop.

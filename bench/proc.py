@@ -78,9 +78,17 @@ async def start_daemon(config: dict[str, Any], workdir: Path, *, name: str, prof
 
 
 async def start_floor(
-    *, consul_url: str, scale_url: str, token: str, workdir: Path, name: str, cafile: str | None = None
+    *,
+    consul_url: str,
+    scale_url: str,
+    token: str,
+    workdir: Path,
+    name: str,
+    cafile: str | None = None,
+    wait: str = "30s",
 ) -> Child:
     command = ["-m", "bench.floor", "--consul", consul_url, "--scale-url", scale_url, "--token", token]
+    command += ["--wait", wait]
     if cafile:
         command += ["--cafile", cafile]
     return await _spawn(name, command, workdir)

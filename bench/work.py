@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from bench.backends import SERVICE, BenchConsul
-from bench.scenario import REPLICAS, daemon_config, edge
+from bench.scenario import REPLICAS, edge, edge_config
 from bolina_scaler.config import parse_config
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import ConsulIndex
@@ -84,7 +84,7 @@ def measure_work(size: int, repeat: int) -> WorkResult:
     gc.collect()
     gc.freeze()
     config = parse_config(
-        daemon_config(e=e, consul_url="http://127.0.0.1:1", kubeconfig=Path("/nonexistent"), namespace="b")
+        edge_config(e=e, consul_url="http://127.0.0.1:1", kubeconfig=Path("/nonexistent"), namespace="b")
     ).policy
     servers = parse_health(body)[0]
     snapshot = FleetSnapshot(index=ConsulIndex(7), servers=servers, observed_at=0.0)

@@ -1,29 +1,51 @@
 """The daemon's Prometheus metrics: one ``Metrics`` object owning its own ``CollectorRegistry``.
 
-No I/O (``/metrics`` in ``httpapi`` renders it). Nothing is a module-level global: each daemon,
+No I/O (``/metrics`` in ``http_api`` renders it). Nothing is a module-level global: each daemon,
 and each test, gets a fresh registry, so two daemons in one process (the HA tests) never share a
-counter. Every metric is listed in the README's "Metrics" table; keep both in step.
+counter. The registry also carries the standard process, platform and GC collectors
+(``process_*``, ``python_info``, ``python_gc_*``) and ``bolina_scaler_build_info``. Every
+``bolina_scaler_*`` metric is listed in the README's "Metrics" table, and every one named by the
+alerts and the dashboard in ``manifests/components/monitoring`` exists here (tests keep all three
+in step).
 
-Gauges that describe the daemon's current state (servers by status, replicas, snapshot age,
-leader) are set from the daemon's state by ``refresh`` just before each scrape, so they can never
-drift from what ``/v1/servers`` and ``/v1/decision`` show.
+Gauges that describe the daemon's current state (servers by status, replicas, trust, leader,
+readiness, pause) come from the daemon's state through ``refresh`` just before each scrape, so
+they can never drift from what ``/v1/servers`` and ``/v1/decision`` show. A value the daemon does
+not know yet is absent, never a stand-in: no servers before the first Consul answer, no
+``replicas_current`` before the first read of the scale, no pause state before the first read of
+the Deployment. Time since the last trusted Consul answer is
+``time() - bolina_scaler_last_trusted_snapshot_timestamp_seconds`` in PromQL.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from bolina_scaler import __version__
 from bolina_scaler.core.decision import Decision
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import Status
+from bolina_scaler.core.outcome import Outcome
 
-__all__ = ["CONTENT_TYPE", "PREFIX", "Metrics"]
+__all__ = ["CONTENT_TYPE", "PREFIX", "Metrics", "StateReading"]
 
 PREFIX: Final = "bolina_scaler"
 CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
@@ -32,21 +54,108 @@ _LATENCY_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
 _CONSUL_BUCKETS: Final = (0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 150.0, 300.0, 600.0)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateReading:
+    """What the daemon knows at a scrape; None: not known yet (the gauge is then absent)."""
+
+    snapshot: FleetSnapshot | None = None
+    last_trusted_at: float | None = None
+    """Wall-clock (Unix) time at which the newest trusted Consul answer arrived."""
+    current: int | None = None
+    decision: Decision | None = None
+    leader: bool = False
+    ready: bool = False
+    paused: bool | None = None
+
+
+class _StateCollector(Collector):
+    """The state gauges, from the last ``StateReading`` (absent when unknown)."""
+
+    def __init__(self) -> None:
+        self.reading = StateReading()
+        self.policy: tuple[int, int, float] | None = None
+
+    def describe(self) -> Iterable[Metric]:
+        return [GaugeMetricFamily(name, text, labels=labels) for name, text, labels in _STATE_GAUGES]
+
+    def collect(self) -> Iterable[Metric]:
+        r = self.reading
+        values: dict[str, list[tuple[tuple[str, ...], float]]] = {name: [] for name, _, _ in _STATE_GAUGES}
+        snapshot = r.snapshot
+        if snapshot is not None:
+            values[f"{PREFIX}_servers"] = [((str(s),), snapshot.counts[s]) for s in Status]
+            values[f"{PREFIX}_servers_registered"] = [((), snapshot.registered)]
+            values[f"{PREFIX}_snapshot_trusted"] = [((), 1 if snapshot.trusted else 0)]
+            if snapshot.index > 0:
+                values[f"{PREFIX}_consul_index"] = [((), snapshot.index)]
+        if r.last_trusted_at is not None:
+            values[f"{PREFIX}_last_trusted_snapshot_timestamp_seconds"] = [((), r.last_trusted_at)]
+        if r.current is not None:
+            values[f"{PREFIX}_replicas_current"] = [((), r.current)]
+        if r.decision is not None:
+            values[f"{PREFIX}_replicas_desired"] = [((), r.decision.desired)]
+            values[f"{PREFIX}_replicas_pending"] = [((), r.decision.inputs.pending)]
+        values[f"{PREFIX}_leader"] = [((), 1 if r.leader else 0)]
+        values[f"{PREFIX}_ready"] = [((), 1 if r.ready else 0)]
+        if r.paused is not None:
+            values[f"{PREFIX}_paused"] = [((), 1 if r.paused else 0)]
+        if self.policy is not None:
+            low, high, target = self.policy
+            values[f"{PREFIX}_policy_min_replicas"] = [((), low)]
+            values[f"{PREFIX}_policy_max_replicas"] = [((), high)]
+            values[f"{PREFIX}_policy_target_available_ratio"] = [((), target)]
+        for name, text, labels in _STATE_GAUGES:
+            family = GaugeMetricFamily(name, text, labels=labels)
+            for label_values, value in values[name]:
+                family.add_metric(list(label_values), value)
+            yield family
+
+
+_STATE_GAUGES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
+    (f"{PREFIX}_servers", "Servers in the newest Consul snapshot by status.", ("status",)),
+    (f"{PREFIX}_servers_registered", "Servers registered in Consul (newest snapshot).", ()),
+    (f"{PREFIX}_snapshot_trusted", "1 when the newest Consul snapshot may drive scaling.", ()),
+    (f"{PREFIX}_consul_index", "X-Consul-Index of the newest Consul answer.", ()),
+    (
+        f"{PREFIX}_last_trusted_snapshot_timestamp_seconds",
+        "Unix time at which the newest trusted Consul answer arrived.",
+        (),
+    ),
+    (f"{PREFIX}_replicas_current", "spec.replicas of the Deployment, last read.", ()),
+    (f"{PREFIX}_replicas_desired", "Replicas the last evaluation wanted.", ()),
+    (
+        f"{PREFIX}_replicas_pending",
+        "Replicas requested but not registered yet that still count as capacity (in flight).",
+        (),
+    ),
+    (
+        f"{PREFIX}_leader",
+        "1 while this replica may scale: it holds the Lease (always, without leader election; never in dry run).",
+        (),
+    ),
+    (f"{PREFIX}_ready", "1 while /readyz answers 200.", ()),
+    (f"{PREFIX}_paused", "1 while a pause annotation on the Deployment holds the scale.", ()),
+    (f"{PREFIX}_policy_min_replicas", "policy.min_replicas of the config.", ()),
+    (f"{PREFIX}_policy_max_replicas", "policy.max_replicas of the config.", ()),
+    (f"{PREFIX}_policy_target_available_ratio", "policy.target_available_ratio of the config.", ()),
+)
+
+
 class Metrics:
     """Every metric the daemon exports. ``Metrics()`` makes a fresh registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.servers = Gauge(f"{PREFIX}_servers", "Servers in the current snapshot by status.", ["status"], registry=r)
-        self.registered = Gauge(f"{PREFIX}_servers_registered", "Servers registered in Consul.", registry=r)
-        self.pending = Gauge(
-            f"{PREFIX}_replicas_pending",
-            "Replicas requested but not registered yet that still count as capacity (in flight).",
-            registry=r,
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info", "Always 1; the version of bolina-scaler that runs.", ["version"], registry=r
         )
-        self.current = Gauge(f"{PREFIX}_replicas_current", "spec.replicas of the Deployment, last read.", registry=r)
-        self.desired = Gauge(f"{PREFIX}_replicas_desired", "Replicas the last evaluation wanted.", registry=r)
+        self.build_info.labels(version=__version__).set(1)
+        self._state = _StateCollector()
+        r.register(self._state)
         self.decisions = Counter(
             f"{PREFIX}_decisions",
             "Evaluations by direction (up, down, none, hold) and reason.",
@@ -59,6 +168,9 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        for outcome in Outcome:
+            if outcome is not Outcome.UNCHANGED:
+                self.patches.labels(outcome=str(outcome))  # 0 from the start: increase() sees the first one
         self.consul_duration = Histogram(
             f"{PREFIX}_consul_query_duration_seconds",
             "Duration of Consul health queries (blocking ones last until a change or the wait ends).",
@@ -82,14 +194,6 @@ class Metrics:
             ["operation"],
             registry=r,
         )
-        self.snapshot_age = Gauge(
-            f"{PREFIX}_snapshot_age_seconds", "Age of the newest Consul snapshot (-1: none yet).", registry=r
-        )
-        self.trusted = Gauge(f"{PREFIX}_snapshot_trusted", "1 when the newest snapshot may drive scaling.", registry=r)
-        self.consul_index = Gauge(f"{PREFIX}_consul_index", "X-Consul-Index of the newest snapshot.", registry=r)
-        self.leader = Gauge(
-            f"{PREFIX}_leader", "1 while this replica holds the Lease (always 1 without leader election).", registry=r
-        )
         self.leader_changes = Counter(
             f"{PREFIX}_leadership_changes", "Times this replica became or stopped being the leader.", registry=r
         )
@@ -112,31 +216,20 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
-        for status in Status:
-            self.servers.labels(status=str(status))
-        self.leader.set(0)
-        self.snapshot_age.set(-1)
 
     # -- feeding -----------------------------------------------------------------------------
 
-    def refresh(self, *, snapshot: FleetSnapshot | None, current: int | None, leader: bool, now: float) -> None:
-        """Set the state gauges (called before each scrape)."""
-        if snapshot is not None:
-            for status in Status:
-                self.servers.labels(status=str(status)).set(snapshot.counts[status])
-            self.registered.set(snapshot.registered)
-            self.snapshot_age.set(max(0.0, now - snapshot.observed_at))
-            self.trusted.set(1 if snapshot.trusted else 0)
-            self.consul_index.set(snapshot.index)
-        if current is not None:
-            self.current.set(current)
-        self.leader.set(1 if leader else 0)
+    def refresh(self, reading: StateReading) -> None:
+        """Take the daemon's state for the next scrape (called just before each)."""
+        self._state.reading = reading
+
+    def set_policy(self, *, min_replicas: int, max_replicas: int, target_available_ratio: float) -> None:
+        """Export the bounds and target the alerts compare with (``policy`` of the config)."""
+        self._state.policy = (min_replicas, max_replicas, target_available_ratio)
 
     def observe_decision(self, decision: Decision) -> None:
         self.evaluations.inc()
         self.decisions.labels(direction=str(decision.direction), reason=str(decision.reason)).inc()
-        self.desired.set(decision.desired)
-        self.pending.set(decision.inputs.pending)
 
     def observe_consul_query(self, seconds: float, *, blocking: bool, failed: bool) -> None:
         """One Consul health query (``ConsulWatch`` calls it after each)."""

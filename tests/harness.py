@@ -24,8 +24,8 @@ KUBE_NS = "bolina-ns"
 """The namespace of the lone ``kube`` fixture (a fake Kubernetes without Consul)."""
 
 BASE = {
-    "consul": {"wait": "60s", "rate_per_second": 50, "rate_burst": 2, "retry_initial": "1s", "retry_max": "5s"},
-    "kubernetes": {"namespace": NS, "resync": "30s", "request_timeout": "5s", "retry_initial": "1s"},
+    "consul": {"wait": "60s"},
+    "kubernetes": {"namespace": NS, "resync": "30s", "request_timeout": "5s"},
     "policy": {
         "min_replicas": 2,
         "max_replicas": 20,

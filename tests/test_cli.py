@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,46 @@ class TestCheckConfig:
         assert len(err) == 1
         assert "policy.max_replicas" in err[0]
 
+    def test_config_flag_works_like_the_other_commands(self, capsys: pytest.CaptureFixture[str]):
+        """check-config --config PATH, like run and plan (the positional PATH still works)."""
+        path = str(ROOT / "config" / "config.yaml")
+        assert main(["check-config", "--config", path]) == 0
+        by_flag = json.loads(capsys.readouterr().out)
+        assert main(["check-config", path]) == 0
+        assert json.loads(capsys.readouterr().out) == by_flag
+
+    def test_no_path_exits_2_with_one_line(self, capsys: pytest.CaptureFixture[str]):
+        """Without a path (or with two different ones) it says how to call it, exit 2."""
+        assert main(["check-config"]) == 2
+        assert main(["check-config", "a.yaml", "--config", "b.yaml"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 2
+        assert all("--config PATH" in line for line in lines)
+
     def test_usage_error_exits_2(self, capsys: pytest.CaptureFixture[str]):
         """An unknown command is a usage error: exit code 2."""
         with pytest.raises(SystemExit) as exited:
             main(["frobnicate"])
         assert exited.value.code == 2
+
+
+class TestHelp:
+    @pytest.mark.parametrize("command", [[], ["run"], ["plan"], ["check-config"], ["demo"], ["simulate"], ["report"]])
+    def test_every_command_has_a_description_and_an_example(
+        self, command: list[str], capsys: pytest.CaptureFixture[str]
+    ):
+        """--help says what the command does and shows a command line, in plain text (no markup)."""
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--help"])
+        assert exited.value.code == 0
+        text = capsys.readouterr().out
+        _usage, _, rest = text.partition("\n\n")
+        description = rest.split("\n\n", 1)[0]
+        assert not description.startswith(("positional arguments", "options")), "no description"
+        examples = text.split("examples:\n", 1)[1]
+        assert f"bolina-scaler {' '.join(command)}".strip() in examples
+        for markup in ("``", ".. ", ":param", "::"):
+            assert markup not in text, f"markup {markup!r} in {command} --help"
 
 
 @pytest.fixture
@@ -84,6 +120,15 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+
+async def until_real(condition: Callable[[], bool], *, within: float) -> None:
+    """Poll ``condition`` in real time (a child process runs on its own clock) until it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.005)
 
 
 class TestPlan:
@@ -131,7 +176,7 @@ class TestRun:
                 raw = await process.stdout.readline()
                 assert raw, "daemon exited early"
                 lines.append(json.loads(raw))
-                if lines[-1]["event"] == "scaled":
+                if lines[-1]["event"] == "scale.patched":
                     return
 
         await asyncio.wait_for(read_until_scaled(), 60)
@@ -143,8 +188,75 @@ class TestRun:
         assert process.returncode == 0
         assert loop.time() - sent < 10
         tail = [json.loads(line) for line in rest.splitlines() if line.strip()]
-        assert tail[-1]["event"] == "stopped"
-        assert any(entry["event"] == "signal received; stopping" for entry in tail)
+        assert tail[-1]["event"] == "daemon.stopped"
+        assert any(entry["event"] == "daemon.signal_received" for entry in tail)
+
+    async def test_sighup_stops_like_sigterm(self, fakes):
+        """SIGHUP (a terminal gone, a misdirected reload) stops the daemon cleanly: exit 0, 'daemon.stopped'."""
+        _, _, path = fakes
+        process = await _spawn("run", "--config", str(path))
+        assert process.stdout is not None
+
+        async def read_until(event: str) -> None:
+            assert process.stdout is not None
+            while True:
+                raw = await process.stdout.readline()
+                assert raw, "daemon exited early"
+                if json.loads(raw)["event"] == event:
+                    return
+
+        await asyncio.wait_for(read_until("decision.evaluated"), 60)
+        process.send_signal(signal.SIGHUP)
+        rest, _ = await asyncio.wait_for(process.communicate(), 10)
+        assert process.returncode == 0
+        tail = [json.loads(line) for line in rest.splitlines() if line.strip()]
+        # Lines written before the signal was handled may come first (a later evaluation, ...).
+        signals = [line["signal"] for line in tail if line["event"] == "daemon.signal_received"]
+        assert signals == ["SIGHUP"]
+        assert tail[-1]["event"] == "daemon.stopped"
+
+    @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+    async def test_a_stop_signal_while_starting_exits_cleanly(self, fakes, signum: signal.Signals):
+        """A stop signal as soon as the process catches it (while it still imports its libraries, a
+        second before its loop runs): exit 0 and 'daemon.stopped', not death by signal."""
+        _, kube, path = fakes
+        process = await _spawn("run", "--config", str(path))
+        status = Path(f"/proc/{process.pid}/status")
+
+        def catches() -> bool:
+            caught = next(line for line in status.read_text().splitlines() if line.startswith("SigCgt:"))
+            return bool(int(caught.split()[1], 16) & (1 << (signum - 1)))
+
+        await until_real(catches, within=10)
+        process.send_signal(signum)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, err.decode()[-2000:]
+        events = [json.loads(line)["event"] for line in out.splitlines() if line.strip()]
+        assert events[-1] == "daemon.stopped"
+        assert "daemon.signal_received" in events
+        assert kube.patches == []
+
+    def test_stop_signals_are_held_before_the_libraries_load(self, tmp_path: Path):
+        """The entry point holds SIGTERM/SIGINT/SIGHUP before pydantic (the first heavy import) loads:
+        the window in which a stop signal kills the process is Python's own start-up only."""
+        probe = tmp_path / "probe.py"
+        probe.write_text(
+            "import signal, sys\n"
+            "seen = {}\n"
+            "class Watch:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'pydantic' and not seen:\n"
+            "            seen.update({s.name: getattr(signal.getsignal(s), '__name__', str(signal.getsignal(s)))\n"
+            "                         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)})\n"
+            "sys.meta_path.insert(0, Watch())\n"
+            "sys.argv = ['bolina-scaler', 'run', '--config', '/nonexistent/config.yaml']\n"
+            "from bolina_scaler.__main__ import main\n"
+            "code = main()\n"
+            "print(seen, code)\n"
+        )
+        done = subprocess.run([sys.executable, str(probe)], capture_output=True, text=True, timeout=60)
+        assert done.stdout.strip() == "{'SIGTERM': '_note', 'SIGINT': '_note', 'SIGHUP': '_note'} 2", done.stderr
 
     async def test_bad_kubeconfig_is_a_runtime_failure(self, tmp_path: Path):
         """Credentials that cannot be loaded end the process with exit 1 and one error line."""

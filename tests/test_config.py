@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bolina_scaler.cli import main
 from bolina_scaler.config import ConfigError, ConsulConfig, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,7 +25,7 @@ class TestDefaults:
         config = parse_config(None)
         assert config.consul.service == "bolina"
         assert config.kubernetes.deployment == "bolina"
-        assert config.consul.wait == 300
+        assert config.consul.wait == 30
         assert config.dry_run is False
 
     def test_consul_address_from_environment(self, monkeypatch: pytest.MonkeyPatch):
@@ -109,7 +117,7 @@ class TestErrors:
             ({"policy": {"scale_up": {"max_step": 0}}}, "policy.scale_up.max_step: "),
             ({"policy": {"scale_down": {"period": "soon"}}}, "policy.scale_down.period: expected a duration"),
             ({"policy": {"mass_change": {"ratio": 0}}}, "policy.mass_change.ratio: "),
-            ({"policy": {"max_snapshot_age": 60}}, "policy.max_snapshot_age: must exceed consul.wait"),
+            ({"policy": {"max_snapshot_age": 30}}, "policy.max_snapshot_age: must exceed consul.wait"),
             ({"consul": {"wait": "20m"}}, "consul.wait: Consul caps blocking queries at 10m"),
             ({"consul": {"wait": "5x"}}, "consul.wait: expected a duration"),
             ({"consul": {"address": "consul:8500"}}, "consul.address: expected http://host:port"),
@@ -122,6 +130,28 @@ class TestErrors:
             ({"logging": {"level": "loud"}}, "logging.level: "),
             ({"dry_run": "perhaps"}, "dry_run: "),
             ({"polcy": {}}, "polcy: unknown key"),
+            # Upper bounds, said in the message (issue 13: each of these passed and broke at run time).
+            ({"policy": {"scale_up": {"max_percent": 1e308}}}, "policy.scale_up.max_percent: Input should be less"),
+            ({"consul": {"rate_per_second": 1e-300}}, "consul.rate_per_second: Input should be greater"),
+            (
+                {"consul": {"rate_per_second": 0.01, "wait": "60s"}, "policy": {"max_snapshot_age": "90s"}},
+                "consul.rate_per_second: under churn one query every 100s",
+            ),
+            ({"policy": {"min_replicas": 3_000_000_000}}, "policy.min_replicas: Input should be less than or equal"),
+            ({"policy": {"scale_up": {"max_step": 10**30}}}, "policy.scale_up.max_step: "),
+            ({"policy": {"startup_grace": 1e308}}, "policy.startup_grace: Input should be less than or equal to 86400"),
+            ({"consul": {"retry_initial": 1e-300}}, "consul.retry_initial: Input should be greater than or equal"),
+            ({"policy": {"min_replicas": 10**5000}}, "policy.min_replicas: "),
+            # Addresses and hosts.
+            ({"http": {"host": "not a host!!"}}, "http.host: expected an IP address or a host name"),
+            ({"http": {"host": ""}}, "http.host: "),
+            ({"consul": {"address": "http://127.0.0.1:1 b"}}, "consul.address: expected http://host:port"),
+            ({"consul": {"address": "http://127.0.0.1:99999"}}, "consul.address: "),
+            ({"consul": {"address": "http://user:pw@consul:8500"}}, "consul.address: "),
+            ({"consul": {"address": "http://consul:8500/v1"}}, "consul.address: "),
+            ({"consul": {"address": "http://bad_host!:8500"}}, "consul.address: "),
+            ({"consul": {"datacenter": "dc1&stale"}}, "consul.datacenter: "),
+            ({"bad\nkey": 1}, "'bad\\nkey': unknown key"),
         ],
     )
     def test_one_line_naming_the_key(self, data, expected):
@@ -158,3 +188,143 @@ class TestErrors:
         """A config path that does not exist is one clear line."""
         with pytest.raises(ConfigError, match="cannot read config file"):
             load_config(tmp_path / "absent.yaml")
+
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            (b"policy:\n  min_replicas: \xff\n", r"cannot read config file: not UTF-8 text \(byte 0xff"),
+            (b"[" * 50_000 + b"]" * 50_000, r"nested too deeply"),
+            (b"policy:\n  min_replicas: " + b"9" * 5000 + b"\n", r"invalid value: Exceeds the limit"),
+            (b"policy:\n  min_replicas: 1\n  min_replicas: 2\n", r"line 3: found the key 'min_replicas' twice"),
+            (b"policy: {}\nhttp: {}\npolicy:\n  max_replicas: 9\n", r"key 'policy' twice \(first on line 1\)"),
+            (b"x: 1\n" * 300_000, r"larger than 1048576 bytes"),
+        ],
+        ids=["not-utf8", "deep", "huge-int", "duplicate-key", "second-section", "huge-file"],
+    )
+    def test_load_errors_are_one_line(self, tmp_path: Path, content: bytes, expected: str):
+        """Every way a file can fail to load is a ConfigError of one line (exit 2), not a traceback."""
+        path = tmp_path / "c.yaml"
+        path.write_bytes(content)
+        with pytest.raises(ConfigError, match=expected) as caught:
+            load_config(path)
+        assert "\n" not in str(caught.value)
+
+    def test_merge_keys_are_not_duplicates(self, tmp_path: Path):
+        """YAML merge keys (<<) may be overridden: that is not a key given twice."""
+        path = tmp_path / "c.yaml"
+        path.write_text("policy:\n  scale_up: &up {max_step: 2, period: 5s}\n  scale_down: {<<: *up, max_step: 1}\n")
+        config = load_config(path)
+        assert (config.policy.scale_down.max_step, config.policy.scale_down.period) == (1, 5.0)
+
+    def test_a_device_is_read_no_further_than_the_limit(self):
+        """/dev/zero as a config file: refused after 1 MiB, not read forever."""
+        with pytest.raises(ConfigError, match="larger than"):
+            load_config("/dev/zero")
+
+    @pytest.mark.parametrize(
+        ("content", "expected"),
+        [
+            (b"\xff\xfe", "consul.token_file: cannot use .*not UTF-8"),
+            (b"line one\nline two\n", "consul.token_file: the token holds characters an HTTP header cannot carry"),
+            (b"t" * 5000, "consul.token_file: cannot use .*larger than 4096 bytes"),
+        ],
+        ids=["not-utf8", "two-lines", "huge"],
+    )
+    def test_an_unusable_token_file(self, tmp_path: Path, content: bytes, expected: str):
+        """check-config reads the token file as the daemon will, and names what is wrong with it."""
+        token = tmp_path / "token"
+        token.write_bytes(content)
+        path = tmp_path / "c.yaml"
+        path.write_text(f"consul:\n  token_file: {token}\n")
+        with pytest.raises(ConfigError, match=expected):
+            load_config(path)
+
+    @pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+    def test_an_unreadable_token_file(self, tmp_path: Path):
+        """A token file the daemon may not read fails check-config, not the first query."""
+        token = tmp_path / "token"
+        token.write_text("secret\n")
+        token.chmod(0)
+        path = tmp_path / "c.yaml"
+        path.write_text(f"consul:\n  token_file: {token}\n")
+        with pytest.raises(ConfigError, match=r"consul\.token_file: cannot read"):
+            load_config(path)
+
+    @pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux /proc")
+    def test_a_file_that_fails_to_read(self, tmp_path: Path):
+        """A file that exists but fails to read (EIO, even for root) is one clear line."""
+        path = tmp_path / "c.yaml"
+        path.write_text("consul:\n  token_file: /proc/self/mem\n")
+        with pytest.raises(ConfigError, match=r"consul\.token_file: cannot read '/proc/self/mem'"):
+            load_config(path)
+
+    def test_a_ca_file_that_is_not_pem(self, tmp_path: Path):
+        """consul.ca_file must load as certificates: py-consul builds its TLS context even for http."""
+        ca = tmp_path / "ca.pem"
+        ca.write_text("not a certificate\n")
+        path = tmp_path / "c.yaml"
+        path.write_text(f"consul:\n  ca_file: {ca}\n")
+        with pytest.raises(ConfigError, match=r"consul\.ca_file: not a PEM CA bundle"):
+            load_config(path)
+
+
+_KEYS = {
+    "consul": ["address", "wait", "rate_per_second", "rate_burst", "retry_initial", "max_answer_bytes", "datacenter"],
+    "policy": ["min_replicas", "max_replicas", "target_available_ratio", "startup_grace", "scale_up", "mass_change"],
+    "http": ["host", "port", "readiness_max_age"],
+    "kubernetes": ["namespace", "request_timeout"],
+    "leader_election": ["lease_duration", "identity"],
+}
+_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=2**63, max_value=2**80),
+        st.floats(),
+        st.text(max_size=20),
+        st.sampled_from(["5s", "1e-300", "1e308", "0.0.0.0", "http://127.0.0.1:1 b", "not a host!!", "²", "-1"]),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
+_documents = st.dictionaries(
+    st.sampled_from([*_KEYS, "dry_run", "extra"]),
+    st.one_of(
+        _values,
+        st.sampled_from(list(_KEYS.values())).flatmap(
+            lambda keys: st.dictionaries(st.sampled_from(keys), _values, max_size=4)
+        ),
+    ),
+    max_size=4,
+)
+
+
+class TestAnyFile:
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(_documents)
+    def test_any_document_is_a_config_or_one_line(self, tmp_path: Path, document: dict[str, Any]):
+        """Any YAML document: a Config, or a ConfigError of one line; nothing else escapes."""
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump(document))
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            problem = str(exc)
+        else:
+            problem = ""
+        assert "\n" not in problem
+        assert len(problem) < 500
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+    def test_any_bytes_are_a_config_or_one_line(self, tmp_path: Path, content: bytes):
+        """Any bytes at all, through the command line: exit 0 or 2 with one line, never a traceback."""
+        path = tmp_path / "c.yaml"
+        path.write_bytes(content)
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["check-config", str(path)])
+        assert code in {0, 2}
+        if code == 2:
+            assert len(err.getvalue().strip().splitlines()) == 1

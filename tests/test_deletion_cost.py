@@ -111,7 +111,7 @@ class TestScaleDown:
         with capture_logs() as logs:
             async with running(world.config()):
                 await until(lambda: world.replicas() == 2, within=120)
-        warnings = [e for e in logs if "deletion costs" in e["event"] and e["log_level"] == "warning"]
+        warnings = [e for e in logs if e["event"] == "deletion_cost.failing" and e["log_level"] == "warning"]
         assert len(warnings) == 1
 
     async def test_malformed_pod_list_never_blocks_the_scale_down(self, world: World):
@@ -123,7 +123,7 @@ class TestScaleDown:
         with capture_logs() as logs:
             async with running(world.config()):
                 await until(lambda: world.replicas() == 2, within=120)
-        warnings = [e for e in logs if "deletion costs" in e["event"] and e["log_level"] == "warning"]
+        warnings = [e for e in logs if e["event"] == "deletion_cost.failing" and e["log_level"] == "warning"]
         assert [w["error"] for w in warnings] == ["malformed pod list (KeyError: 'metadata')"]
 
     async def test_switch_off(self, world: World):

@@ -133,10 +133,10 @@ class TestRecorder:
                 world.kube.allow_all()
                 rec.record(EventSpec("Normal", "SuccessfulRescale", "New size: 6; reason: below_target"))
         assert [e["reason"] for e in world.kube.events(NS)] == ["SuccessfulRescale"]
-        failures = [line for line in logs if line["event"] == "could not record a Kubernetes Event (scaling goes on)"]
+        failures = [line for line in logs if line["event"] == "events.failing"]
         assert len(failures) == 1, failures
         assert failures[0]["error"].startswith("forbidden (HTTP 403): the service account cannot create events")
-        assert any(line["event"] == "kubernetes Events are recorded again" for line in logs)
+        assert any(line["event"] == "events.recovered" for line in logs)
 
 
 @pytest.mark.looptime
@@ -163,7 +163,7 @@ class TestDaemonEvents:
                     world.consul.set_status("bolina-1", "critical" if flip % 2 else "warning")
                     await asyncio.sleep(2)
                 await until(lambda: any(e["reason"] == "ScaleHeld" for e in world.kube.events(NS)))
-        held_evaluations = [e for e in logs if e["event"] == "evaluation" and e["reason"] == "untrusted_data"]
+        held_evaluations = [e for e in logs if e["event"] == "decision.evaluated" and e["reason"] == "untrusted_data"]
         assert len(held_evaluations) >= 2
         held = [e for e in world.kube.events(NS) if e["reason"] == "ScaleHeld"]
         messages = [e["message"] for e in held]

@@ -7,13 +7,19 @@ tests at the end run the real daemon with its server on a free port against the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bolina_scaler.actuator.scale import Scale
 from bolina_scaler.config import Config, parse_config
@@ -21,6 +27,7 @@ from bolina_scaler.core.decision import Decision, Direction, Inputs, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import ConsulIndex, InstanceId, Server, ServerId, Status
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.daemon import servers_view
 from bolina_scaler.daemon.http_api import build_app, summary
 from bolina_scaler.daemon.state import DaemonState
 from bolina_scaler.metrics import Metrics
@@ -129,6 +136,32 @@ class TestServers:
         body = await get_json(client, "/v1/servers?status=green", status=400)
         assert "available" in body["error"]
 
+    async def test_answers_are_built_once_per_fleet_in_a_worker_thread(
+        self, client: TestClient[Any, Any], state: DaemonState, monkeypatch: pytest.MonkeyPatch
+    ):
+        """The same fleet polled again gets the same bytes, encoded once, in the servers-api
+        thread; a fleet that changed (a new servers tuple) is encoded anew."""
+        built: list[str] = []
+        encode = servers_view.encode_list
+
+        def counting(servers: Any) -> bytes:
+            built.append(threading.current_thread().name)
+            return encode(servers)
+
+        monkeypatch.setattr(servers_view, "encode_list", counting)
+        state.snapshot = fleet(server(1, Status.AVAILABLE), server(2, Status.WARNING))
+        answers = await asyncio.gather(*(client.get("/v1/servers") for _ in range(8)))
+        bodies = {await answer.read() for answer in answers}
+        assert len(bodies) == 1
+        assert len(built) == 1
+        assert built[0].startswith("servers-api")
+        state.snapshot = dataclasses.replace(state.snapshot, observed_at=NOW)  # the watch's "no change"
+        await get_json(client, "/v1/servers")
+        assert len(built) == 1
+        state.snapshot = fleet(server(1, Status.WARNING), server(2, Status.WARNING))
+        assert [s["Metadata"]["Status"] for s in await get_json(client, "/v1/servers")] == ["warning", "warning"]
+        assert len(built) == 2
+
     async def test_no_snapshot_yet_is_503(self, client: TestClient[Any, Any]):
         """Before the first Consul answer there is nothing to serve."""
         assert "snapshot" in (await get_json(client, "/v1/servers", status=503))["error"]
@@ -218,7 +251,7 @@ class TestDecision:
 
     def test_summary_without_change(self):
         """A decision that changes nothing says so."""
-        assert summary(decision(desired=4), outcome=Outcome.UNCHANGED, leader=True).startswith("no change at 4")
+        assert summary(decision(desired=4), outcome=Outcome.UNCHANGED, role="leader").startswith("no change at 4")
 
 
 class TestOpenApi:
@@ -305,3 +338,44 @@ class TestWithTheDaemon:
             _, text = await fetch(f"{daemon.http.url}/metrics")
         assert "bolina_scaler_reaction_latency_seconds_count 1.0" in text
         assert 'bolina_scaler_patches_total{outcome="patched"} 1.0' in text
+
+
+_servers = st.lists(
+    st.builds(
+        server,
+        st.integers(1, 250),
+        st.sampled_from(list(Status)),
+        st.one_of(st.none(), st.floats(0, 1)),
+        st.one_of(st.none(), st.integers(1, 65535)),
+    ),
+    max_size=40,
+    unique_by=lambda s: s.instance_id,
+)
+
+
+class TestServersView:
+    @settings(max_examples=200, deadline=None)
+    @given(_servers, st.sets(st.sampled_from(list(Status)), min_size=1))
+    def test_the_same_answer_as_the_seed_shape(self, servers: list[Server], wanted: set[Status]) -> None:
+        """Encoded in slices, the listing is exactly the seed's JSON of the ranked fleet, filtered."""
+        snapshot = FleetSnapshot.of(servers, index=1, observed_at=0.0)
+        view = servers_view.ServersView(snapshot.servers)
+        expected = [
+            {
+                "Address": {"IP": s.address, "Port": {"TCP": s.tcp_port, "UDP": s.udp_port}},
+                "Metadata": {"ServerID": s.server_id, "Status": str(s.status)},
+            }
+            for s in snapshot.ranked()
+            if s.status in wanted
+        ]
+        assert json.loads(view.listing(frozenset(wanted))) == expected
+        best = next((e for e in expected if e["Metadata"]["Status"] == "available"), None)
+        if Status.AVAILABLE in wanted:
+            assert (json.loads(view.best()) if view.best() is not None else None) == best
+
+    def test_a_large_fleet_is_encoded_in_slices(self) -> None:
+        """More servers than one slice: still one valid JSON list, in rank order."""
+        servers = [server(n % 250 + 1, Status.AVAILABLE, n / 2000) for n in range(1234)]
+        servers = [msgspec.structs.replace(s, instance_id=f"b{n}", server_id=f"{n:05}") for n, s in enumerate(servers)]
+        listing = json.loads(servers_view.ServersView(tuple(servers)).listing(frozenset(Status)))
+        assert [entry["Metadata"]["ServerID"] for entry in listing] == [f"{n:05}" for n in range(1234)]

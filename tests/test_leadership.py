@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from bolina_scaler.actuator.call import KubeApi
 from bolina_scaler.config import Config, parse_config
@@ -117,6 +118,33 @@ class TestLeaseLoop:
             assert spec.get("holderIdentity") is None
             assert spec["leaseDurationSeconds"] == 1
             assert await b.try_once() is True
+
+    async def test_release_after_a_renewal_it_did_not_see(self, world: World):
+        """A renewal cancelled by shutdown but applied by the API server moved the Lease's version:
+        the release's 409 is followed by a read, and the Lease, still ours, is released."""
+        async with candidate(world, "a") as a:
+            await a.try_once()
+            spec = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
+            world.kube.set_lease(NS, LEASE, {**spec, "renewTime": micro_time(datetime.now(UTC))})
+            first = len(world.kube.requests)
+            with capture_logs() as logs:
+                await a.release()
+        calls = [(r.method, r.status) for r in world.kube.requests[first:] if "/leases" in r.path]
+        assert calls == [("PUT", 409), ("GET", 200), ("PUT", 200)]
+        assert world.kube.lease(NS, LEASE)["spec"].get("holderIdentity") is None  # type: ignore[index]
+        assert [e["event"] for e in logs] == ["leader.released"]
+
+    async def test_release_of_a_lease_taken_meanwhile(self, world: World):
+        """If the re-read shows another holder, there is nothing to release and nothing is written."""
+        async with candidate(world, "a") as a:
+            await a.try_once()
+            world.kube.set_lease(NS, LEASE, {"holderIdentity": "b", "leaseDurationSeconds": 15,
+                                             "renewTime": micro_time(datetime.now(UTC))})  # fmt: skip
+            first = len(world.kube.requests)
+            await a.release()
+        calls = [(r.method, r.status) for r in world.kube.requests[first:] if "/leases" in r.path]
+        assert calls == [("PUT", 409), ("GET", 200)]
+        assert world.kube.lease(NS, LEASE)["spec"]["holderIdentity"] == "b"  # type: ignore[index]
 
     async def test_conflicting_update_is_lost_not_fatal(self, world: World):
         """Two candidates racing for a free Lease: exactly one wins (resourceVersion precondition)."""

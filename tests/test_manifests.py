@@ -40,9 +40,9 @@ KUBERNETES_VERSION = "1.35.0"
 OVERLAYS = sorted(p.parent.name for p in (MANIFESTS / "overlays").glob("*/kustomization.yaml"))
 TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
 
-EXTERNAL_SECRETS = {"consul-gossip-key", "bolina-scaler-consul-token"}
+EXTERNAL_SECRETS = {"consul-gossip-key", "bolina-scaler-consul-token", "consul-client-acl"}
 """Secrets the manifests use but never contain: the operator creates them (docs/deploy.md).
-The gossip key is required; the Consul ACL token is optional (only with Consul ACLs)."""
+The gossip key is required; the Consul ACL tokens are optional (only with Consul ACLs)."""
 
 CONFIG_DIR = "/etc/bolina-scaler"
 TOKEN_FILE = f"{CONFIG_DIR}/consul/token"
@@ -148,6 +148,12 @@ class TestRendering:
             pytest.fail("kubernetes-validate is not installed: install the dev dependencies")
         problems = []
         for obj in render(target):
+            if obj["apiVersion"] == "monitoring.coreos.com/v1":
+                # The Prometheus Operator's kinds have no schema in kubernetes-validate: promtool
+                # checks the rules (tests/test_monitoring.py), and the real API server validates
+                # both objects against the operator's CRDs (tests/integration/test_operations.py).
+                assert obj["kind"] in {"ServiceMonitor", "PrometheusRule"}, obj["kind"]
+                continue
             try:
                 kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
             except kubernetes_validate.ValidationError as exc:
@@ -166,6 +172,67 @@ class TestRendering:
         namespaces = {o["metadata"].get("namespace") for o in overlay if o["kind"] != "Namespace"}
         assert len(namespaces) == 1
         assert None not in namespaces
+
+
+class TestLabels:
+    """The recommended app.kubernetes.io labels on every object and pod template."""
+
+    RECOMMENDED = ("name", "instance", "version", "component", "part-of", "managed-by")
+
+    def test_every_object_carries_the_recommended_labels(self, overlay: tuple[Obj, ...]) -> None:
+        """name, instance, version, component, part-of and managed-by (a Namespace: no version, component)."""
+        for obj in overlay:
+            labels = obj["metadata"].get("labels", {})
+            wanted = self.RECOMMENDED if obj["kind"] != "Namespace" else ("name", "instance", "part-of", "managed-by")
+            missing = [key for key in wanted if not labels.get(f"app.kubernetes.io/{key}")]
+            assert not missing, f"{obj['kind']}/{obj['metadata']['name']} lacks {missing}"
+            assert labels["app.kubernetes.io/part-of"] == "bolina"
+            assert labels["app.kubernetes.io/managed-by"] == "kustomize"
+
+    def test_pod_templates_carry_them_too(self, overlay: tuple[Obj, ...]) -> None:
+        """Pods are labelled like their workload (kubectl get pods -l app.kubernetes.io/name=...)."""
+        for obj in overlay:
+            if obj["kind"] in {"Deployment", "StatefulSet"}:
+                template = obj["spec"]["template"]["metadata"]["labels"]
+                for key in self.RECOMMENDED:
+                    assert template[f"app.kubernetes.io/{key}"] == obj["metadata"]["labels"][f"app.kubernetes.io/{key}"]
+
+    def test_versions_are_the_real_ones(self, overlay: tuple[Obj, ...]) -> None:
+        """The scaler's version label is the package version; Consul's is its image tag."""
+        from bolina_scaler import __version__
+
+        scaler = find(overlay, "Deployment", "bolina-scaler")
+        assert scaler["metadata"]["labels"]["app.kubernetes.io/version"] == __version__
+        consul = find(overlay, "StatefulSet", "consul")
+        image = container(consul["spec"]["template"]["spec"], "consul")["image"]
+        assert consul["metadata"]["labels"]["app.kubernetes.io/version"] == image.rsplit(":", 1)[1]
+
+    def test_selectors_did_not_change(self, overlay: tuple[Obj, ...]) -> None:
+        """Selectors keep app/component only: a Deployment's selector is immutable (upgrades)."""
+        for obj in overlay:
+            if obj["kind"] in {"Deployment", "StatefulSet"}:
+                assert set(obj["spec"]["selector"]["matchLabels"]) == {"app", "component"}
+
+
+class TestNetworkPolicy:
+    """Only the scraper (and opted-in API readers) reach :8080; Consul agents reach the gossip port."""
+
+    def test_scaler_pods_are_isolated_for_ingress(self, overlay: tuple[Obj, ...]) -> None:
+        policy = find(overlay, "NetworkPolicy", "bolina-scaler")
+        scaler = find(overlay, "Deployment", "bolina-scaler")
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        assert selector.items() <= scaler["spec"]["template"]["metadata"]["labels"].items()
+        ports = {(p["port"], p["protocol"]): rule["from"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+        assert set(ports) == {("http", "TCP"), ("serflan-tcp", "TCP"), ("serflan-udp", "UDP")}
+        named = {p["name"] for c in scaler["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+        assert {port for port, _ in ports} <= named
+        assert {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}} in (
+            ports["http", "TCP"]
+        )
+        assert ports["serflan-tcp", "TCP"] == [
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "bolina"}}}
+        ]
 
 
 class TestReferences:
@@ -245,6 +312,12 @@ class TestRbac:
             "resourceNames": ["bolina"],
             "verbs": ["get", "patch"],
         },
+        {
+            "apiGroups": ["apps"],
+            "resources": ["deployments"],
+            "resourceNames": ["bolina"],
+            "verbs": ["get", "watch"],
+        },
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {
             "apiGroups": ["coordination.k8s.io"],
@@ -253,7 +326,6 @@ class TestRbac:
             "verbs": ["get", "update"],
         },
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "patch"]},
     ]
 
@@ -473,6 +545,64 @@ class TestBolinaDeployment:
                     assert c["lifecycle"]["preStop"]["exec"]["command"][-1] == "consul leave", where
 
 
+class TestReportComponent:
+    """manifests/components/report wires the `report` sidecar into the bolina pods, with flags the CLI accepts."""
+
+    @pytest.fixture
+    def objs(self, tmp_path: Path) -> tuple[Obj, ...]:
+        overlay = tmp_path / "report-overlay"
+        overlay.mkdir()
+        (overlay / "kustomization.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "namespace": "bolina",
+                    "resources": [os.path.relpath(MANIFESTS / "overlays" / "dev", overlay)],
+                    "components": [os.path.relpath(MANIFESTS / "components" / "report", overlay)],
+                }
+            ),
+            encoding="utf-8",
+        )
+        result = subprocess.run(
+            [_tool("kubectl"), "kustomize", str(overlay)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+    def test_objects_validate(self, objs: tuple[Obj, ...]) -> None:
+        """The patched Deployment passes strict schema validation."""
+        import kubernetes_validate
+
+        kubernetes_validate.validate(find(objs, "Deployment", "bolina"), KUBERNETES_VERSION, strict=True)
+
+    def test_report_flags_are_the_commands_own(self, objs: tuple[Obj, ...]) -> None:
+        """The sidecar's args parse with `bolina-scaler report`'s real parser (a renamed flag fails here)."""
+        from bolina_scaler.cli import build_parser
+
+        spec = find(objs, "Deployment", "bolina")["spec"]["template"]["spec"]
+        report = container(spec, "report")
+        assert "command" not in report, "the image's ENTRYPOINT is bolina-scaler"
+        args = build_parser().parse_args(report["args"])
+        assert args.command == "report"
+        assert args.service == "bolina"
+        mounts = {m["mountPath"]: m["name"] for m in report["volumeMounts"]}
+        classifier = Path(args.classifier)
+        volume = next(v for v in spec["volumes"] if v["name"] == mounts[str(classifier.parent)])
+        configmap = find(objs, "ConfigMap", volume["configMap"]["name"].rsplit("-", 1)[0])
+        assert classifier.name in configmap["data"]
+        assert configmap["data"][classifier.name] == (ROOT / "config" / "availability.yaml").read_text(encoding="utf-8")
+
+    def test_one_registration_per_server(self, objs: tuple[Obj, ...]) -> None:
+        """The consul container only runs the agent: the reporter registers the server, nobody else."""
+        spec = find(objs, "Deployment", "bolina")["spec"]["template"]["spec"]
+        consul = container(spec, "consul")
+        assert consul["command"] == ["consul"]
+        assert consul["args"][0] == "agent"
+        assert not any("-config-file" in arg for arg in consul["args"])
+
+
 class TestConsulServers:
     """3 Consul servers: one per node, persistent, disruption-budgeted, joined by DNS."""
 
@@ -610,8 +740,53 @@ class TestScalerConfigMap:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+ACL_JSON_EXAMPLE = {
+    "acl": {
+        "enabled": True,
+        "default_policy": "deny",
+        "enable_token_persistence": True,
+        "tokens": {"agent": "00000000-0000-4000-8000-000000000001", "default": "00000000-0000-4000-8000-000000000002"},
+    }
+}
+"""The acl.json of the Secret consul-client-acl, as docs/deploy.md shows it."""
+
+
+class TestClientAclSecret:
+    def test_every_client_agent_reads_the_optional_acl_secret(self, overlay: tuple[Obj, ...]) -> None:
+        """Both Deployments' agents read acl.json from consul-client-acl next to client.json, when it exists."""
+        for name in ("bolina", "bolina-scaler"):
+            spec = find(overlay, "Deployment", name)["spec"]["template"]["spec"]
+            mount = next(m for m in container(spec, "consul")["volumeMounts"] if m["mountPath"] == "/consul/config")
+            sources = next(v for v in spec["volumes"] if v["name"] == mount["name"])["projected"]["sources"]
+            secret = next(src["secret"] for src in sources if "secret" in src)
+            assert secret == {"name": "consul-client-acl", "optional": True, "items": [{"key": "acl.json",
+                              "path": "acl.json"}]}  # fmt: skip
+
+    def test_the_documented_acl_json_is_in_the_docs(self) -> None:
+        """docs/deploy.md shows exactly the acl.json that the real Consul accepts (next test)."""
+        text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+        block = text.split("<!-- acl.json -->", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+        documented = json.loads(block.replace("<agent-token>", "00000000-0000-4000-8000-000000000001").replace(
+            "<registration-token>", "00000000-0000-4000-8000-000000000002"))  # fmt: skip
+        assert documented == ACL_JSON_EXAMPLE
+
+
 @pytest.mark.integration
 class TestRegistrationWithRealConsul:
+    def test_real_consul_accepts_client_json_with_the_acl_file(self, tmp_path: Path) -> None:
+        """`consul validate client.json acl.json`: the agent loads the documented ACL config."""
+        consul = Path(os.environ.get("BOLINA_TESTBIN", ROOT / ".testbin")) / "bin" / "consul"
+        if not consul.is_file():
+            pytest.fail(f"{consul} missing: build it with tools/testbin/build.sh consul")
+        client = find(render("overlays/dev"), "ConfigMap", "consul-client-config")["data"]["client.json"]
+        (tmp_path / "client.json").write_text(client, encoding="utf-8")
+        (tmp_path / "acl.json").write_text(json.dumps(ACL_JSON_EXAMPLE), encoding="utf-8")
+        result = subprocess.run(
+            [str(consul), "validate", str(tmp_path / "client.json"), str(tmp_path / "acl.json")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stdout + result.stderr
+
     """The bolina sidecar's registration, loaded by a real Consul agent (tools/testbin), reads as the daemon expects."""
 
     def test_rendered_registration_in_a_real_agent(self, tmp_path: Path) -> None:

@@ -130,6 +130,32 @@ class TestRead:
             await target.read()
         one_line(caught.value)
 
+    @pytest.mark.parametrize(
+        ("spec", "status"),
+        [
+            ({"replicas": -5}, {"replicas": 0}),
+            ({"replicas": 10**12}, {"replicas": 3}),
+            ({"replicas": 2**31}, {"replicas": 3}),
+            ({"replicas": 3}, {"replicas": -1}),
+        ],
+        ids=["negative", "trillion", "beyond-int32", "negative-status"],
+    )
+    async def test_impossible_replicas_are_malformed(
+        self, kube: FakeKubernetes, target: ScaleTarget, spec: dict[str, int], status: dict[str, int]
+    ) -> None:
+        """A count no API server allows (outside 0..2^31-1) is a malformed read, never a number to act on."""
+        scale = {"kind": "Scale", "metadata": {"resourceVersion": "9"}, "spec": spec, "status": status}
+        kube.inject_response(scale)
+        with pytest.raises(Malformed, match=r"which no API server allows") as caught:
+            await target.read()
+        assert len(one_line(caught.value)) < 300
+
+    async def test_the_largest_count_the_api_allows_is_read(self, kube: FakeKubernetes, target: ScaleTarget) -> None:
+        """2^31 - 1 is what kube-apiserver 1.35 accepts at most: a valid (if odd) read."""
+        scale = {"kind": "Scale", "metadata": {"resourceVersion": "9"}, "spec": {"replicas": 2**31 - 1}}
+        kube.inject_response({**scale, "status": {"replicas": 0}})
+        assert (await target.read()).replicas == 2**31 - 1
+
     async def test_undecodable_answer_is_malformed(self, kube: FakeKubernetes, target: ScaleTarget) -> None:
         """A Scale whose status lacks the required replicas fails as malformed."""
         kube.inject_response({"kind": "Scale", "metadata": {"resourceVersion": "1"}, "spec": {}, "status": {}})

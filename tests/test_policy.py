@@ -231,6 +231,21 @@ class TestMassChangeGuard:
         assert back.reason is not Reason.MASS_CHANGE_GUARD
         assert memory.guard_since is None
 
+    def test_servers_with_one_id_on_many_nodes_are_many(self):
+        """Ten servers registered as 'bolina' on ten nodes are ten to the guard (Consul keeps IDs
+        unique per agent only): six of them turning Critical at once is a mass change."""
+
+        def same_id(available: int, critical: int) -> FleetSnapshot:
+            statuses = [Status.AVAILABLE] * available + [Status.CRITICAL] * critical
+            same = [
+                msgspec.structs.replace(server(n, status), instance_id="bolina") for n, status in enumerate(statuses)
+            ]
+            return FleetSnapshot.of(same, index=10, observed_at=0.0)
+
+        _, memory = at(10, same_id(10, 0), now=0.0)
+        held, _ = at(10, same_id(4, 6), now=1.0, memory=memory)
+        assert held.reason is Reason.MASS_CHANGE_GUARD
+
     def test_small_fleets_are_not_guarded(self):
         """Below min_fleet, a change is acted on at once."""
         _, memory = at(3, fleet(3), now=0.0)

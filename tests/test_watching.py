@@ -68,7 +68,6 @@ class TestParseHealth:
     @pytest.mark.parametrize(
         ("checks", "expected"),
         [
-            ([], Status.AVAILABLE),
             ([("serfHealth", "passing"), ("service:b1", "passing")], Status.AVAILABLE),
             ([("serfHealth", "passing"), ("service:b1", "warning")], Status.WARNING),
             ([("serfHealth", "passing"), ("service:b1", "critical")], Status.CRITICAL),
@@ -76,14 +75,40 @@ class TestParseHealth:
             ([("serfHealth", "warning"), ("service:b1", "passing")], Status.WARNING),
             ([("_node_maintenance", "critical"), ("service:b1", "passing")], Status.CRITICAL),
             ([("_service_maintenance:b1", "critical"), ("service:b1", "passing")], Status.CRITICAL),
-            ([("service:b1", "passing"), ("service:b1:2", "bogus")], Status.CRITICAL),
+            ([("service:b1", "passing"), ("service:b1:2", "maintenance")], Status.CRITICAL),
         ],
     )
     def test_status_is_worst_of_all_checks(self, checks: list[tuple[str, str]], expected: Status) -> None:
-        """Node checks, maintenance and unknown statuses all count; the worst wins."""
+        """Node checks and maintenance count; the worst wins."""
         (server,), problems, _ = parse(entry(checks=checks))
         assert server.status is expected
         assert problems == ()
+
+    @pytest.mark.parametrize("status", ["PASSING", "bogus", "", "ok"])
+    def test_an_unknown_status_makes_the_entry_broken(self, status: str) -> None:
+        """A status Consul does not have is not read as anything: the entry is broken (untrusted)."""
+        servers, problems, _ = parse(entry(instance_id="good"), entry(checks=[("service:b1", status)]))
+        assert [s.instance_id for s in servers] == ["good"]
+        assert len(problems) == 1
+        assert "not passing, warning or critical" in problems[0]
+
+    @pytest.mark.parametrize("checks", [[], [("serfHealth", "passing")]], ids=["none", "node-only"])
+    def test_no_check_of_its_own_is_not_capacity(self, checks: list[tuple[str, str]]) -> None:
+        """No check of its own (its status unknown): Critical, never Available, and noted."""
+        (server,), problems, notes = parse(entry(checks=checks))
+        assert server.status is Status.CRITICAL
+        assert problems == ()
+        assert notes == ("b1: no health check of its own (its status is unknown): counted as Critical",)
+
+    def test_servers_are_their_node_and_id(self) -> None:
+        """The same Service.ID on two nodes is two servers; twice on one node is a broken answer."""
+        on_two = [entry(), {**entry(), "Node": {**entry()["Node"], "Node": "n2"}}]
+        servers, problems, _ = parse(*on_two)
+        assert [s.key for s in servers] == [("n1", "b1"), ("n2", "b1")]
+        assert problems == ()
+        servers, problems, _ = parse(entry(), entry())
+        assert len(servers) == 1
+        assert problems == ("entry 1: b1: a second entry for node 'n1' (the first is entry 0)",)
 
     @pytest.mark.parametrize(
         ("service_address", "node_address", "expected"),
@@ -208,6 +233,26 @@ class TestConsulWatchFetch:
         assert snapshot.trusted
         assert consul.requests[-1].headers["X-Consul-Token"] == "from-file"
 
+    @pytest.mark.parametrize(
+        ("content", "problem"),
+        [
+            (b"\xff\xfe token", "not UTF-8"),
+            (b"abc\ndef", "cannot carry"),
+            (b"caf\xc3\xa9", "cannot carry"),
+            (b"x" * 5000, "larger than 4096 bytes"),
+        ],
+        ids=["not-utf8", "newline", "not-ascii", "huge"],
+    )
+    async def test_an_unusable_token_file_is_a_failed_query(
+        self, consul: FakeConsul, tmp_path: Path, content: bytes, problem: str
+    ) -> None:
+        """A token file rotated to something no header can carry: untrusted, the watch goes on."""
+        token_file = tmp_path / "token"
+        token_file.write_bytes(content)
+        async with ConsulWatch(config(consul, token_file=token_file)) as watch:
+            snapshot = await watch.fetch()
+        assert problem in str(snapshot.trust)
+
     async def test_env_token_without_token_file(self, consul: FakeConsul, monkeypatch: pytest.MonkeyPatch) -> None:
         """Without token_file, CONSUL_HTTP_TOKEN is used."""
         monkeypatch.setenv("CONSUL_HTTP_TOKEN", "from-env")
@@ -234,7 +279,7 @@ class TestConsulWatchFetch:
             (Fault.response(200, b'{"Node": {}}', {"X-Consul-Index": "9"}), "malformed"),
             (Fault.response(200, b"[]", {"X-Consul-Index": "0"}), "below 1"),
             (Fault.response(200, b"[]", {"X-Consul-Index": "-3"}), "not an index"),
-            (Fault.response(200, b"[]"), "not an index"),
+            (Fault.response(200, b"[]"), "no X-Consul-Index"),
         ],
         ids=["500", "malformed", "truncated", "shape", "index0", "negative", "noindex"],
     )

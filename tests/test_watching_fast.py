@@ -192,12 +192,18 @@ class TestFastPath:
 
     def test_well_formed_answer_takes_the_fast_path(self) -> None:
         """A normal Consul answer is decoded by the fast path, with the same servers and notes."""
-        entry = {
-            "Node": {"Node": "n1", "Address": "10.0.0.1", "Meta": {"pod": "p0"}, "TaggedAddresses": {"lan": "x"}},
-            "Service": {"ID": "b1", "Port": 9001, "Address": "", "Meta": {"udp_port": "x", "load": "0.25"}},
-            "Checks": [{"CheckID": "serfHealth", "Status": "passing"}, {"CheckID": "service:b1", "Status": "warning"}],
-        }
-        body = orjson.dumps([entry, {**entry, "Service": {**entry["Service"], "ID": "b2"}}])
+
+        def entry(instance: str) -> dict[str, Any]:
+            return {
+                "Node": {"Node": "n1", "Address": "10.0.0.1", "Meta": {"pod": "p0"}, "TaggedAddresses": {"lan": "x"}},
+                "Service": {"ID": instance, "Port": 9001, "Address": "", "Meta": {"udp_port": "x", "load": "0.25"}},
+                "Checks": [
+                    {"CheckID": "serfHealth", "Status": "passing", "ServiceID": ""},
+                    {"CheckID": f"service:{instance}", "Status": "warning", "ServiceID": instance},
+                ],
+            }
+
+        body = orjson.dumps([entry("b1"), entry("b2")])
         fast = parse_fast(body)
         assert fast is not None
         assert fast == parse_checked(body)
@@ -293,11 +299,13 @@ class TestTransport:
         assert fleets[True] == fleets[False]
 
     async def test_a_large_answer_is_read_whole(self) -> None:
-        """An answer of many network reads (3,000 servers, ~2.8 MB) arrives whole and decodes."""
+        """An answer of many network reads (3,000 servers, ~2.8 MB) arrives whole and decodes (with a
+        max_replicas that allows that many servers: the answer's size limit follows it)."""
         async with FakeConsul() as consul:
             for n in range(3000):
                 consul.add_instance("bolina", instance_id=f"b{n}", node=f"n{n}", port=7000, address="10.0.0.1")
-            async with ConsulWatch(parse_config({"consul": {"address": consul.url}}).consul) as watch:
+            config = parse_config({"consul": {"address": consul.url}, "policy": {"max_replicas": 3000}})
+            async with ConsulWatch(config.consul) as watch:
                 snapshot = await watch.fetch()
         assert snapshot.trusted
         assert sorted(s.instance_id for s in snapshot.servers) == sorted(f"b{n}" for n in range(3000))

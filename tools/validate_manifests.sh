@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Render every kustomize target under manifests/ and validate every object strictly against
-# the pinned Kubernetes schema; lint the Dockerfile. The same checks, and more, run as
+# the pinned Kubernetes schema; lint the Dockerfile. kubernetes-validate has no schema for the
+# Prometheus Operator's kinds (overlays/dev-monitoring): it warns and skips them; promtool and a
+# strict server-side dry run against the operator's CRDs check those (tests/test_monitoring.py,
+# tests/integration/test_operations.py). The same checks, and more, run as
 # tests/test_manifests.py and tests/test_image.py; this script is the quick human-readable view.
 #
 # Usage: tools/validate_manifests.sh            (uses the tools in .venv/bin, else PATH)

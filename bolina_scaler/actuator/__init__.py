@@ -6,5 +6,12 @@ Does I/O (the Kubernetes API through ``kubernetes_asyncio``), all of it through 
 * ``call``: ``KubeApi.call`` — typed errors, retries, metrics, each problem logged once;
 * ``scale``: read and merge-patch the Deployment's scale subresource (the one thing it scales);
 * ``deletion_cost``: before a scale-down, tell the ReplicaSet which pods to remove first;
-* ``events``: Kubernetes Events on the Deployment (``kubectl describe deploy bolina``).
+* ``events``: Kubernetes Events on the Deployment (``kubectl describe deploy bolina``);
+* ``deployment``: the Deployment itself, watched for its pause annotations;
+* ``lazy_client``: ``kubernetes_asyncio`` without its generated API classes and models, which
+  the daemon never uses (installed here, before any module of the package imports the library).
 """
+
+from bolina_scaler.actuator import lazy_client
+
+lazy_client.install()

@@ -1,13 +1,21 @@
 """One way to send a Kubernetes API request: typed errors, retries, metrics, each problem logged once.
 
 Does I/O (through the ``kubernetes_asyncio`` ``ApiClient`` of a ``connection.Connection``). Every
-request of the daemon (scale, Lease, Events, pods) goes through ``KubeApi.call``, so each verb
-module only says what to send. ``call``:
+request of the daemon (scale, Lease, Events, pods, the Deployment) goes through ``KubeApi.call``,
+so each verb module only says what to send. A request is sent by ``KubeApi.request`` (or ``open``
+for a stream): a method, a path and a body through the library's REST client, the answer read as
+JSON with orjson, at most ``MAX_ANSWER_BYTES``. The library's generated API classes and models
+are never imported (``lazy_client``: ~37 MB and ~850 modules the daemon does not need).
+``call``:
 
 * times the request (retries included) in ``bolina_scaler_kubernetes_request_duration_seconds``
   and counts a failure in ``bolina_scaler_kubernetes_errors_total``, by operation;
-* retries transient failures (429, 5xx, timeouts, dropped connections) with jittered backoff
-  that honours ``Retry-After``, when the operation allows more than one attempt;
+* retries transient failures (429, 5xx, timeouts, dropped connections) when the operation allows
+  more than one attempt, and honours ``Retry-After``;
+* while the API server fails, lets one request through at a time, every ``retry_initial`` to
+  ``retry_max`` (a probe shared by the scale, the Lease, Events and pods: with the shipped
+  0.5-1 s, at most two requests a second from the whole daemon), and opens again at the first
+  answer;
 * turns every ``ApiException`` into the exception tree below, whose ``str()`` is one line naming
   the object, the HTTP status and what to do;
 * with a ``ProblemLog``, logs a failure once per distinct problem (an error when an essential
@@ -36,6 +44,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import aiohttp
+import orjson
 import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -46,6 +55,7 @@ from bolina_scaler.logs import ProblemLog
 from bolina_scaler.metrics import Metrics
 
 __all__ = [
+    "MAX_ANSWER_BYTES",
     "MERGE_PATCH",
     "Conflict",
     "Forbidden",
@@ -56,12 +66,16 @@ __all__ = [
     "Operation",
     "Subject",
     "Unavailable",
+    "read_capped",
 ]
 
 MERGE_PATCH: Final = "application/merge-patch+json"
-"""A JSON merge patch: the library would pick strategic-merge for a dict body otherwise."""
+"""A JSON merge patch (a strategic-merge patch needs the server to know the schema; ours never do)."""
+MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
+"""The largest answer read: a metadata-only list of 10,000 pods is ~5 MB; etcd caps an object at 1.5 MiB."""
 
 _T = TypeVar("_T")
+_TURN_SLACK: Final = 1e-3
 _log = structlog.get_logger("bolina_scaler.actuator")
 
 
@@ -87,6 +101,11 @@ class Conflict(KubernetesError):
 
 class Unavailable(KubernetesError):
     """429/5xx/timeouts/connection errors that persisted through every attempt."""
+
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
+        """How long the API server asked us to wait (``Retry-After``), when it asked."""
 
 
 class Malformed(KubernetesError):
@@ -150,6 +169,9 @@ class KubeApi:
         self._service_account_dir = service_account_dir
         self._environ = environ
         self._connection: Connection | None = None
+        self._probe = Backoff(config.retry_initial, config.retry_max, self._rng)
+        self._not_before: float | None = None
+        """While the API server fails: no request of any part before this (loop time)."""
 
     async def __aenter__(self) -> KubeApi:
         try:
@@ -193,6 +215,60 @@ class KubeApi:
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
+    ) -> Any:
+        """Send one request and return its JSON answer; a non-2xx answer raises ``ApiException``
+        (``call`` turns it into the exception tree), an answer that is not JSON ``ValueError``."""
+        response = await self.open(method, path, body=body, content_type=content_type, query=query, accept=accept)
+        async with response:
+            data = await read_capped(response, MAX_ANSWER_BYTES)
+        return orjson.loads(data)
+
+    async def open(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
+        request_timeout: Any = None,
+    ) -> Any:
+        """Send one request and return the open ``aiohttp`` response (a 2xx one: else ``ApiException``).
+        ``request_timeout`` defaults to ``kubernetes.request_timeout``; a watch passes its own."""
+        headers = {"Accept": accept}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        response = await self.api_client.call_api(
+            path,
+            method,
+            query_params=query or [],
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=self.config.request_timeout if request_timeout is None else request_timeout,
+        )
+        if not 200 <= response.status <= 299:
+            async with response:
+                try:
+                    text = await read_capped(response, 64 * 1024)
+                except (ValueError, aiohttp.ClientError):
+                    text = b""  # the status alone says enough
+            error = ApiException(status=response.status, reason=response.reason)
+            error.body, error.headers = text, response.headers
+            raise error
+        return response
+
     async def call(
         self,
         operation: Operation,
@@ -235,37 +311,45 @@ class KubeApi:
         resource_version: str | None,
     ) -> _T:
         retry_max = self.config.retry_max
-        backoff = Backoff(initial=self.config.retry_initial, maximum=retry_max, rng=self._rng)
         doing = subject.doing(operation.verb)
         for attempt in range(1, operation.attempts + 1):
+            await self._turn()
             try:
-                return await request()
+                answer = await request()
             except ApiException as exc:
                 status = int(exc.status or 0)
                 if status != 429 and status < 500:
+                    self._answered()
                     raise _failure(operation, subject, exc, resource_version) from exc
                 problem = f"HTTP {status} {_status_reason(exc)}"
                 retry_after = _retry_after(exc)
+                self._failing(retry_after)
                 if retry_after is not None and retry_after > retry_max:
                     raise Unavailable(
                         f"unavailable: could not {doing}: {problem}, and the API server asks "
-                        f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again later",
+                        f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again then",
                         status=status,
+                        retry_after=retry_after,
                     ) from exc
-                delay = max(retry_after or 0.0, backoff.next_delay())
                 last_status: int | None = status
             except TimeoutError:
                 problem = f"no answer within {self.config.request_timeout:g}s (kubernetes.request_timeout)"
-                delay, last_status = backoff.next_delay(), None
+                last_status = None
+                self._failing(None)
             except aiohttp.ClientError as exc:
                 problem = f"connection error: {' '.join(str(exc).split()) or type(exc).__name__}"
-                delay, last_status = backoff.next_delay(), None
+                last_status = None
+                self._failing(None)
             except (ValueError, TypeError) as exc:
                 # The library could not turn the body into its model (e.g. status.replicas missing).
+                self._answered()
                 raise Malformed(
                     f"malformed answer: {doing} returned something that is not a {subject.kind} "
                     f"({' '.join(str(exc).split())[:200]})"
                 ) from exc
+            else:
+                self._answered()
+                return answer
             if attempt == operation.attempts:
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
                 raise Unavailable(
@@ -274,15 +358,43 @@ class KubeApi:
                     status=last_status,
                 )
             _log.warning(
-                "kubernetes.retry",
+                "kubernetes.retrying",
+                message="a transient failure; trying again",
                 operation=operation.name,
                 object=subject.doing(operation.verb),
                 attempt=attempt,
                 problem=problem,
-                delay=round(delay, 3),
+                delay=round(max(0.0, (self._not_before or 0.0) - self.now()), 3),
             )
-            await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- the probe while the API server fails -------------------------------------------------
+
+    async def _turn(self) -> None:
+        """Wait for this request's turn: at once while the API server answers; while it fails,
+        one request at a time, ``retry_initial`` to ``retry_max`` apart, whoever sends it."""
+        while self._not_before is not None:
+            now = self.now()
+            # A millisecond of slack: a timer may fire a rounding error early, and waiting that
+            # error again would not move a clock that only moves with the timers (looptime).
+            if self._not_before - now <= _TURN_SLACK:
+                self._not_before = now + self._probe.next_delay()  # the next caller's turn
+                return
+            await asyncio.sleep(self._not_before - now)
+
+    def _failing(self, retry_after: float | None) -> None:
+        """No answer (or 429/5xx): from now on, requests take turns; ``Retry-After`` is honoured."""
+        now = self.now()
+        earliest = now + (retry_after or 0.0)
+        if self._not_before is None:
+            earliest = max(earliest, now + self._probe.next_delay())
+        self._not_before = max(self._not_before or 0.0, earliest)
+
+    def _answered(self) -> None:
+        """The API server answered: everyone may send again at once."""
+        if self._not_before is not None:
+            self._not_before = None
+            self._probe.reset()
 
 
 def _failure(
@@ -313,6 +425,17 @@ def _failure(
         f"rejected (HTTP {status} {_status_reason(exc)}): could not {doing}: {_server_message(exc)}",
         status=status,
     )
+
+
+async def read_capped(response: Any, limit: int) -> bytes:
+    """The whole body of an ``aiohttp`` response (``content.read(n)`` returns whatever has
+    arrived), at most ``limit`` bytes: ``ValueError`` beyond."""
+    body = bytearray()
+    while chunk := await response.content.read(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise ValueError(f"the answer is larger than {limit} bytes")
+    return bytes(body)
 
 
 def _status_object(exc: ApiException) -> dict[str, Any]:

@@ -31,10 +31,7 @@ import asyncio
 from collections.abc import Container, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Final
 
-import orjson
 import structlog
-from kubernetes_asyncio import client
-from kubernetes_asyncio.client.exceptions import ApiException
 
 from bolina_scaler.actuator.call import MERGE_PATCH, KubeApi, KubernetesError, Malformed, NotFound, Operation, Subject
 from bolina_scaler.core.model import Server, Status
@@ -96,12 +93,13 @@ class DeletionCostSteering:
     def __init__(self, *, api: KubeApi) -> None:
         self.namespace = api.namespace
         self._api = api
-        self._core: Any = client.CoreV1Api(api.api_client)
+        self._path = f"/api/v1/namespaces/{self.namespace}/pods"
         self._pods = Subject(resource="pods", kind="pod", namespace=self.namespace)
         self._problems = ProblemLog(
             log,
-            failing="could not set pod deletion costs; Kubernetes picks the pods to remove (scaling goes on)",
-            recovered="pod deletion costs are set again",
+            failing="deletion_cost.failing",
+            recovered="deletion_cost.recovered",
+            message="could not set pod deletion costs; Kubernetes picks the pods to remove (scaling goes on)",
         )
 
     async def steer(self, servers: Sequence[Server], *, selector: str | None, remove: int) -> int:
@@ -109,7 +107,6 @@ class DeletionCostSteering:
         if not selector or not any(server.pod for server in servers):
             return 0
         patched = 0
-        timeout = self._api.config.request_timeout
         try:
             current = await self._api.call(
                 _LIST, lambda: self._live_pods(selector), subject=self._pods, problems=self._problems
@@ -123,8 +120,8 @@ class DeletionCostSteering:
                 body = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
                 async with limit:
                     try:
-                        await self._api.call(_PATCH, lambda: self._core.patch_namespaced_pod(
-                            name, self.namespace, body, _content_type=MERGE_PATCH, _request_timeout=timeout),
+                        await self._api.call(_PATCH, lambda: self._api.request(
+                            "PATCH", f"{self._path}/{name}", body=body, content_type=MERGE_PATCH),
                             subject=self._pods, problems=self._problems)  # fmt: skip
                     except NotFound:
                         return  # deleted since the list: nothing left to steer
@@ -136,7 +133,7 @@ class DeletionCostSteering:
             self._count("failed")
             return patched
         if patched:
-            log.info("pod deletion costs set before scale-down", pods=patched)
+            log.info("deletion_cost.set", message="pod deletion costs set before scale-down", pods=patched)
         return patched
 
     async def _live_pods(self, selector: str) -> dict[str, str | None]:
@@ -148,21 +145,9 @@ class DeletionCostSteering:
         deserialised into ``V1Pod`` model trees. ``application/json`` after it lets an API
         server that cannot convert answer with the full ``PodList`` (same shape).
         """
-        response = await self._api.api_client.call_api(
-            f"/api/v1/namespaces/{self.namespace}/pods",
-            "GET",
-            query_params=[("labelSelector", selector)],
-            header_params={"Accept": _METADATA_LIST},
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=self._api.config.request_timeout,
-        )
-        async with response:
-            body = await response.read()
-            if not 200 <= response.status <= 299:
-                raise ApiException(status=response.status, reason=response.reason)
+        answer = await self._api.request("GET", self._path, query=[("labelSelector", selector)], accept=_METADATA_LIST)
         try:
-            items = orjson.loads(body)["items"]
+            items = answer["items"]
             return {
                 item["metadata"]["name"]: (item["metadata"].get("annotations") or {}).get(DELETION_COST)
                 for item in items

@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 import structlog
-from kubernetes_asyncio import client
 
 from bolina_scaler.actuator.call import MERGE_PATCH, KubeApi, KubernetesError, NotFound, Operation, Subject
 from bolina_scaler.config import EventsConfig
@@ -109,7 +108,7 @@ class EventRecorder:
         self.deployment = api.config.deployment
         self.instance = instance
         self._api = api
-        self._core: Any = client.CoreV1Api(api.api_client)
+        self._path = f"/api/v1/namespaces/{self.namespace}/events"
         self._subject = Subject(resource="events", kind="event", namespace=self.namespace)
         self._clock = clock
         self._wall = wall_clock
@@ -117,8 +116,9 @@ class EventRecorder:
         self._recent: dict[tuple[str, str], _Sent] = {}
         self._problems = ProblemLog(
             log,
-            failing="could not record a Kubernetes Event (scaling goes on)",
-            recovered="kubernetes Events are recorded again",
+            failing="events.failing",
+            recovered="events.recovered",
+            message="could not record a Kubernetes Event (scaling goes on)",
         )
         self.uid: str | None = None
         """The Deployment's uid (from the Scale): ``kubectl describe`` matches Events by it."""
@@ -159,14 +159,13 @@ class EventRecorder:
 
     async def _send(self, event: EventSpec, uid: str | None, seen: _Sent | None) -> None:
         stamp = _timestamp(self._wall())
-        timeout = self._api.config.request_timeout
         try:
             if seen is not None and seen.name is not None:
                 body = {"count": seen.count, "lastTimestamp": stamp, "message": event.message}
                 name = seen.name
                 try:
-                    await self._api.call(_PATCH, lambda: self._core.patch_namespaced_event(
-                        name, self.namespace, body, _content_type=MERGE_PATCH, _request_timeout=timeout),
+                    await self._api.call(_PATCH, lambda: self._api.request(
+                        "PATCH", f"{self._path}/{name}", body=body, content_type=MERGE_PATCH),
                         subject=self._subject, problems=self._problems)  # fmt: skip
                 except NotFound:
                     seen.name = None  # expired: record it anew
@@ -174,8 +173,8 @@ class EventRecorder:
                     self._count(event.reason, "aggregated")
                     return
             name = f"{self.deployment}.{time.time_ns():x}"
-            await self._api.call(_CREATE, lambda: self._core.create_namespaced_event(
-                self.namespace, self._body(name, event, uid, stamp), _request_timeout=timeout),
+            await self._api.call(_CREATE, lambda: self._api.request(
+                "POST", self._path, body=self._body(name, event, uid, stamp)),
                 subject=self._subject, problems=self._problems)  # fmt: skip
         except KubernetesError:
             self._count(event.reason, "failed")

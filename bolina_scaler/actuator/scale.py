@@ -7,6 +7,12 @@ Writes are optimistic: ``patch`` sends the ``resourceVersion`` it was given as a
 in a JSON *merge* patch, so a concurrent change — a person running ``kubectl scale`` — fails
 with ``Conflict`` instead of being overwritten. The daemon then re-reads and decides again.
 Every request carries ``_request_timeout`` because the library's default is to wait forever.
+
+An answer is checked before anyone sees it: ``spec.replicas`` and ``status.replicas`` must be
+integers the API allows (0 to 2^31 - 1: kube-apiserver 1.35 refuses -5 and 2^31 with a 422),
+else the read is ``Malformed`` and the daemon holds and says why. What "missing" means, as
+kube-apiserver 1.35 answers: a Deployment at 0 replicas reads ``"spec": {}`` (``replicas`` is
+``omitempty``), so a missing ``spec.replicas`` is 0; a missing ``spec`` is malformed.
 """
 
 from __future__ import annotations
@@ -14,14 +20,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from kubernetes_asyncio import client
-
 from bolina_scaler.actuator.call import MERGE_PATCH, Conflict, KubeApi, Malformed, Operation, Subject
 from bolina_scaler.logs import ProblemLog
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "Scale", "ScaleTarget"]
 
 DEFAULT_MAX_ATTEMPTS: Final = 5
+_PARTS: Final = ("spec", "status", "metadata")
+MAX_REPLICAS: Final = 2**31 - 1
+"""``spec.replicas`` is an int32 that the API server keeps at 0 or more."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,16 +78,15 @@ class ScaleTarget:
             missing="check kubernetes.deployment and kubernetes.namespace",
         )
 
+    @property
+    def path(self) -> str:
+        return f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.deployment}/scale"
+
     async def read(self) -> Scale:
         """GET the scale subresource."""
-        apps = client.AppsV1Api(self.api.api_client)
-        timeout = self.api.config.request_timeout
 
         async def request() -> Scale:
-            answer = await apps.read_namespaced_deployment_scale(
-                self.deployment, self.namespace, _request_timeout=timeout
-            )
-            return self._scale("get", answer)
+            return self._scale("get", await self.api.request("GET", self.path))
 
         return await self.api.call(self._read, request, subject=self.subject, problems=self._problems)
 
@@ -91,43 +97,45 @@ class ScaleTarget:
         body: dict[str, Any] = {"spec": {"replicas": replicas}}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        apps = client.AppsV1Api(self.api.api_client)
-        timeout = self.api.config.request_timeout
 
         async def request() -> Scale:
-            # The .pyi stub omits ``_content_type``; the runtime has accepted it since 30.1.0.
-            answer = await apps.patch_namespaced_deployment_scale(  # type: ignore[call-arg]
-                self.deployment, self.namespace, body, _content_type=MERGE_PATCH, _request_timeout=timeout
-            )
-            return self._scale("patch", answer)
+            return self._scale("patch", await self.api.request("PATCH", self.path, body=body, content_type=MERGE_PATCH))
 
         return await self.api.call(
             self._patch, request, subject=self.subject, resource_version=resource_version, problems=self._problems
         )
 
     def _scale(self, verb: str, answer: Any) -> Scale:
-        spec, status, metadata = (getattr(answer, key, None) for key in ("spec", "status", "metadata"))
-        resource_version = getattr(metadata, "resource_version", None)
-        # autoscaling/v1 ScaleSpec.replicas is omitempty: a Deployment at 0 answers "spec": {}.
-        replicas = getattr(spec, "replicas", None) or 0
-        status_replicas = getattr(status, "replicas", None) or 0
-        selector = getattr(status, "selector", None) or None
-        uid = getattr(metadata, "uid", None) or None
-        if (
-            spec is None
-            or not isinstance(replicas, int)
-            or not isinstance(status_replicas, int)
-            or not isinstance(resource_version, str)
-            or not resource_version
-        ):
+        """An ``autoscaling/v1`` Scale from its JSON (``spec``, ``status``, ``metadata`` as the API names them)."""
+        spec, status, metadata = (answer.get(key) if isinstance(answer, dict) else None for key in _PARTS)
+        status = status if isinstance(status, dict) else {}
+        metadata = metadata if isinstance(metadata, dict) else {}
+        resource_version = metadata.get("resourceVersion")
+        selector = status.get("selector") or None
+        uid = metadata.get("uid") or None
+        if not isinstance(spec, dict) or not isinstance(resource_version, str) or not resource_version:
             raise Malformed(
-                f"malformed answer: {self.subject.doing(verb)} returned no spec.replicas or resourceVersion "
+                f"malformed answer: {self.subject.doing(verb)} returned no spec or resourceVersion "
                 "(is kubernetes.kubeconfig pointing at a Kubernetes API server?)"
             )
+        # autoscaling/v1 ScaleSpec.replicas is omitempty (a Deployment at 0 answers "spec": {});
+        # ScaleStatus.replicas is not: it is always there.
+        replicas = self._count(verb, "spec.replicas", spec.get("replicas", 0))
+        status_replicas = self._count(verb, "status.replicas", status.get("replicas"))
         return Scale(
             replicas=replicas,
             status_replicas=status_replicas,
             resource_version=resource_version,
             selector=selector if isinstance(selector, str) else None,
             uid=uid if isinstance(uid, str) else None,
+        )
+
+    def _count(self, verb: str, field: str, value: Any) -> int:
+        """A replica count as the API allows it; else Malformed."""
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPLICAS:
+            return value
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
+        raise Malformed(
+            f"malformed answer: {self.subject.doing(verb)} returned {field} {shown}, which no API server "
+            f"allows (0 to {MAX_REPLICAS}); holding until the scale reads sensibly"
         )

@@ -25,11 +25,22 @@ __all__ = ["build_parser", "main"]
 
 Command = Callable[[argparse.Namespace], int]
 
-DESCRIPTION = "Bolina Scaler: keep enough Bolina servers Available by scaling their Kubernetes Deployment."
+DESCRIPTION = (
+    "Bolina Scaler: keep enough Bolina servers Available by scaling their Kubernetes Deployment.\n"
+    "Each command has its own help: bolina-scaler COMMAND --help."
+)
+EPILOG = """examples:
+  bolina-scaler demo                                    # try it, nothing to install
+  bolina-scaler check-config --config config/config.yaml
+  bolina-scaler plan --config config/config.yaml        # what it would do now, as JSON
+  bolina-scaler run --config config/config.yaml --dry-run
+  bolina-scaler run --config /etc/bolina-scaler/config.yaml
+
+exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="bolina-scaler", description=DESCRIPTION)
+    parser = Parser(prog="bolina-scaler", description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for register in (

@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any, Final
 
-__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "Parser", "one_line"]
+__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "Parser", "examples", "one_line"]
 
 EXIT_OK: Final = 0
 EXIT_RUNTIME: Final = 1
@@ -17,11 +17,21 @@ EXIT_USAGE: Final = 2
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a usage error as one line and exit code 2."""
+    """argparse, with a usage error as one line and exit code 2, and help text kept as written
+    (descriptions and examples are plain text with their own line breaks: no markup)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def examples(*lines: str) -> str:
+    """An ``epilog`` listing example command lines (``--help`` prints them as written)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def one_line(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bolina_scaler.cli.common import EXIT_OK, EXIT_RUNTIME, one_line
+from bolina_scaler.cli.common import EXIT_OK, EXIT_RUNTIME, examples, one_line
 from bolina_scaler.config import Config, load_config
 from bolina_scaler.logs import configure_logging
 
@@ -21,7 +21,20 @@ __all__ = ["add_plan_command"]
 
 
 def add_plan_command(subparsers: Any) -> None:
-    plan = subparsers.add_parser("plan", help="read Consul and the Deployment once; print the decision as JSON")
+    plan = subparsers.add_parser(
+        "plan",
+        help="read Consul and the Deployment once; print the decision as JSON",
+        description=(
+            "Read the Bolina service from Consul and the Deployment's scale once, and print the decision\n"
+            "the daemon would take, with its reason, clamps and inputs, as JSON. Changes nothing. It has\n"
+            "no history: stabilization windows, step budgets and startup grace start from now.\n"
+            "Exit codes: 0, 1 (also when Consul's data cannot be trusted), 2 bad config."
+        ),
+        epilog=examples(
+            "bolina-scaler plan --config config/config.yaml",
+            "bolina-scaler plan --config config/config.yaml | jq '{desired, reason, why}'",
+        ),
+    )
     plan.add_argument("--config", required=True, help="path to the YAML config file")
     plan.set_defaults(handler=_cmd_plan)
 

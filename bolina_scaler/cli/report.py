@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
+from bolina_scaler.cli.common import examples
 from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, ConfigError, one_line
 from bolina_scaler.reporter.agent import ConsulAgentError
 from bolina_scaler.reporter.availability import ClassifierConfig, load_classifier_config
@@ -38,6 +39,10 @@ def add_report_command(subparsers: Any) -> None:
             "Register this Bolina server in the local Consul agent with a TTL check, read the server's "
             "metrics (Prometheus text or JSON) every --interval, classify them (--classifier YAML) and "
             "update the check on every stage change and as a heartbeat; deregister on SIGTERM."
+        ),
+        epilog=examples(
+            "bolina-scaler report --classifier config/availability.yaml --metrics-url http://127.0.0.1:9100/metrics",
+            "(in a pod: manifests/components/report sets the flags; POD_NAME, POD_IP from the downward API)",
         ),
     )
     report.add_argument("--classifier", required=True, help="availability classifier YAML (config/availability.yaml)")
@@ -129,7 +134,7 @@ async def _report_main(settings: ReporterSettings, classifier: ClassifierConfig)
             try:
                 await reporter.register()
             except ConsulAgentError as exc:  # the agent sidecar may start after us
-                log.warning("cannot register yet; retrying", error=str(exc))
+                log.warning("report.register_failing", message="cannot register yet; retrying", error=str(exc))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=settings.interval)
         await reporter.run(stop)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bolina_scaler.cli.common import examples
 from bolina_scaler.config import ConfigError, load_config
 from bolina_scaler.simulator.baselines import HpaParams
 from bolina_scaler.simulator.runner import compare, simulation_policy
@@ -31,6 +32,10 @@ def add_simulate_command(subparsers: Any) -> None:
             "classifier, a Consul agent's check_update_interval) through a demand trace in virtual time, once per "
             "scaler, and print a comparison table (our policy, an oracle that knows the demand, the HPA, the naive "
             "rule) and the policy's targets."
+        ),
+        epilog=examples(
+            "bolina-scaler simulate",
+            "bolina-scaler simulate --trace flash --trace diurnal --config config/config.yaml --plot sim.png",
         ),
     )
     sim.add_argument(

@@ -25,7 +25,9 @@ release on shutdown and writes local time with a ``Z``. This one follows client-
   False at once, even while a request hangs), which is before any other candidate may take the
   lease (``lease_duration`` after our last successful renew started, on their clock).
 * ``release()`` on shutdown writes ``lease.release`` so the other replica takes over within one
-  retry period.
+  retry period. The renewal that shutdown cancelled may have reached the API server all the
+  same, moving the Lease's ``resourceVersion`` past the one we last saw: a 409 on the release is
+  answered by reading the Lease again and, while it still names us, releasing that version.
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from kubernetes_asyncio import client
 
 from bolina_scaler.actuator.call import Conflict, KubeApi, KubernetesError, NotFound, Operation, Subject
 from bolina_scaler.config import LeaderElectionConfig
@@ -54,6 +55,8 @@ log = structlog.get_logger("bolina_scaler.coordination")
 _GET = Operation(name="lease_get", verb="get", expected=(NotFound,))
 _CREATE = Operation(name="lease_create", verb="create", expected=(Conflict,))
 _UPDATE = Operation(name="lease_update", verb="update", expected=(Conflict,))
+_RELEASE_ATTEMPTS = 3
+"""Releases tried on fresh reads after 409s, before the Lease is left to expire by itself."""
 
 
 def default_identity() -> str:
@@ -83,7 +86,7 @@ class Leadership:
         self.holder: str | None = None
         """The holder we last saw (ourselves included); None before the first read."""
         self._api = api
-        self._coordination: Any = client.CoordinationV1Api(api.api_client)
+        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
         self._subject = Subject(resource="leases", kind="lease", namespace=self.namespace, name=config.lease_name)
         self._clock = clock
         self._wall = wall_clock
@@ -96,7 +99,10 @@ class Leadership:
         self._written: lease.LeaseRecord | None = None
         """The Lease as we last wrote it (the optimistic renewal's base)."""
         self._problems = ProblemLog(
-            log, failing="leader election: lease request failed", recovered="leader election: lease requests work again"
+            log,
+            failing="leader.lease_failing",
+            recovered="leader.lease_recovered",
+            message="a Lease request failed; a leader steps down after renew_deadline",
         )
 
     # -- what the daemon asks --------------------------------------------------------------
@@ -113,7 +119,7 @@ class Leadership:
 
     async def run(self, *, _iterations: int | None = None) -> None:
         """Try to acquire or renew every ``retry_period``, forever (``_iterations``: test hook)."""
-        log.info("leader election: candidate", identity=self.identity, lease=self.config.lease_name)
+        log.info("leader.candidate", identity=self.identity, lease=self.config.lease_name)
         while _iterations is None or _iterations > 0:
             await self.try_once()
             if _iterations is not None:
@@ -133,12 +139,10 @@ class Leadership:
             try:
                 return self._won(started, await self._update(self._claim(written)))
             except KubernetesError as exc:
-                log.debug("leader election: optimistic renew failed; reading the lease", error=str(exc))
+                log.debug("leader.renew_retried", message="optimistic renew failed; reading the Lease", error=str(exc))
             started = self._clock()
         try:
-            current = await self._api.call(_GET, lambda: self._coordination.read_namespaced_lease(
-                self.config.lease_name, self.namespace, _request_timeout=self._timeout),
-                subject=self._subject, problems=self._problems)  # fmt: skip
+            current = await self._read()
         except NotFound:
             return await self._create(started)
         except KubernetesError:
@@ -160,26 +164,48 @@ class Leadership:
             return self._check_deadline()
 
     async def release(self) -> None:
-        """Give the lease up at once (shutdown): empty holder, ``leaseDurationSeconds: 1``."""
+        """Give the lease up at once (shutdown): empty holder, ``leaseDurationSeconds: 1``.
+
+        A 409 (a renewal cancelled on our side but applied by the API server) is followed by a
+        fresh read: the release is sent again on that version while the Lease still names us.
+        """
         was_leading, self._leading = self._leading, False
-        written = self._written
-        if not was_leading or written is None or written.resource_version is None:
+        record = self._written
+        if not was_leading or record is None or record.resource_version is None:
             return
-        body = lease.release(name=self.config.lease_name, namespace=self.namespace, record=written, wall=self._wall())
-        try:
-            await self._update(body)
-        except KubernetesError as exc:
-            log.warning("leader election: could not release the lease; it expires by itself", error=str(exc))
-        else:
-            log.info("leader election: lease released", identity=self.identity)
+        problem: str | None = None
+        for _attempt in range(_RELEASE_ATTEMPTS):
+            body = lease.release(
+                name=self.config.lease_name, namespace=self.namespace, record=record, wall=self._wall()
+            )
+            try:
+                await self._update(body)
+            except Conflict as exc:
+                problem = str(exc)
+                try:
+                    record = lease.LeaseRecord.of(await self._read())
+                except KubernetesError as read_failure:
+                    problem = str(read_failure)
+                    break
+                if record.holder != self.identity:
+                    log.info("leader.release_skipped", message="the Lease is no longer ours", holder=record.holder)
+                    problem = None
+                    break
+                continue
+            except KubernetesError as exc:
+                problem = str(exc)
+                break
+            log.info("leader.released", identity=self.identity)
+            problem = None
+            break
+        if problem is not None:
+            log.warning(
+                "leader.release_failed", message="could not release the Lease; it expires by itself", error=problem
+            )
         if self._on_change is not None:
             self._on_change(False)
 
     # -- internals ---------------------------------------------------------------------------
-
-    @property
-    def _timeout(self) -> float:
-        return self._api.config.request_timeout
 
     def _claim(self, record: lease.LeaseRecord | None) -> dict[str, Any]:
         return lease.claim(
@@ -192,16 +218,20 @@ class Leadership:
             leading=self._leading,
         )
 
+    async def _read(self) -> Any:
+        return await self._api.call(_GET, lambda: self._api.request(
+            "GET", f"{self._path}/{self.config.lease_name}"),
+            subject=self._subject, problems=self._problems)  # fmt: skip
+
     async def _update(self, body: dict[str, Any]) -> Any:
-        return await self._api.call(_UPDATE, lambda: self._coordination.replace_namespaced_lease(
-            self.config.lease_name, self.namespace, body, _request_timeout=self._timeout),
+        return await self._api.call(_UPDATE, lambda: self._api.request(
+            "PUT", f"{self._path}/{self.config.lease_name}", body=body),
             subject=self._subject, problems=self._problems)  # fmt: skip
 
     async def _create(self, started: float) -> bool:
         body = self._claim(None)
         try:
-            created = await self._api.call(_CREATE, lambda: self._coordination.create_namespaced_lease(
-                self.namespace, body, _request_timeout=self._timeout),
+            created = await self._api.call(_CREATE, lambda: self._api.request("POST", self._path, body=body),
                 subject=self._subject, problems=self._problems)  # fmt: skip
         except Conflict:
             return False  # created by another candidate meanwhile
@@ -230,8 +260,13 @@ class Leadership:
         if self._api.metrics is not None:
             self._api.metrics.leader_changes.inc()
         if leading:
-            log.info("leader election: became leader", identity=self.identity, why=why)
+            log.info("leader.elected", identity=self.identity, why=why)
         else:
-            log.warning("leader election: not the leader", identity=self.identity, why=why)
+            log.warning(
+                "leader.stepped_down",
+                message="not the leader: watching and deciding, never patching",
+                identity=self.identity,
+                why=why,
+            )
         if self._on_change is not None:
             self._on_change(leading)

@@ -31,28 +31,36 @@ def micro_time(moment: datetime) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LeaseRecord:
-    """What a Lease says, read from the ``kubernetes_asyncio`` object (untyped library)."""
+    """What a Lease says, read from its JSON (``spec`` and ``metadata`` as the API names them)."""
 
     holder: str
     """``holderIdentity``; empty when nobody holds it (released, or never held)."""
-    renew_time: Any
+    renew_time: str | None
     resource_version: str | None
     duration: float | None
     """``leaseDurationSeconds``; None when the Lease does not say."""
     transitions: int
-    acquire_time: datetime | None
+    acquire_time: str | None
+    """``acquireTime`` as the API server wrote it (MicroTime), kept verbatim across renewals."""
 
     @classmethod
     def of(cls, lease: Any) -> LeaseRecord:
-        spec = getattr(lease, "spec", None)
-        acquired = getattr(spec, "acquire_time", None)
+        """The record of a Lease answer; fields of the wrong type read as absent (a Lease written
+        by something else must not stop the election: it is judged as "not held" at worst)."""
+        spec = lease.get("spec") if isinstance(lease, dict) else None
+        spec = spec if isinstance(spec, dict) else {}
+        metadata = lease.get("metadata") if isinstance(lease, dict) else None
+        metadata = metadata if isinstance(metadata, dict) else {}
+        holder, renewed, acquired = (spec.get(key) for key in ("holderIdentity", "renewTime", "acquireTime"))
+        duration, transitions = _count(spec.get("leaseDurationSeconds")), _count(spec.get("leaseTransitions"))
+        version = metadata.get("resourceVersion")
         return cls(
-            holder=(getattr(spec, "holder_identity", None) or "") if spec is not None else "",
-            renew_time=getattr(spec, "renew_time", None),
-            resource_version=getattr(getattr(lease, "metadata", None), "resource_version", None),
-            duration=getattr(spec, "lease_duration_seconds", None) or None,
-            transitions=int(getattr(spec, "lease_transitions", None) or 0),
-            acquire_time=acquired if isinstance(acquired, datetime) else None,
+            holder=holder if isinstance(holder, str) else "",
+            renew_time=renewed if isinstance(renewed, str) else None,
+            resource_version=version if isinstance(version, str) and version else None,
+            duration=float(duration) if duration else None,
+            transitions=transitions or 0,
+            acquire_time=acquired if isinstance(acquired, str) and acquired else None,
         )
 
     @property
@@ -96,7 +104,7 @@ def claim(
     """
     renewing = record is not None and record.holder == identity and leading
     if record is not None and renewing and record.acquire_time is not None:
-        acquire_time, transitions = micro_time(record.acquire_time), record.transitions
+        acquire_time, transitions = record.acquire_time, record.transitions
     else:
         acquire_time = micro_time(wall)
         transitions = 0 if record is None else record.transitions + (0 if renewing else 1)
@@ -115,6 +123,11 @@ def claim(
             "leaseTransitions": transitions,
         },
     }
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative JSON integer, else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def release(*, name: str, namespace: str, record: LeaseRecord, wall: datetime) -> dict[str, Any]:

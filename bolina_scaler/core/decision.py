@@ -45,6 +45,8 @@ class Reason(enum.StrEnum):
     STALE_DATA = "stale_data"
     MASS_CHANGE_GUARD = "mass_change_guard"
     NO_SERVERS_REGISTERED = "no_servers_registered"
+    PAUSED = "paused"
+    """A pause annotation on the Deployment holds the count (``core.pause``); the policy still explains."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 
 from bolina_scaler.config import PolicyConfig
 from bolina_scaler.core.decision import Decision
-from bolina_scaler.core.model import InstanceId
+from bolina_scaler.core.model import ServerKey
 
 __all__ = [
     "Grant",
@@ -61,8 +61,8 @@ class Memory:
     """``(time, demand)``: the fleet's demand estimate (servers' worth) at evaluations with usable
     demand within the last ``scale_down_stabilization``, each higher than every later one; the
     first is the window's highest (a sliding-window maximum, kept short)."""
-    baseline: frozenset[InstanceId] | None = None
-    """Instances that were not Critical at the last trusted evaluation (mass-change guard)."""
+    baseline: frozenset[ServerKey] | None = None
+    """Servers (node, Service.ID) not Critical at the last trusted evaluation (mass-change guard)."""
     guard_since: float | None = None
     """When the mass-change guard started holding, if it is holding."""
     last_replicas: int | None = None

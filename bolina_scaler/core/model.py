@@ -17,6 +17,7 @@ __all__ = [
     "InstanceId",
     "Server",
     "ServerId",
+    "ServerKey",
     "Status",
 ]
 
@@ -31,6 +32,9 @@ InstanceId = NewType("InstanceId", str)
 
 ServerId = NewType("ServerId", str)
 """The Bolina server id a load balancer shows to clients (``Service.Meta.server_id``)."""
+
+ServerKey = tuple[str, InstanceId]
+"""What identifies a server in a fleet: its Consul node and its ``Service.ID`` (``Server.key``)."""
 
 
 class Status(enum.StrEnum):
@@ -83,3 +87,12 @@ class Server(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     load: float | None = None
     demand: float | None = None
     demand_at: float | None = None
+
+    @property
+    def key(self) -> ServerKey:
+        """What identifies this server in a fleet: its node and its ``Service.ID``.
+
+        Consul keeps a service ID unique per agent only: ten servers registered as ``bolina``
+        on ten nodes are ten servers, and must be ten to the mass-change guard.
+        """
+        return (self.node, self.instance_id)

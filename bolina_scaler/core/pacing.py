@@ -5,8 +5,13 @@ use the event-loop clock and tests can use plain numbers.
 
 Consul's blocking-query guide asks clients to rate-limit the loop so that a churning service
 degrades to bounded polling instead of a hot loop, without sleeping in the happy path: a token
-bucket with a small burst does exactly that. Errors back off exponentially with full jitter so a
-fleet of scalers does not hammer a recovering server in lock-step.
+bucket does exactly that (with a burst large enough that ordinary churn never waits for a token).
+
+Errors are probed, not hammered: the delay grows from ``initial`` to ``maximum`` and is never
+below ``initial``, with jitter in the upper half of each step (so replicas do not probe in
+lock-step). With the shipped 500 ms and 1 s, a failing server gets at most two requests a second,
+and the first good answer after an outage of any length is seen within about a second
+(``docs/performance.md``, "Defaults").
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ class TokenBucket:
 
 @dataclass(slots=True)
 class Backoff:
-    """Exponential backoff with full jitter: attempt n waits uniform(0, min(max, initial·2ⁿ))."""
+    """Exponential backoff, never below ``initial``: attempt n waits
+    uniform(max(initial, cₙ/2), cₙ) with cₙ = min(maximum, initial·2ⁿ)."""
 
     initial: float
     maximum: float
@@ -54,8 +60,7 @@ class Backoff:
     def next_delay(self) -> float:
         ceiling = min(self.maximum, self.initial * (2 ** min(self.attempts, 32)))
         self.attempts += 1
-        # Never below a tenth of the initial delay: zero would make a failing loop spin.
-        return max(self.initial / 10, self.rng.uniform(0, ceiling))
+        return self.rng.uniform(min(ceiling, max(self.initial, ceiling / 2)), ceiling)
 
     def reset(self) -> None:
         self.attempts = 0

@@ -439,7 +439,7 @@ def _mass_change_guard(
     The baseline stays the pre-change fleet while holding, so a change that persists past the
     confirmation window is accepted and one that reverts clears the guard.
     """
-    healthy = frozenset([s.instance_id for s in fleet.servers if s.status is not Status.CRITICAL])
+    healthy = frozenset([s.key for s in fleet.servers if s.status is not Status.CRITICAL])
     guard = config.mass_change
     baseline = memory.baseline
     if baseline is not None and len(baseline) >= guard.min_fleet:

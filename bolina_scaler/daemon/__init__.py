@@ -9,7 +9,7 @@ and the HTTP API (``http_api``: health, metrics, servers, "explain") over the ``
 * ``evaluator``: one evaluation and its ``Outcome``;
 * ``mailbox``: the newest snapshot, from the watch to the evaluator;
 * ``state``: what the daemon knows right now, for the HTTP API and the tests;
-* ``http_api``: the HTTP server.
+* ``http_api``: the HTTP server; ``servers_view``: its servers API answers, encoded once per fleet.
 """
 
 from bolina_scaler.daemon.daemon import Daemon, open_daemon

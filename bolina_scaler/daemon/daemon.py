@@ -12,14 +12,19 @@ Does I/O only through the parts it builds. Named tasks in one ``asyncio.TaskGrou
 * ``evaluate`` wakes on a new snapshot or when the policy asked to be asked again
   (``Decision.recheck_at``: end of a stabilization window, of a startup grace, of a step
   period, of a backoff after a failed request).
+* ``pause`` follows the Deployment's pause annotations (``actuator.deployment``): a change wakes
+  the evaluator at once; the first evaluation waits for the first read of them.
 
 Only the leader (``coordination.Leadership``; every replica is leader without leader election)
 patches, annotates pods and records Events. Followers keep watching, evaluating (``/v1/decision``
 says "follower: would ...") and serving ``/v1/servers``, so a takeover needs no warm-up; a new
 leader re-reads the scale before its first patch, and the ``resourceVersion`` precondition makes
 a second patch for the same decision fail with 409 even if two replicas ever believed they lead.
+A dry-run daemon is a *shadow*: it never joins the election (the Lease is never read or
+written), never patches, annotates pods or records Events, and logs "dry run: would scale" where
+a leader would scale, so it can run beside the real scaler.
 
-Shutdown (SIGTERM/SIGINT → ``stop``): the watch is cancelled at once; a patch already sent is
+Shutdown (SIGTERM/SIGINT/SIGHUP → ``stop``): the watch is cancelled at once; a patch already sent is
 given until ``shutdown_timeout`` to be acknowledged so its outcome is logged, never half-known;
 then the Lease is released so another replica takes over at once.
 """
@@ -28,16 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 
 import structlog
 
 from bolina_scaler.actuator.call import KubeApi, KubernetesError
 from bolina_scaler.actuator.deletion_cost import DeletionCostSteering
-from bolina_scaler.actuator.events import EventRecorder
+from bolina_scaler.actuator.deployment import DeploymentWatch
+from bolina_scaler.actuator.events import EventRecorder, EventSpec
 from bolina_scaler.config import Config
 from bolina_scaler.coordination.election import Leadership, default_identity
 from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.pause import Pause
 from bolina_scaler.daemon.evaluator import Evaluation, Evaluator
 from bolina_scaler.daemon.http_api import HttpServer, build_app
 from bolina_scaler.daemon.mailbox import Mailbox
@@ -72,26 +80,41 @@ class Daemon:
         kube: KubeApi,
         metrics: Metrics | None = None,
         clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``watch`` and ``kube`` must be entered (``async with``); ``open_daemon`` does both."""
         self.config = config
         self.watch = watch
         self.state = DaemonState()
         self.metrics = metrics if metrics is not None else kube.metrics or Metrics()
+        policy = config.policy
+        self.metrics.set_policy(
+            min_replicas=policy.min_replicas,
+            max_replicas=policy.max_replicas,
+            target_available_ratio=policy.target_available_ratio,
+        )
         self.http: HttpServer | None = None
         """The running HTTP server (``http.url``), once ``run`` started it."""
         self._clock = clock
+        self._wall_clock = wall_clock
         self._mailbox = Mailbox()
         election = config.leader_election
+        shadow = config.dry_run
+        self.state.shadow = shadow
         self.leadership: Leadership | None = None
-        if election.enabled:
+        if election.enabled and not shadow:
             self.leadership = Leadership(election, api=kube, clock=self.now, on_change=self._leadership_changed)
             self.state.leader, self.state.identity = False, self.leadership.identity
+        if shadow:
+            self.state.leader = False
         self.events: EventRecorder | None = None
-        if config.events.enabled:
+        if config.events.enabled and not shadow:
             identity = self.state.identity or election.identity or default_identity()
             self.events = EventRecorder(config.events, api=kube, instance=identity, clock=self.now)
-        steering = DeletionCostSteering(api=kube) if config.policy.scale_down.deletion_cost.enabled else None
+        steering = None
+        if policy.scale_down.deletion_cost.enabled and not shadow:
+            steering = DeletionCostSteering(api=kube)
+        self.deployment = DeploymentWatch(api=kube, on_change=self._pause_changed, on_read=self._pause_read)
         self.evaluator = Evaluator(
             config,
             kube=kube,
@@ -102,29 +125,39 @@ class Daemon:
             role=self._role,
             events=self.events,
             steering=steering,
+            pause=lambda: self.state.pause,
         )
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     def may_patch(self) -> bool:
-        """Only the leader patches (everyone is leader without leader election)."""
+        """Only the leader patches (everyone is leader without leader election); a shadow never."""
+        if self.state.shadow:
+            return False
         return self.leadership is None or self.leadership.is_leader()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop within ``shutdown_timeout``."""
         log.info(
-            "starting",
+            "daemon.starting",
             service=self.config.consul.service,
             consul=self.config.consul.address,
             deployment=self.config.kubernetes.deployment,
             dry_run=self.config.dry_run,
             identity=self.state.identity,
         )
+        if self.state.shadow:
+            log.info(
+                "daemon.shadow_mode",
+                message="dry run: not joining leader election, never patching",
+                lease=self.config.leader_election.lease_name,
+            )
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
             watching = group.create_task(self._watch_loop(), name="watch")
             self.state.watch_task = watching
             evaluating = group.create_task(self._evaluate_loop(), name="evaluate")
+            pausing = group.create_task(self.deployment.run(), name="pause")
             electing = self.leadership and group.create_task(self.leadership.run(), name="leader-election")
             recording = self.events and group.create_task(self.events.run(), name="events")
             stopping = group.create_task(stop.wait(), name="wait-for-stop")
@@ -132,7 +165,7 @@ class Daemon:
                 app = build_app(state=self.state, config=self.config, metrics=self.metrics, clock=self.now)
                 http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
                 self.http = await stack.enter_async_context(http)
-                log.info("http server listening", url=self.http.url)
+                log.info("http.listening", url=self.http.url)
             await asyncio.wait({watching, evaluating, stopping}, return_when=asyncio.FIRST_COMPLETED)
             # One budget for the whole shutdown (the pod's terminationGracePeriodSeconds is 10 s):
             # a patch in flight, then the Lease release and the Events get only what is left.
@@ -140,6 +173,7 @@ class Daemon:
             watching.cancel()
             await self._finish_pending_patch(deadline)
             evaluating.cancel()
+            pausing.cancel()
             if electing and self.leadership is not None:
                 electing.cancel()
                 await asyncio.wait({electing})
@@ -151,13 +185,15 @@ class Daemon:
                     await asyncio.wait_for(self.events.flush(), max(0.0, min(1.0, deadline - self.now())))
                 recording.cancel()
             stopping.cancel()
-        log.info("stopped", evaluations=self.state.evaluations, patches=self.state.patches)
+        log.info("daemon.stopped", evaluations=self.state.evaluations, patches=self.state.patches)
 
     async def evaluate(self, snapshot: FleetSnapshot) -> Evaluation | None:
         """One evaluation now, outside the loop (tests and ``plan``-like callers)."""
         return await self.evaluator.evaluate(snapshot)
 
     def _role(self) -> str | None:
+        if self.state.shadow:
+            return "shadow"
         if self.leadership is None:
             return None
         self.state.holder = self.leadership.holder
@@ -167,21 +203,56 @@ class Daemon:
         self.state.leader = leading
         if self.leadership is not None:
             self.state.holder = self.leadership.holder
-        self.metrics.leader.set(1 if leading else 0)
         if leading:
             self.evaluator.forget_scale()  # a new leader re-reads the scale before its first patch
             self._mailbox.poke()
+
+    def _pause_changed(self, pause: Pause | None) -> None:
+        """The Deployment's pause annotations were read and differ from before (or were read at last)."""
+        state = self.state
+        before, first = state.pause, not state.pause_known
+        state.pause, state.pause_known = pause, True
+        if pause == before and not first:
+            return
+        if pause is not None and pause.problem:
+            log.warning("pause.unreadable", message="pause annotation unreadable; paused anyway", problem=pause.problem)
+        if pause is None:
+            state.paused_since = None
+            if before is not None:
+                log.info("pause.resumed", was=before.source)
+                self._record(EventSpec("Normal", "ScalingResumed", f"Scaling resumed: {before.source} removed"))
+        else:
+            if before is None:
+                state.paused_since = self.now()
+            log.info("pause.paused", annotation=pause.source, held_replicas=pause.replicas)
+            if not first or before is not None:
+                self._record(EventSpec("Normal", "ScalingPaused", f"Scaling {pause.describe()}"))
+        # The annotation moved the Deployment's resourceVersion: re-read the scale (else the next
+        # patch meets a 409 first), and decide again now: hold, or go to the held count.
+        self.evaluator.forget_scale()
+        self._mailbox.poke()
+
+    def _pause_read(self, error: str | None) -> None:
+        self.state.pause_error = error
+
+    def _record(self, event: EventSpec) -> None:
+        """One Event for a pause or a resume, from the leader (followers and shadows stay silent)."""
+        if self.events is not None and self.may_patch():
+            self.events.record(event)
 
     async def _finish_pending_patch(self, deadline: float) -> None:
         task = self.evaluator.patch_task
         if task is None or task.done():
             return
-        log.info("waiting for the patch in flight before stopping")
+        log.info("daemon.draining", message="waiting for the patch in flight before stopping")
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout=max(0.0, deadline - self.now()))
         except TimeoutError:
             task.cancel()
-            log.warning("the patch in flight was not answered within shutdown_timeout; stopping without its outcome")
+            log.warning(
+                "daemon.drain_timed_out",
+                message="the patch in flight was not answered within shutdown_timeout; stopping without its outcome",
+            )
         except (asyncio.CancelledError, KubernetesError):
             pass
 
@@ -191,11 +262,15 @@ class Daemon:
             self.state.snapshot = snapshot
             if snapshot.trusted:
                 self.state.trusted_at = snapshot.observed_at
+                self.state.trusted_wall_at = self._wall_clock() - max(0.0, self.now() - snapshot.observed_at)
             # Let the evaluator (woken by put) decide and send its patch before this task
             # builds and sends the next blocking query: that much less latency.
             await asyncio.sleep(0)
 
     async def _evaluate_loop(self, *, _iterations: int | None = None) -> None:
+        # Never decide before the pause annotations were looked at: a restart must not scale a
+        # paused Deployment. The first look ends after one request (request_timeout), read or not.
+        await self.deployment.first_look.wait()
         while _iterations is None or _iterations > 0:
             due = self.evaluator.recheck_at
             await self._mailbox.wait(within=None if due is None else max(0.0, due - self.now()))

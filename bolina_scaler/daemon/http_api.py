@@ -2,9 +2,10 @@
 
 Does I/O (an aiohttp server on one port, ``http.port``, default 8080). Every answer is computed
 from the daemon's in-memory ``DaemonState``: a load balancer polling ``/v1/servers`` never
-causes a Consul query. ``build_app`` takes the state, so tests build the app around a state they
-fill by hand; ``HttpServer`` runs it. The API is described in ``bolina_scaler/openapi.yaml``
-(served at ``/openapi.yaml``).
+causes a Consul query, and the servers API's answers are ranked and encoded once per fleet, off
+the event loop (``servers_view``). ``build_app`` takes the state, so tests build the app around
+a state they fill by hand; ``HttpServer`` runs it. The API is described in
+``bolina_scaler/openapi.yaml`` (served at ``/openapi.yaml``).
 
 =====================  =====================================================================
 ``GET /healthz``       liveness: the event loop answers and the Consul watch task is running
@@ -15,7 +16,7 @@ fill by hand; ``HttpServer`` runs it. The API is described in ``bolina_scaler/op
                        loaded first); Critical only with ``?all=1``; ``?status=a,b`` filters
 ``GET /v1/servers/best``  the one server a new client should use; 503 when none is Available
 ``GET /v1/decision``   the last evaluation: inputs, every clamp, what was done (or, on a
-                       follower, what it would do)
+                       follower or a dry-run shadow, what it would do), and the pause in force
 =====================  =====================================================================
 """
 
@@ -23,22 +24,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from collections.abc import Callable
 from importlib import resources
 from types import TracebackType
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bolina_scaler.config import Config
-from bolina_scaler.core.decision import Decision, Direction
+from bolina_scaler.core.decision import Decision, Direction, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
-from bolina_scaler.core.model import Server, Status
+from bolina_scaler.core.model import Status
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.daemon.connections import ConnectionGuard
+from bolina_scaler.daemon.servers_view import ServersCache
 from bolina_scaler.daemon.state import DaemonState
-from bolina_scaler.metrics import CONTENT_TYPE, Metrics
+from bolina_scaler.metrics import CONTENT_TYPE, Metrics, StateReading
 
-__all__ = ["HttpServer", "build_app", "server_json", "summary"]
+__all__ = ["HttpServer", "build_app", "readiness_problems", "role_of", "summary"]
 
 _TRUE: Final = {"1", "true", "yes"}
 _NO_STORE: Final = {"Cache-Control": "no-store"}
@@ -47,17 +53,12 @@ STATE_KEY: Final = web.AppKey("state", DaemonState)
 CONFIG_KEY: Final = web.AppKey("config", Config)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 CLOCK_KEY: Final = web.AppKey[Callable[[], float]]("clock")
+SERVERS_KEY: Final = web.AppKey("servers", ServersCache)
+_ALL: Final = frozenset(Status)
+_SERVING: Final = frozenset({Status.AVAILABLE, Status.WARNING})
 
 
-def server_json(server: Server) -> dict[str, Any]:
-    """One server in the seed's shape (``UDP`` is null when the server registers none)."""
-    return {
-        "Address": {"IP": server.address, "Port": {"TCP": server.tcp_port, "UDP": server.udp_port}},
-        "Metadata": {"ServerID": server.server_id, "Status": str(server.status)},
-    }
-
-
-def summary(decision: Decision, *, outcome: Outcome | None, leader: bool) -> str:
+def summary(decision: Decision, *, outcome: Outcome | None, role: str = "leader") -> str:
     """One sentence for ``/v1/decision``: what was done, or what a follower would do."""
     change = f"{decision.current} → {decision.desired}"
     if decision.changes_scale:
@@ -71,18 +72,33 @@ def summary(decision: Decision, *, outcome: Outcome | None, leader: bool) -> str
             if outcome is not None
             else f"would scale {change}"
         )
+    elif decision.reason is Reason.PAUSED:
+        verb = f"paused at {decision.current}"
     elif decision.direction is Direction.HOLD:
         verb = f"holding at {decision.current}"
     else:
         verb = f"no change at {decision.current}"
     text = f"{verb} ({decision.reason}): {decision.message}"
-    return text if leader else f"follower: {text}"
+    return f"follower: {text}" if role == "follower" else text
+
+
+def role_of(state: DaemonState) -> str:
+    """``leader``, ``follower`` or ``shadow`` (dry run), as ``/v1/decision`` and the log line say it."""
+    if state.shadow:
+        return "shadow"
+    return "leader" if state.leader else "follower"
 
 
 def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Callable[[], float]) -> web.Application:
     """The aiohttp application serving ``state``."""
     app = web.Application()
     app[STATE_KEY], app[CONFIG_KEY], app[METRICS_KEY], app[CLOCK_KEY] = state, config, metrics, clock
+    app[SERVERS_KEY] = cache = ServersCache()
+
+    async def close_cache(_: web.Application) -> None:
+        cache.close()
+
+    app.on_cleanup.append(close_cache)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
@@ -93,12 +109,33 @@ def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Ca
     return app
 
 
-class HttpServer:
-    """Serve the API on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``."""
+LISTEN_BACKLOG: Final = 1024
+"""Ready connections the kernel may queue for ``accept`` (capped by ``net.core.somaxconn``)."""
 
-    def __init__(self, app: web.Application, *, host: str, port: int) -> None:
+
+async def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket on ``host`` (an address or a name: its first address) and ``port``."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, _, _, _, address = infos[0]
+    return socket.create_server(address[:2], family=family)
+
+
+class HttpServer:
+    """Serve the API on ``host:port`` (port 0: a free one): ``async with HttpServer(app, ...) as s: s.url``.
+
+    Every connection goes through a ``ConnectionGuard``: at most ``guard.limit`` at once, and
+    none idle (sending its request, reading its answer, kept alive) for more than
+    ``guard.idle_timeout`` seconds. asyncio accepts at most ``guard.limit`` connections per loop
+    iteration (one burst of descriptors before the guard drops the surplus); the kernel queues up
+    to ``LISTEN_BACKLOG`` more, which cost the process nothing until accepted.
+    """
+
+    def __init__(self, app: web.Application, *, host: str, port: int, guard: ConnectionGuard | None = None) -> None:
         self._app, self._host, self._port = app, host, port
+        self.guard = guard if guard is not None else ConnectionGuard()
+        self._app.middlewares.append(self.guard.middleware)
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.port = 0
 
     @property
@@ -107,21 +144,50 @@ class HttpServer:
         return f"http://{host}:{self.port}"
 
     async def __aenter__(self) -> HttpServer:
-        self._runner = web.AppRunner(self._app, access_log=None, shutdown_timeout=1.0)
+        _quiet_bad_requests()
+        guard = self.guard
+        self._runner = web.AppRunner(
+            self._app, access_log=None, shutdown_timeout=1.0, keepalive_timeout=guard.idle_timeout
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self._host, self._port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = int(server.sockets[0].getsockname()[1])
+        protocol = self._runner.server
+        assert protocol is not None
+        loop = asyncio.get_running_loop()
+        listening = await _listening_socket(self._host, self._port)
+        self._server = await loop.create_server(guard.protocol_factory(protocol), sock=listening, backlog=guard.limit)
+        # asyncio accepts at most ``backlog`` connections per loop iteration: one burst of
+        # descriptors. The kernel may queue many more ready connections without costing the
+        # process one, so that under a flood a probe waits its turn (tried with 1,100 hostile
+        # clients: at most ~0.7 s) rather than having its SYN dropped and retried (~2 s).
+        listening.listen(LISTEN_BACKLOG)
+        self.port = int(listening.getsockname()[1])
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        self.guard.close_all()
+
+
+class _BadRequests(logging.Filter):
+    """Drops aiohttp's error line (with a traceback) for a request it could not parse: that is the
+    client's problem, answered with a 400, and a flood of junk must not become a flood of log lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, HttpProcessingError)
+
+
+def _quiet_bad_requests() -> None:
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _BadRequests) for f in logger.filters):
+        logger.addFilter(_BadRequests())
 
 
 # -- handlers --------------------------------------------------------------------------------
@@ -163,12 +229,16 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     app = request.app
     state, metrics = app[STATE_KEY], app[METRICS_KEY]
-    metrics.refresh(
+    reading = StateReading(
         snapshot=state.snapshot,
+        last_trusted_at=state.trusted_wall_at,
         current=state.scale.replicas if state.scale is not None else None,
-        leader=state.leader,
-        now=app[CLOCK_KEY](),
+        decision=state.decision,
+        leader=state.leader and not state.shadow,
+        ready=not readiness_problems(state, app[CONFIG_KEY], app[CLOCK_KEY]()),
+        paused=(state.pause is not None) if state.pause_known else None,
     )
+    metrics.refresh(reading)
     return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
@@ -192,30 +262,30 @@ def _headers(request: web.Request, snapshot: FleetSnapshot) -> dict[str, str]:
 
 async def _servers(request: web.Request) -> web.Response:
     snapshot = _snapshot_or_503(request)
-    wanted: set[Status]
+    wanted: frozenset[Status]
     raw_status = request.query.get("status")
     if raw_status:
         try:
-            wanted = {Status(part.strip().lower()) for part in raw_status.split(",") if part.strip()}
+            wanted = frozenset(Status(part.strip().lower()) for part in raw_status.split(",") if part.strip())
         except ValueError:
             raise web.HTTPBadRequest(
                 text='{"error": "status must be available, warning or critical (comma-separated)"}',
                 content_type="application/json",
             ) from None
     elif request.query.get("all", "").lower() in _TRUE:
-        wanted = set(Status)
+        wanted = _ALL
     else:
-        wanted = {Status.AVAILABLE, Status.WARNING}
-    body = [server_json(s) for s in snapshot.ranked() if s.status in wanted]
-    return web.json_response(body, headers=_headers(request, snapshot))
+        wanted = _SERVING
+    body = await request.app[SERVERS_KEY].listing(snapshot.servers, wanted)
+    return web.Response(body=body, content_type="application/json", headers=_headers(request, snapshot))
 
 
 async def _best(request: web.Request) -> web.Response:
     snapshot = _snapshot_or_503(request)
-    best = next((s for s in snapshot.ranked() if s.status is Status.AVAILABLE), None)
+    best = await request.app[SERVERS_KEY].best(snapshot.servers)
     if best is None:
         return web.json_response({"error": "no Available server"}, status=503, headers=_headers(request, snapshot))
-    return web.json_response(server_json(best), headers=_headers(request, snapshot))
+    return web.Response(body=best, content_type="application/json", headers=_headers(request, snapshot))
 
 
 async def _decision(request: web.Request) -> web.Response:
@@ -224,18 +294,35 @@ async def _decision(request: web.Request) -> web.Response:
     decision = state.decision
     if decision is None or state.decided_at is None:
         return web.json_response({"error": "no evaluation yet"}, status=503, headers=_NO_STORE)
+    role = role_of(state)
     body = {
-        "summary": summary(decision, outcome=state.outcome, leader=state.leader),
-        "role": "leader" if state.leader else "follower",
+        "summary": summary(decision, outcome=state.outcome, role=role),
+        "role": role,
         "identity": state.identity,
         "lease_holder": state.holder,
         "outcome": state.outcome,
         "dry_run": app[CONFIG_KEY].dry_run,
+        "paused": state.pause is not None,
+        "pause": _pause(state, now),
         "age_seconds": round(max(0.0, now - state.decided_at), 3),
         "recheck_in_seconds": None if decision.recheck_at is None else round(max(0.0, decision.recheck_at - now), 3),
         "decision": decision.as_dict(),
+        "policy_decision": None if state.policy_decision is None else state.policy_decision.as_dict(),
     }
     return web.json_response(body, headers=_NO_STORE, dumps=_dumps)
+
+
+def _pause(state: DaemonState, now: float) -> dict[str, Any]:
+    """The pause annotations as read: in force or not, since when, and whether they could be read."""
+    pause = state.pause
+    return {
+        "known": state.pause_known,
+        "annotation": None if pause is None else pause.source,
+        "held_replicas": None if pause is None else pause.replicas,
+        "problem": None if pause is None else pause.problem,
+        "since_seconds": None if state.paused_since is None else round(max(0.0, now - state.paused_since), 3),
+        "read_error": state.pause_error,
+    }
 
 
 def _dumps(data: Any) -> str:

@@ -17,6 +17,7 @@ from bolina_scaler.actuator.scale import Scale
 from bolina_scaler.core.decision import Decision
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.core.pause import Pause
 
 __all__ = ["DaemonState"]
 
@@ -29,6 +30,8 @@ class DaemonState:
     """The newest Consul snapshot (trusted or not)."""
     trusted_at: float | None = None
     """``observed_at`` of the newest trusted snapshot (``/readyz``)."""
+    trusted_wall_at: float | None = None
+    """The same moment as Unix time (the metric ``last_trusted_snapshot_timestamp_seconds``)."""
     scale: Scale | None = None
     scale_read_at: float | None = None
     read_error: str | None = None
@@ -37,6 +40,16 @@ class DaemonState:
     decided_at: float | None = None
     outcome: Outcome | None = None
     """What the last evaluation did with its decision."""
+    policy_decision: Decision | None = None
+    """While paused: what the policy itself decided (``decision`` is what was done instead)."""
+    pause: Pause | None = None
+    """The pause annotation in force (None: not paused, or not read yet: see ``pause_known``)."""
+    pause_known: bool = False
+    """Whether the Deployment's pause annotations were read (False before the first read)."""
+    pause_error: str | None = None
+    """Why the last read of the Deployment failed; None once one succeeded."""
+    paused_since: float | None = None
+    """When the pause in force began (loop time), as this replica saw it."""
     patch_error: str | None = None
     """Why the last patch failed; None once a patch succeeded."""
     patches: int = 0
@@ -44,7 +57,9 @@ class DaemonState:
     """The last scale changes made (loop time, decision), oldest first."""
     evaluations: int = 0
     leader: bool = True
-    """Whether this replica may patch (always True without leader election)."""
+    """Whether this replica may patch (always True without leader election, never in dry run)."""
+    shadow: bool = False
+    """Dry run: this replica decides and explains, and never patches or touches the Lease."""
     identity: str | None = None
     """Our leader-election identity (None without leader election)."""
     holder: str | None = None

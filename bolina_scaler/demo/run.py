@@ -74,7 +74,7 @@ async def _play(
     while (t := loop.time() - start) < scenario.duration / speed:
         while phases and t * speed >= phases[0].at:
             phase = phases.pop(0)
-            log.info(f"scenario: {phase.say}", t=round(t * speed, 1))
+            log.info("demo.phase", message=phase.say, t=round(t * speed, 1))
             if phase.crash:
                 world.crash_one()
         world.tick(t)

@@ -152,7 +152,9 @@ class Reporter:
         await self.agent.register(body)
         self.registered = True
         await self._write(reading, now, why="first")
-        log.info("registered", service=self.settings.service, id=self.settings.instance_id, stage=reading.stage.status)
+        log.info(
+            "report.registered", service=self.settings.service, id=self.settings.instance_id, stage=reading.stage.status
+        )
         return reading.stage
 
     async def _write(self, reading: _Reading, now: float, *, why: str) -> None:
@@ -163,7 +165,7 @@ class Reporter:
         await self.agent.update_check(self.settings.check_id, status=check_status(published.status), output=output)
         self.published, self.output, self.stage, self.last_update = published, output, reading.stage, now
         self.updates += 1
-        log.debug("check updated", why=why, output=output)
+        log.debug("report.check_updated", why=why, output=output)
 
     async def report_once(self) -> bool:
         """One turn: read, classify; write on news (deadband), else heartbeat with the same output when due."""
@@ -196,13 +198,15 @@ class Reporter:
                 self.updates += 1
         except ConsulAgentError as exc:
             if exc.status == 404:  # the agent lost our registration (restarted without state): register again
-                log.warning("check unknown to the agent; registering again", error=str(exc))
+                log.warning(
+                    "report.check_unknown", message="check unknown to the agent; registering again", error=str(exc)
+                )
                 self.registered = False
                 await self.register()
                 return True
             raise
         if changed:
-            log.info("stage changed", stage=reading.stage.status, output=self.output)
+            log.info("report.stage_changed", stage=reading.stage.status, output=self.output)
         return True
 
     def _next_wake(self) -> float:
@@ -220,7 +224,7 @@ class Reporter:
                 try:
                     await self.report_once()
                 except (ConsulAgentError, MetricsError) as exc:
-                    log.warning("report failed; retrying", error=str(exc))
+                    log.warning("report.failed", message="retrying", error=str(exc))
                 turns += 1
                 if _iterations is not None and turns >= _iterations:
                     break
@@ -234,7 +238,7 @@ class Reporter:
             return
         try:
             await self.agent.deregister(self.settings.instance_id)
-            log.info("deregistered", id=self.settings.instance_id)
+            log.info("report.deregistered", id=self.settings.instance_id)
         except ConsulAgentError as exc:
-            log.warning("deregister failed (Consul will reap the critical check)", error=str(exc))
+            log.warning("report.deregister_failed", message="Consul will reap the critical check", error=str(exc))
         self.registered = False

@@ -20,7 +20,7 @@ from __future__ import annotations
 import msgspec
 
 from bolina_scaler.core.model import Server
-from bolina_scaler.source.parse import Parsed, server_of
+from bolina_scaler.source.parse import Parsed, distinct, server_of
 from bolina_scaler.source.schema import ENTRY, RAW_ENTRIES
 
 __all__ = ["EntryMemo"]
@@ -76,5 +76,7 @@ class EntryMemo:
                 return None
             servers.append(server)
             entry_notes.append(tuple(notes))
+        if not distinct(servers):
+            return None
         self._raws, self._servers, self._notes = raws, servers, entry_notes
         return tuple(servers), (), tuple(note for notes in entry_notes if notes for note in notes)

@@ -7,19 +7,26 @@ answer, and it allocates far less: ``docs/performance.md``). Anything else goes 
 path, which checks every field one by one and names every problem. Both give the same result
 for every body (a hypothesis test holds them to it).
 
-A broken entry (no ``Service.ID``, no port, no address, a check without a status) is skipped
-and reported as a problem: the snapshot is then untrusted. A bad optional field (``udp_port``,
+A broken entry (no ``Service.ID``, no port, no address, a check without a status or with one
+Consul does not have, a second entry for the same node and ``Service.ID``) is skipped and
+reported as a problem: the snapshot is then untrusted. A bad optional field (``udp_port``,
 ``load``, ``demand``) is dropped to ``None`` and reported as a note only.
 
 The load and the demand come from the output of the server's own check (the first of its service
 checks whose output holds the token), as ``bolina-scaler report`` writes them:
 ``load=<0..1>`` (else ``Service.Meta.load``) and ``demand=<0..100>@<unix seconds>`` (no fallback).
 
+A server is its node and its ``Service.ID`` (``Server.key``): Consul keeps IDs unique per agent
+only, so ten servers registered as ``bolina`` on ten nodes are ten servers.
+
 A server's status is the worst of *all* its checks, node checks included (``serfHealth``,
 ``_node_maintenance``, ``_service_maintenance:<id>``), as Consul aggregates them
 (``api/health.go``, ``AggregatedStatus``): maintenance > critical > warning > passing; passing
-is Available, warning is Warning, critical and maintenance are Critical. An unknown check status
-counts as critical: a server the scaler cannot read is never counted as capacity.
+is Available, warning is Warning, critical and maintenance are Critical. A status that is none
+of these (``PASSING``, ``ok``) makes the entry broken: Consul's own aggregation has no answer for
+it either. An entry with no check of its own (none whose ``ServiceID`` is its ``Service.ID``)
+does not report its status, which the convention requires: it counts as Critical (never as
+capacity) and is noted.
 """
 
 from __future__ import annotations
@@ -35,13 +42,23 @@ import orjson
 from bolina_scaler.core.model import MAX_DEMAND, InstanceId, Server, ServerId, Status
 from bolina_scaler.source.schema import ENTRIES, HealthEntry, HealthNodeMeta, HealthServiceMeta
 
-__all__ = ["Memo", "Parsed", "check_severity", "parse_checked", "parse_fast", "parse_health", "server_of"]
+__all__ = [
+    "Memo",
+    "Parsed",
+    "check_severity",
+    "distinct",
+    "parse_checked",
+    "parse_fast",
+    "parse_health",
+    "server_of",
+]
 
 Parsed = tuple[tuple[Server, ...], tuple[str, ...], tuple[str, ...]]
 """What a parse returns: servers, structural problems, normalisation notes."""
 
-_SEVERITY = {"passing": 0, "warning": 1, "critical": 2}
 _MAINTENANCE = 3
+_SEVERITY = {"passing": 0, "warning": 1, "critical": 2, "maintenance": _MAINTENANCE}
+_CRITICAL = 2
 _STATUS_OF_SEVERITY = (Status.AVAILABLE, Status.WARNING, Status.CRITICAL, Status.CRITICAL)
 _NO_META = HealthServiceMeta()
 _NO_NODE_META = HealthNodeMeta()
@@ -57,14 +74,15 @@ class _BrokenEntry(ValueError):
     """One entry whose structure is not Consul's: it is skipped and the snapshot untrusted."""
 
 
-def check_severity(check_id: str, status: str) -> int:
-    """How bad one check is: 0 passing, 1 warning, 2 critical (and unknown), 3 maintenance.
+def check_severity(check_id: str, status: str) -> int | None:
+    """How bad one check is: 0 passing, 1 warning, 2 critical, 3 maintenance; None: not a status.
 
     Consul reports maintenance as a critical check with a reserved ID (``api/health.go``).
     """
-    if check_id == "_node_maintenance" or check_id.startswith("_service_maintenance:"):
+    severity = _SEVERITY.get(status)
+    if severity is not None and (check_id == "_node_maintenance" or check_id.startswith("_service_maintenance:")):
         return _MAINTENANCE
-    return _SEVERITY.get(status, 2)
+    return severity
 
 
 def parse_health(body: bytes | bytearray, memo: Memo | None = None) -> Parsed:
@@ -92,7 +110,14 @@ def parse_fast(body: bytes | bytearray) -> Parsed | None:
         if server is None:
             return None
         append(server)
+    if not distinct(servers):
+        return None
     return tuple(servers), (), tuple(notes)
+
+
+def distinct(servers: list[Server]) -> bool:
+    """Whether no two servers share a node and a ``Service.ID`` (Consul never answers that)."""
+    return len({(server.node, server.instance_id) for server in servers}) == len(servers)
 
 
 def server_of(entry: HealthEntry, notes: list[str]) -> Server | None:
@@ -103,18 +128,25 @@ def server_of(entry: HealthEntry, notes: list[str]) -> Server | None:
     if not instance_id or not node_name or not 0 <= port <= 65535 or not address:
         return None
     worst = 0
+    own = False
     output_load: str | None = None
     output_demand: str | None = None
     for check in entry.Checks:
         if check.ServiceID == instance_id:
+            own = True
             output = check.Output
             if output_load is None and "load=" in output:
                 output_load = _token(_OUTPUT_LOAD, output)
             if output_demand is None and "demand=" in output:
                 output_demand = _token(_OUTPUT_DEMAND, output)
         severity = check_severity(check.CheckID, check.Status)
+        if severity is None:
+            return None
         if severity > worst:
             worst = severity
+    if not own:
+        notes.append(_no_check_of_its_own(instance_id))
+        worst = max(worst, _CRITICAL)
     meta = service.Meta or _NO_META
     udp_port = meta.udp_port
     load = output_load or meta.load
@@ -142,11 +174,23 @@ def parse_checked(body: bytes | bytearray) -> Parsed:
     servers: list[Server] = []
     problems: list[str] = []
     notes: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
     for position, raw in enumerate(data):
+        entry_notes: list[str] = []
         try:
-            servers.append(_checked_entry(raw, notes))
+            server = _checked_entry(raw, entry_notes)
         except _BrokenEntry as exc:
             problems.append(f"entry {position}: {exc}")
+            continue
+        first = seen.setdefault((server.node, server.instance_id), position)
+        if first != position:
+            problems.append(
+                f"entry {position}: {server.instance_id}: a second entry for node {server.node!r} "
+                f"(the first is entry {first})"
+            )
+            continue
+        servers.append(server)
+        notes += entry_notes
     return tuple(servers), tuple(problems), tuple(notes)
 
 
@@ -170,6 +214,9 @@ def _checked_entry(raw: Any, notes: list[str]) -> Server:
     node_meta = _meta(node.get("Meta"))
     worst = max((_checked_severity(instance_id, check) for check in checks), default=0)
     demand, demand_at = _demand(instance_id, _checks_token(instance_id, checks, _OUTPUT_DEMAND), notes)
+    if not any(isinstance(check, dict) and check.get("ServiceID") == instance_id for check in checks):
+        notes.append(_no_check_of_its_own(instance_id))
+        worst = max(worst, _CRITICAL)
     return Server(
         instance_id=InstanceId(instance_id),
         server_id=ServerId(meta.get("server_id") or instance_id),
@@ -189,7 +236,17 @@ def _checked_severity(instance_id: str, check: Any) -> int:
     if not isinstance(check, dict) or not isinstance(check.get("Status"), str):
         raise _BrokenEntry(f"{instance_id}: a check without a Status")
     check_id = check.get("CheckID")
-    return check_severity(check_id if isinstance(check_id, str) else "", check["Status"])
+    status = check["Status"]
+    severity = check_severity(check_id if isinstance(check_id, str) else "", status)
+    if severity is None:
+        raise _BrokenEntry(
+            f"{instance_id}: check {check_id!r} has Status {status[:40]!r}, not passing, warning or critical"
+        )
+    return severity
+
+
+def _no_check_of_its_own(instance_id: str) -> str:
+    return f"{instance_id}: no health check of its own (its status is unknown): counted as Critical"
 
 
 def _text(obj: Mapping[str, Any], key: str) -> str:

@@ -16,12 +16,20 @@ headers and the raw bytes. py-consul traps worked around here (py-consul 1.8):
 * ``health.service()`` returns only (index, stdlib-decoded data): no KnownLeader or LastContact,
   no stale/consistent, and a ``ConsulException`` for a missing index.
 
-Every failure to get an answer (refused, reset, timeout, unreadable token) becomes a ``Failure``.
+Memory stays bounded whatever the other end sends: a body is read up to
+``consul.max_answer_bytes`` (derived from ``policy.max_replicas``) and no further, and aiohttp's
+own decompression is off (it inflates whatever arrives, asked for or not): a ``gzip`` or
+``deflate`` body is inflated here, chunk by chunk, never past the same limit. A 1 MB gzip
+body that inflates to 1 GB costs one limit's worth of memory and a failed query.
+
+Every failure to get an answer (refused, reset, timeout, unreadable token, too large) becomes a
+``Failure``.
 """
 
 from __future__ import annotations
 
 import urllib.parse
+import zlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -30,7 +38,7 @@ import aiohttp
 import consul
 import consul.aio
 
-from bolina_scaler.config import ConsulConfig, go_duration
+from bolina_scaler.config import ConsulConfig, answer_limit, go_duration
 from bolina_scaler.core.model import ConsulIndex
 from bolina_scaler.source.answer import Failure, Response
 
@@ -46,8 +54,11 @@ class _StreamingHTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]  # py-c
     aiohttp's ``read()`` keeps every chunk of an answer until the last one has arrived and then
     joins them: two copies of a large answer at the peak. Appending each chunk to a
     ``bytearray`` as it arrives holds one (glibc grows a large buffer in place), and msgspec and
-    orjson decode a ``bytearray`` as they decode ``bytes``. Other requests are py-consul's own.
+    orjson decode a ``bytearray`` as they decode ``bytes``. The buffer never grows past
+    ``max_body`` (decompressed). Other requests are py-consul's own.
     """
+
+    max_body: int = answer_limit(1)
 
     async def _request(
         self,
@@ -62,22 +73,68 @@ class _StreamingHTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]  # py-c
         if not raw or method != "GET" or data is not None:
             return await super()._request(callback, method, uri, headers, data, connections_timeout, raw)
         timeout = aiohttp.ClientTimeout(total=connections_timeout) if connections_timeout else None
-        async with self._session.get(uri, headers=headers, timeout=timeout) as response:
+        limit = self.max_body
+        async with self._session.get(uri, headers=headers, timeout=timeout, auto_decompress=False) as response:
+            inflate = _inflater(response.headers.get("Content-Encoding", ""))
+            if response.content_length is not None and response.content_length > limit:
+                raise Failure(_too_large(limit, f"Content-Length {response.content_length}"))
             body = bytearray()
             async for chunk in response.content.iter_any():
-                body += chunk
+                if inflate is None:
+                    body += chunk
+                else:
+                    _inflate_into(body, inflate, chunk, limit)
+                if len(body) > limit:
+                    raise Failure(_too_large(limit, "the body"))
+            if inflate is not None and not inflate.eof:
+                raise Failure("consul answer malformed: the compressed body ends early")
             if response.status == 599:  # as py-consul's own transport does
                 raise consul.Timeout
             return callback(consul.base.Response(response.status, response.headers, body))
 
 
+def _inflater(encoding: str) -> Any:
+    """A zlib decompressor for the answer's ``Content-Encoding``, None for identity."""
+    coding = encoding.strip().lower()
+    if coding in {"", "identity"}:
+        return None
+    if coding in {"gzip", "x-gzip", "deflate"}:
+        return zlib.decompressobj(wbits=zlib.MAX_WBITS | 32)  # a gzip or a zlib header, detected
+    raise Failure(f"consul answer has Content-Encoding {encoding[:40]!r}, which the scaler does not decode")
+
+
+def _inflate_into(body: bytearray, inflate: Any, chunk: bytes, limit: int) -> None:
+    """Inflate ``chunk`` onto ``body``, never more than one byte past ``limit`` (then: too large)."""
+    data = chunk
+    try:
+        while data and len(body) <= limit:
+            out = inflate.decompress(data, limit - len(body) + 1)
+            body += out
+            if not out and len(inflate.unconsumed_tail) == len(data):
+                break  # no progress (cannot happen with zlib; never spin on it)
+            data = inflate.unconsumed_tail
+    except zlib.error as exc:
+        raise Failure(f"consul answer malformed: cannot inflate the body: {exc}") from None
+
+
+def _too_large(limit: int, what: str) -> str:
+    return (
+        f"consul answer too large: {what} exceeds consul.max_answer_bytes ({limit} bytes; unset, it is "
+        "derived from policy.max_replicas)"
+    )
+
+
 class _Consul(consul.aio.Consul):  # type: ignore[misc]  # py-consul ships no types
     """``consul.aio.Consul`` on ``_StreamingHTTPClient`` (``http_connect`` is py-consul's hook for it)."""
+
+    def __init__(self, *args: Any, max_body: int, **kwargs: Any) -> None:
+        self.max_body = max_body  # before py-consul's __init__, which calls http_connect
+        super().__init__(*args, **kwargs)
 
     def http_connect(
         self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None
     ) -> _StreamingHTTPClient:
-        return _StreamingHTTPClient(
+        client = _StreamingHTTPClient(
             host,
             port,
             scheme,
@@ -87,6 +144,8 @@ class _Consul(consul.aio.Consul):  # type: ignore[misc]  # py-consul ships no ty
             verify=verify,
             cert=cert,
         )
+        client.max_body = self.max_body
+        return client
 
 
 class HealthTransport:
@@ -105,6 +164,7 @@ class HealthTransport:
         if verify and config.ca_file is not None:
             verify = str(config.ca_file)
         self._client = _Consul(
+            max_body=config.max_answer_bytes or answer_limit(1),
             host=url.hostname or "127.0.0.1",
             port=url.port or (443 if scheme == "https" else 80),
             scheme=scheme,
@@ -146,7 +206,12 @@ class HealthTransport:
             token = config.token()
         except OSError as exc:
             raise Failure(f"consul token unreadable: {config.token_file}: {exc.strerror or exc}") from None
+        except ValueError as exc:  # not UTF-8, too large
+            where = config.token_file or "$CONSUL_HTTP_TOKEN_FILE"
+            raise Failure(f"consul token unreadable: {where}: {_describe(exc)}") from None
         if token:
+            if not token.isascii() or not token.isprintable():
+                raise Failure("consul token unusable: it holds characters an HTTP header cannot carry")
             headers["X-Consul-Token"] = token
         try:
             response: Response = await self._client.http.get(

@@ -140,18 +140,27 @@ class ConsulWatch:
                 index = ConsulIndex(0)
                 if not failing:
                     failing = True
-                    log.warning("consul watch failing, holding the last known fleet", problem=str(failure))
+                    log.warning(
+                        "consul.failing",
+                        message="holding the last known fleet; not scaling on it",
+                        problem=str(failure),
+                    )
                     known = self._last or FleetSnapshot.of((), index=0, observed_at=self._now())
                     yield self._emit(known.untrusted(str(failure), observed_at=self._now()))
                 await asyncio.sleep(self._backoff.next_delay())
                 continue
             if failing:
                 failing = False
-                log.info("consul watch recovered", index=answer.index)
+                log.info("consul.recovered", index=answer.index)
             if index and answer.index < index:
                 # Snapshot restore, KV list deletes, upgrades: the index must restart from 0.
                 self.index_resets += 1
-                log.info("consul index went backwards, re-reading", was=index, now=answer.index)
+                log.info(
+                    "consul.index_reset",
+                    message="the index went backwards; reading from 0",
+                    was=index,
+                    now=answer.index,
+                )
                 index = ConsulIndex(0)
                 continue
             snapshot = answer.snapshot()
@@ -163,7 +172,12 @@ class ConsulWatch:
             last = self._last
             if last is None or snapshot.differs_from(last):
                 if self.notes:
-                    log.warning("consul entries normalised", count=len(self.notes), first=self.notes[0])
+                    log.warning(
+                        "consul.entries_normalised",
+                        message="some entries were read with a fallback (see first)",
+                        count=len(self.notes),
+                        first=self.notes[0],
+                    )
                 yield self._emit(snapshot)
             else:
                 yield self._emit(dataclasses.replace(last, observed_at=snapshot.observed_at))

@@ -4,7 +4,9 @@ Does I/O: it is a real aiohttp HTTP(S) server on 127.0.0.1 (port 0), so the real
 ``kubernetes_asyncio`` client, its kubeconfig / in-cluster loading and its error handling are
 all exercised. It follows the real API server where the scaler depends on it:
 
-* ``/apis/apps/v1/.../deployments/{name}/scale`` (GET, PUT, PATCH) and the Deployment (GET).
+* ``/apis/apps/v1/.../deployments/{name}/scale`` (GET, PUT, PATCH) and the Deployment (GET, and
+  WATCH with ``fieldSelector=metadata.name=...``, authorized as ``watch`` on that name, as the real
+  API server does; events are JSON lines, ``timeoutSeconds`` ends the stream).
   The Scale's ``resourceVersion`` is the Deployment's; ``spec.replicas`` is ``omitempty`` (a
   Deployment scaled to 0 answers ``"spec": {}``); a PATCH's or PUT's
   ``metadata.resourceVersion`` is a precondition (409 Conflict); a write that changes nothing
@@ -99,6 +101,8 @@ class Arrival:
     query: Mapping[str, str]
     content_type: str | None
     body: Any
+    at: float = 0.0
+    """Loop time of the arrival (``looptime``'s clock in component tests)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +202,7 @@ class _Deployment:
     labels: dict[str, str]
     created: str
     template_hash: str
+    annotations: dict[str, str] = field(default_factory=dict)
     next_pod: int = 0
     status_task: asyncio.TimerHandle | None = None
 
@@ -324,6 +329,8 @@ class FakeKubernetes(LocalServer):
         self.arrivals: list[Arrival] = []
         self.requests: list[RecordedRequest] = []
         self.deleted_pods: list[str] = []
+        self._watchers: list[tuple[str, str, asyncio.Queue[Json]]] = []
+        self._watch_requests: list[web.Request] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -335,6 +342,8 @@ class FakeKubernetes(LocalServer):
     async def on_stop(self) -> None:
         """In-flight slow answers are abandoned."""
         self._stopping.set()
+        for _, _, queue in self._watchers:
+            queue.put_nowait({})  # wake the watches: they end
         for handle in (d.status_task for d in self._store.deployments.values()):
             if handle is not None:
                 handle.cancel()
@@ -438,11 +447,32 @@ class FakeKubernetes(LocalServer):
         self._store.deployments[namespace, name] = deployment
         self._spec_changed(deployment)
 
+    def annotate(self, namespace: str, name: str, annotations: Mapping[str, str | None]) -> None:
+        """``kubectl annotate deploy NAME KEY=VALUE KEY-``: set (a string) or remove (None) annotations."""
+        deployment = self._deployment(namespace, name)
+        for key, value in annotations.items():
+            if value is None:
+                deployment.annotations.pop(key, None)
+            else:
+                deployment.annotations[key] = value
+        deployment.resource_version = self._bump()
+        self._notify(deployment, "MODIFIED")
+
+    def cut_watches(self) -> int:
+        """Abort every open Deployment watch mid-stream (an API server restart); returns how many."""
+        cut = 0
+        for request in list(self._watch_requests):
+            if request.transport is not None and not request.transport.is_closing():
+                request.transport.abort()
+                cut += 1
+        return cut
+
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a Deployment (and its pods), as ``kubectl delete deployment`` would."""
         deployment = self._store.deployments.pop((namespace, name), None)
         if deployment is None:
             return
+        self._notify(deployment, "DELETED")
         if deployment.status_task is not None:
             deployment.status_task.cancel()
         for key in [k for k, pod in self._store.pods.items() if self._owner(pod) == deployment.uid]:
@@ -465,6 +495,7 @@ class FakeKubernetes(LocalServer):
         if deployment.status_replicas != deployment.replicas:
             deployment.status_replicas = deployment.replicas
             deployment.resource_version = self._bump()
+            self._notify(deployment, "MODIFIED")
 
     def deny(self, verb: str, resource: str, *, name: str | None = None, namespace: str | None = None) -> None:
         """RBAC: forbid ``verb`` on ``resource`` (e.g. ``"patch", "deployments/scale"``)."""
@@ -601,6 +632,13 @@ class FakeKubernetes(LocalServer):
                 self.status_delay, self.settle, deployment.namespace, deployment.name
             )
         deployment.resource_version = self._bump()
+        self._notify(deployment, "MODIFIED")
+
+    def _notify(self, deployment: _Deployment, kind: str) -> None:
+        """Send a watch event to every watcher of this Deployment."""
+        for namespace, name, queue in self._watchers:
+            if (namespace, name) == (deployment.namespace, deployment.name):
+                queue.put_nowait({"type": kind, "object": self._deployment_json(deployment)})
 
     def _reconcile_pods(self, deployment: _Deployment) -> None:
         mine = [pod for pod in self._store.pods.values() if self._owner(pod) == deployment.uid]
@@ -682,6 +720,7 @@ class FakeKubernetes(LocalServer):
                 "generation": deployment.generation,
                 "creationTimestamp": deployment.created,
                 "labels": dict(deployment.labels),
+                **({"annotations": dict(deployment.annotations)} if deployment.annotations else {}),
             },
             "spec": {
                 "replicas": deployment.replicas,
@@ -707,6 +746,7 @@ class FakeKubernetes(LocalServer):
             query=dict(request.query),
             content_type=request.headers.get("Content-Type"),
             body=body,
+            at=asyncio.get_running_loop().time(),
         )
         self.arrivals.append(arrival)
         for waiter in list(self._waiters):
@@ -775,6 +815,9 @@ class FakeKubernetes(LocalServer):
 
     def _authorize(self, request: web.Request, resource: str, namespace: str, name: str | None) -> None:
         verb = "list" if request.method == "GET" and name is None else _VERBS[request.method]
+        self._authorize_verb(verb, resource, namespace, name)
+
+    def _authorize_verb(self, verb: str, resource: str, namespace: str, name: str | None) -> None:
         for d_verb, d_resource, d_name, d_namespace in self._denials:
             if (
                 d_verb in {verb, "*"}
@@ -814,6 +857,7 @@ class FakeKubernetes(LocalServer):
             (f"{deployments}/scale", "PATCH"): self._write_scale,
             (f"{deployments}/scale", "PUT"): self._write_scale,
             (deployments, "GET"): self._get_deployment,
+            ("apis/apps/v1/namespaces/{ns}/deployments", "GET"): self._watch_deployments,
             ("api/v1/namespaces/{ns}/pods", "GET"): self._list_pods,
             ("api/v1/namespaces/{ns}/pods/{name}", "GET"): self._get_pod,
             ("api/v1/namespaces/{ns}/pods/{name}", "PATCH"): self._patch_pod,
@@ -846,6 +890,47 @@ class FakeKubernetes(LocalServer):
     async def _get_deployment(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
         self._authorize(request, "deployments", ns, name)
         return web.json_response(self._deployment_json(self._found(ns, name)))
+
+    async def _watch_deployments(self, request: web.Request, ns: str) -> web.StreamResponse:
+        """``?watch=true&fieldSelector=metadata.name=NAME``: only what the scaler asks (no list)."""
+        field_selector = request.query.get("fieldSelector", "")
+        name = field_selector.removeprefix("metadata.name=") if field_selector.startswith("metadata.name=") else None
+        if request.query.get("watch") not in {"true", "1"}:
+            self._authorize(request, "deployments", ns, None)
+            raise _ApiError(405, "the fake serves only watches of deployments", reason="MethodNotAllowed")
+        self._authorize_verb("watch", "deployments", ns, name)
+        if name is None:
+            raise _ApiError(400, "the fake watches one Deployment: fieldSelector=metadata.name=NAME")
+        queue: asyncio.Queue[Json] = asyncio.Queue()
+        deployment = self._store.deployments.get((ns, name))
+        since = request.query.get("resourceVersion")
+        if deployment is not None and since and int(since) < int(deployment.resource_version):
+            queue.put_nowait({"type": "MODIFIED", "object": self._deployment_json(deployment)})
+        watcher = (ns, name, queue)
+        self._watchers.append(watcher)
+        self._watch_requests.append(request)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + float(request.query.get("timeoutSeconds") or 1800)
+        try:
+            while (left := ends - loop.time()) > 0 and not self._stopping.is_set():
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client went away (aiohttp does not cancel the handler)
+                try:
+                    event = await asyncio.wait_for(queue.get(), min(left, 1.0))
+                except TimeoutError:
+                    continue
+                if event:
+                    await response.write(json.dumps(event).encode() + b"\n")
+        except ConnectionResetError:
+            return response  # the client went away
+        finally:
+            self._watchers.remove(watcher)
+            self._watch_requests.remove(request)
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
 
     async def _write_scale(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
         self._authorize(request, "deployments/scale", ns, name)

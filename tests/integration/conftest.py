@@ -17,6 +17,7 @@ Missing binaries FAIL every test (never skip) with the command that builds them.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import platform
 import subprocess
@@ -37,6 +38,7 @@ from tests.integration.harness import (
     KubeCluster,
     Scaler,
     deep_merge,
+    departures,
     kubeconfig_text,
     missing_binaries,
     render_manifests,
@@ -64,6 +66,16 @@ MATRIX = (
     "rbac-revoked-restored",
     "sigterm-patch-pending-acknowledged",
     "sigterm-patch-pending-apiserver-hung",
+    "consul-outage-6s",
+    "consul-outage-60s",
+    "consul-outage-5min",
+    "apiserver-outage-6s",
+    "apiserver-outage-60s",
+    # Hostile input (issue 13): tests/integration/test_hostile.py.
+    "http-hostile-clients-low-fd-limit",
+    "consul-answer-oversized",
+    "consul-answer-gzip-bomb",
+    "servers-api-polled-at-10k",
 )
 
 
@@ -143,10 +155,13 @@ class BolinaNamespace:
         self.kube.kubectl("-n", self.name, "delete", kind, name, "--wait=true", "--timeout=60s")
 
 
-@pytest.fixture
-def bolina_ns(kube: KubeCluster, rendered_manifests: list[dict[str, Any]], tmp_path: Path) -> Iterator[BolinaNamespace]:
+@contextlib.contextmanager
+def bolina_namespace(
+    kube: KubeCluster, rendered_manifests: list[dict[str, Any]], workdir: Path, *, server: str | None = None
+) -> Iterator[BolinaNamespace]:
     """Server-side apply of the shipped Namespace, bolina Deployment and scaler RBAC, moved to a
-    namespace of this test's own; a kubeconfig holding the scaler ServiceAccount's own token."""
+    namespace of its own; a kubeconfig holding the scaler ServiceAccount's own token (pointing
+    at ``server``, e.g. a proxy in front of the API server, instead of the API server itself)."""
     name = f"bolina-{next(_NS)}"
     objects = scaler_objects(rendered_manifests, name)
     namespace = [o for o in objects if o["kind"] == "Namespace"]
@@ -160,11 +175,19 @@ def bolina_ns(kube: KubeCluster, rendered_manifests: list[dict[str, Any]], tmp_p
         )
         kube.kubectl_apply([o for o in objects if o["kind"] != "Namespace"])
         token = kube.sa_token(name)
-        path = tmp_path / "scaler-kubeconfig"
-        path.write_text(kubeconfig_text(kube.server, kube.ca_file, token, user="bolina-scaler", namespace=name))
+        path = workdir / f"{name}-scaler-kubeconfig"
+        text = kubeconfig_text(server or kube.server, kube.ca_file, token, user="bolina-scaler", namespace=name)
+        path.write_text(text)
         yield BolinaNamespace(name, kube, objects, path, token)
     finally:
         kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def bolina_ns(kube: KubeCluster, rendered_manifests: list[dict[str, Any]], tmp_path: Path) -> Iterator[BolinaNamespace]:
+    """A namespace of this test's own (``bolina_namespace``)."""
+    with bolina_namespace(kube, rendered_manifests, tmp_path) as ns:
+        yield ns
 
 
 # -------------------------------------------------------------------------------------- consul
@@ -198,8 +221,8 @@ class Scalers:
         )
         return deep_merge(config, extra)
 
-    def start(self, config: dict[str, Any]) -> Scaler:
-        scaler = Scaler(self.dir, config)
+    def start(self, config: dict[str, Any], *, nofile: int | None = None) -> Scaler:
+        scaler = Scaler(self.dir, config, nofile=nofile)
         self.started.append(scaler)
         scaler.start()
         return scaler
@@ -228,15 +251,23 @@ _LOADED_AT = time.monotonic()
 
 @dataclass
 class Reliability:
-    """One row of the fault matrix: the test declares the case, then records what it saw."""
+    """Rows of the fault matrix: the test declares its case(s), then records what it saw.
+
+    The config each row ran with is taken from the scalers the test started: "shipped", or the
+    shipped config's settings the test changed (``harness.departures``).
+    """
 
     rows: dict[str, dict[str, Any]]
     nodeid: str
-    key: str | None = None
+    keys: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str | None:
+        return self.keys[-1] if self.keys else None
 
     def case(self, key: str, *, fault: str, expected: str) -> None:
         assert key in MATRIX, f"{key} is not in conftest.MATRIX"
-        self.key = key
+        self.keys.append(key)
         self.rows[key] = {
             "key": key,
             "fault": fault,
@@ -245,11 +276,13 @@ class Reliability:
             "recovery": None,
             "outcome": "error",
             "nodeid": self.nodeid,
+            "config": "?",
         }
 
-    def observed(self, text: str, *, recovery_s: float | None) -> None:
-        assert self.key is not None, "call case() first"
-        self.rows[self.key].update(observed=text, recovery=recovery_s)
+    def observed(self, text: str, *, recovery_s: float | None, key: str | None = None) -> None:
+        key = key or self.key
+        assert key is not None, "call case() first"
+        self.rows[key].update(observed=text, recovery=recovery_s)
 
 
 @pytest.fixture
@@ -266,15 +299,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]
     recorder: Reliability | None = getattr(item, "reliability", None)
-    if recorder is not None and recorder.key is not None:
-        row = recorder.rows[recorder.key]
-        if report.failed:
-            message = str(getattr(call.excinfo, "value", "")) if call.excinfo else ""
-            first = " ".join(message.split())[:300] or "failed"
-            row["outcome"] = "FAILED"
-            row["observed"] = f"FAILED ({report.when}): {first}"
-        elif report.when == "call" and report.passed:
-            row["outcome"] = "passed"
+    if recorder is not None:
+        pool: Scalers | None = getattr(item, "funcargs", {}).get("scalers")
+        configs = sorted({", ".join(departures(s.config)) for s in pool.started}) if pool is not None else []
+        for key in recorder.keys:
+            row = recorder.rows[key]
+            if configs:
+                row["config"] = "; ".join(c or "shipped" for c in configs)
+            if report.failed:
+                message = str(getattr(call.excinfo, "value", "")) if call.excinfo else ""
+                first = " ".join(message.split())[:300] or "failed"
+                row["outcome"] = "FAILED"
+                row["observed"] = f"FAILED ({report.when}): {first}"
+            elif report.when == "call" and report.passed:
+                row["outcome"] = "passed"
     return report
 
 
@@ -319,28 +357,29 @@ def render_doc(rows: dict[str, dict[str, Any]], *, elapsed: float) -> str:
         "     tests' own measurements. Do not edit by hand: run the integration tests instead,",
         "     `python -m pytest tests/integration` (rewritten only when every case below ran). -->",
         "",
-        "Each row is one test in `tests/integration/test_faults.py`. It runs the real",
+        "Each row is one test in `tests/integration/test_faults.py` (rows 16 and up, hostile input:",
+        "`tests/integration/test_hostile.py`). It runs the real",
         "`bolina-scaler run` process with the scaler ServiceAccount's own token (the shipped RBAC,",
         "server-side applied) against a real `consul agent -dev` with ACLs and a real control plane",
         "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok fake nodes), injects",
         "the fault, asserts nothing wrong was done while it lasted, and measures **recovery**: the",
         "seconds from the end of the fault to the daemon doing the right thing again (named in each",
-        "row). Timings are real time on the machine that ran the tests, with the test config's short",
-        "windows (`consul.wait` 5 s, retry backoff 0.2–1 s, `kubernetes.resync` 2 s unless the row",
-        "says otherwise).",
+        "row). Timings are real time on the machine that ran the tests. Every case runs the shipped",
+        "`config/config.yaml` with only addresses, names and the replica bounds changed; the",
+        "**config** column names any other setting a case had to change (and why, in its fault).",
         "",
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, whole integration session "
         f"{elapsed:.0f} s. {_cell(_versions())}.",
         "",
-        "| # | case | fault injected | expected | observed | recovery (s) | result |",
-        "|---|---|---|---|---|---|---|",
+        "| # | case | fault injected | expected | observed | recovery (s) | config | result |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for n, key in enumerate(MATRIX, 1):
         row = rows[key]
         recovery = "—" if row["recovery"] is None else f"{row['recovery']:.2f}"
         lines.append(
             f"| {n} | `{key}` | {_cell(row['fault'])} | {_cell(row['expected'])} | {_cell(row['observed'])} "
-            f"| {recovery} | {row['outcome']} |"
+            f"| {recovery} | {_cell(row['config'])} | {row['outcome']} |"
         )
     lines += [
         "",

@@ -244,6 +244,8 @@ class ConsulAgent:
         self.scaler_token_file = self.dir / "scaler-consul-token"
         self.services: dict[str, dict[str, Any]] = {}
         """What this test registered (so a restarted -dev agent can be given it again)."""
+        self.external: dict[str, str] = {}
+        """Servers registered in the catalog on external nodes (``register_external``): id → node."""
 
     @property
     def address(self) -> str:
@@ -337,6 +339,43 @@ class ConsulAgent:
     def reregister_all(self) -> None:
         for registration in list(self.services.values()):
             assert self.api("PUT", "/v1/agent/service/register", registration).status == 200
+
+    def txn(self, operations: list[dict[str, Any]]) -> None:
+        """Catalog writes in transactions of at most 64 operations (Consul's limit per transaction)."""
+        for start in range(0, len(operations), 64):
+            answer = self.api("PUT", "/v1/txn", operations[start : start + 64], timeout=60)
+            assert answer.status == 200, answer
+
+    def register_external(self, servers: dict[str, str], *, per_node: int = 100) -> None:
+        """Register many servers at once in the catalog (external nodes, no agent, no serfHealth): each
+        a ``bolina`` service with its own check in the given status. For large fleets, fast."""
+        operations: list[dict[str, Any]] = []
+        for n, (server_id, status) in enumerate(servers.items()):
+            node = f"ext-{n // per_node}"
+            if n % per_node == 0:
+                address = f"10.{n // 65536 % 256}.{n // 256 % 256}.1"
+                operations.append({"Node": {"Verb": "set", "Node": {"Node": node, "Address": address}}})
+            service = {
+                "ID": server_id,
+                "Service": "bolina",
+                "Port": 9001,
+                "Address": f"10.9.{n // 250 % 250}.{n % 250}",
+                "Meta": {"server_id": server_id, "udp_port": "9002"},
+            }
+            operations.append({"Service": {"Verb": "set", "Node": node, "Service": service}})
+            operations.append({"Check": {"Verb": "set", "Check": self._check(node, server_id, status)}})
+        self.txn(operations)
+        self.external.update({server_id: f"ext-{n // per_node}" for n, server_id in enumerate(servers)})
+
+    def set_external(self, server_id: str, status: str) -> None:
+        """One external server's check to ``status`` (a catalog write: one new index)."""
+        node = self.external[server_id]
+        self.txn([{"Check": {"Verb": "set", "Check": self._check(node, server_id, status)}}])
+
+    @staticmethod
+    def _check(node: str, server_id: str, status: str) -> dict[str, Any]:
+        return {"Node": node, "CheckID": f"service:{server_id}", "Name": "Bolina availability", "Status": status,
+                "ServiceID": server_id, "Output": status}  # fmt: skip
 
     def statuses(self) -> dict[str, str]:
         entries = self.api("GET", "/v1/health/service/bolina").json()
@@ -539,12 +578,14 @@ class KubeCluster:
         certificates and keys; returns the seconds from the restart until ``/readyz`` said ok."""
         api = self.procs["kube-apiserver"]
         api.stop()
-        if during is not None:
-            during()
-        time.sleep(down_for)
-        started = time.monotonic()
-        api.start()
-        self.wait_apiserver()
+        try:
+            if during is not None:
+                during()
+            time.sleep(down_for)
+        finally:  # the other tests share this API server: it comes back whatever ``during`` did
+            started = time.monotonic()
+            api.start()
+            self.wait_apiserver()
         return time.monotonic() - started
 
     def stop(self) -> None:
@@ -662,41 +703,71 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# Fast, deterministic settings: every window a few seconds, so a test runs in real time.
-BASE_CONFIG: dict[str, Any] = {
-    "consul": {
-        "wait": "5s",
-        "retry_initial": "200ms",
-        "retry_max": "1s",
-        "rate_per_second": 20,
-        "rate_burst": 5,
-    },
-    "kubernetes": {
-        "deployment": "bolina",
-        "request_timeout": "3s",
-        "resync": "2s",
-        "retry_initial": "200ms",
-        "retry_max": "1s",
-    },
+SHIPPED_CONFIG: dict[str, Any] = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
+"""``config/config.yaml``: what the Kubernetes ConfigMap ships, and what users run."""
+
+# What a test may set without departing from the shipped config: where things are and what they
+# are called, the replica bounds, and how the log is written (JSON in a pod anyway: not a TTY).
+NEUTRAL_KEYS = frozenset(
+    {
+        "consul.address",
+        "consul.token_file",
+        "consul.service",
+        "kubernetes.namespace",
+        "kubernetes.kubeconfig",
+        "kubernetes.deployment",
+        "http.host",
+        "http.port",
+        "policy.min_replicas",
+        "policy.max_replicas",
+        "leader_election.identity",
+        "logging.format",
+        "logging.level",
+    }
+)
+
+# The fault matrix runs the shipped config (docs/reliability.md names every departure per row).
+BASE_CONFIG: dict[str, Any] = deep_merge(
+    SHIPPED_CONFIG,
+    {"policy": {"max_replicas": 12}, "http": {"host": "127.0.0.1"}, "logging": {"format": "json"}},
+)
+
+# The end-to-end tests walk the policy through scale-ups and scale-downs in real time: their
+# windows are seconds, not minutes. They check behaviour, and publish no figure.
+FAST_POLICY: dict[str, Any] = {
     "policy": {
         "min_replicas": 1,
-        "max_replicas": 12,
         "target_available_ratio": 0.5,
         "scale_down_ratio": 0.8,
         "scale_down_stabilization": "3s",
         "scale_down_max_load": None,
         "startup_grace": "60s",
-        "max_snapshot_age": "30s",
         "scale_up": {"max_step": 4, "max_percent": 0, "period": "1s"},
         "scale_down": {"max_step": 1, "max_percent": 0, "period": "1s"},
         "mass_change": {"ratio": 0.5, "min_fleet": 1000, "confirmation": "3s"},
     },
-    "http": {"host": "127.0.0.1", "readiness_max_age": "30s"},
     "leader_election": {"lease_duration": "6s", "renew_deadline": "4s", "retry_period": "1s"},
-    "events": {"min_interval": "5s"},
-    "logging": {"level": "info", "format": "json"},
-    "shutdown_timeout": "8s",
 }
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def departures(config: dict[str, Any]) -> list[str]:
+    """The settings of ``config`` that differ from the shipped config, beyond the neutral keys."""
+    shipped, given = _flatten(SHIPPED_CONFIG), _flatten(config)
+    return sorted(
+        f"{key} {given.get(key)}"
+        for key in set(shipped) | set(given)
+        if key not in NEUTRAL_KEYS and given.get(key) != shipped.get(key)
+    )
+
 
 _COUNTER = itertools.count()
 
@@ -704,8 +775,10 @@ _COUNTER = itertools.count()
 class Scaler:
     """The real ``bolina-scaler run --config PATH`` process (``python -m bolina_scaler``)."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], *, nofile: int | None = None) -> None:
+        """``nofile``: run it with this file-descriptor limit (soft and hard), as a container might."""
         self.dir = workdir
+        self.nofile = nofile
         self.name = f"scaler-{next(_COUNTER)}"
         self.port = free_port()
         self.config = deep_merge(config, {"http": {"port": self.port}})
@@ -719,13 +792,52 @@ class Scaler:
     def start(self) -> Scaler:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "KUBECONFIG", "KUBERNETES_"))}
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = Proc(
-            self.name,
-            [sys.executable, "-m", "bolina_scaler", "run", "--config", str(self.config_path)],
-            self.log,
-            env=env,
-        )
+        argv = [sys.executable, "-m", "bolina_scaler", "run", "--config", str(self.config_path)]
+        if self.nofile is not None:
+            # Lower the limit in the child itself, then exec the daemon (same pid): no preexec_fn,
+            # which is unsafe while the test runs threads (the Consul proxy's).
+            trampoline = (
+                "import os, resource, sys; n = int(sys.argv[1]); "
+                "resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)); os.execv(sys.executable, sys.argv[2:])"
+            )
+            argv = [sys.executable, "-c", trampoline, str(self.nofile), *argv]
+        self.proc = Proc(self.name, argv, self.log, env=env)
         return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def memory_mb(self) -> tuple[float, float]:
+        """(resident now, peak resident since start) in MB, from /proc."""
+        fields = dict(
+            line.split(":", 1) for line in Path(f"/proc/{self.pid}/status").read_text().splitlines() if ":" in line
+        )
+        return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+    def open_files(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def file_limit(self) -> int:
+        limits = Path(f"/proc/{self.pid}/limits").read_text().splitlines()
+        line = next(line for line in limits if line.startswith("Max open files"))
+        return int(line.split()[3])
+
+    def not_json(self) -> list[str]:
+        """Lines of the log that are not JSON objects (the harness's own '===' start lines aside)."""
+        text = self.log.read_text(errors="replace")
+        bad = []
+        for raw in text.splitlines():
+            if not raw.strip() or raw.startswith("=== "):
+                continue
+            try:
+                ok = isinstance(json.loads(raw), dict)
+            except ValueError:
+                ok = False
+            if not ok:
+                bad.append(raw)
+        return bad
 
     @property
     def url(self) -> str:
@@ -797,8 +909,22 @@ class ProxyFaults:
     index_offset: int = 0
     """Added to X-Consul-Index of health answers (and taken off the ``index`` the client sends back):
     setting it back to 0 makes the index the client sees go backwards, as after a snapshot restore."""
+    stream: Callable[[], Iterator[bytes]] | None = None
+    """Replace the body of health answers by these chunks (made on demand: a 200 MB answer is never
+    held), with ``stream_headers`` added (e.g. Content-Encoding) and no Content-Length."""
+    stream_headers: dict[str, str] = field(default_factory=dict)
+    streamed: int = 0
+    """Bytes of ``stream`` bodies actually sent so far (what the client read, give or take a buffer)."""
     hits: int = 0
     """Health answers tampered with so far."""
+    outage: bool = False
+    """Answer every health query 500 "No cluster leader" (what an agent whose servers lost their
+    leader answers), at once, including the blocking queries parked when the outage began. Set it
+    with ``ConsulProxy.outage`` (thread-safe)."""
+    health_requests: list[float] = field(default_factory=list)
+    """``time.monotonic()`` of every health query that reached the proxy."""
+    good_after_outage: float | None = None
+    """``time.monotonic()`` of the first 200 health answer after the last outage ended."""
 
 
 @dataclass
@@ -831,6 +957,17 @@ class ConsulProxy:
         self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(15)
 
+    def outage(self, on: bool) -> float:
+        """Begin or end an outage (see ``ProxyFaults.outage``); returns when, on ``time.monotonic()``."""
+        at = time.monotonic()
+        self.faults.good_after_outage = None
+        self.faults.outage = on
+        if on:
+            self._loop.call_soon_threadsafe(self._outage_began.set)
+        else:
+            self._loop.call_soon_threadsafe(self._outage_began.clear)
+        return at
+
     def _run(self) -> None:
         import asyncio
 
@@ -845,12 +982,40 @@ class ConsulProxy:
         from aiohttp import web
 
         self._stopped = asyncio.Event()
+        self._outage_began = asyncio.Event()
         timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+
+        def no_leader() -> web.Response:  # a new one each time: an aiohttp Response is sent once
+            return web.Response(status=500, text="No cluster leader")
+
         async with aiohttp.ClientSession(timeout=timeout) as session:
 
             async def handle(request: web.Request) -> web.StreamResponse:
                 faults = self.faults
                 health = request.method == "GET" and request.path.startswith("/v1/health/service/")
+                if health:
+                    faults.health_requests.append(time.monotonic())
+                    if faults.outage:
+                        return no_leader()
+                    proxied = asyncio.ensure_future(forward(request, health))
+                    began = asyncio.ensure_future(self._outage_began.wait())
+                    try:
+                        await asyncio.wait({proxied, began}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for task in (began, proxied):
+                            if not task.done():
+                                task.cancel()
+                        await asyncio.gather(began, proxied, return_exceptions=True)
+                    if proxied.cancelled():  # parked when the outage began: it fails now, as the agent's would
+                        return no_leader()
+                    response = proxied.result()
+                    if response.status == 200 and faults.good_after_outage is None:
+                        faults.good_after_outage = time.monotonic()
+                    return response
+                return await forward(request, health)
+
+            async def forward(request: web.Request, health: bool) -> web.StreamResponse:
+                faults = self.faults
                 url = request.rel_url
                 if health and "index" in url.query:
                     index = int(url.query["index"]) - faults.index_offset
@@ -879,6 +1044,18 @@ class ConsulProxy:
                     held = time.monotonic()
                     while time.monotonic() - held < faults.delay:  # noqa: ASYNC110 (set from another thread)
                         await asyncio.sleep(0.05)
+                if health and faults.stream is not None and status == 200:
+                    faults.hits += 1
+                    response = web.StreamResponse(status=status, headers={**headers, **faults.stream_headers})
+                    await response.prepare(request)
+                    try:
+                        for chunk in faults.stream():
+                            await response.write(chunk)
+                            faults.streamed += len(chunk)
+                        await response.write_eof()
+                    except (ConnectionError, RuntimeError):
+                        pass  # the client stopped reading: that is the point
+                    return response
                 if health and (faults.corrupt is not None or faults.cut):
                     faults.hits += 1
                     if faults.cut:
@@ -903,6 +1080,109 @@ class ConsulProxy:
                 await self._stopped.wait()
             finally:
                 await runner.cleanup()
+
+
+@dataclass
+class ApiServerProxy:
+    """A TCP proxy in front of the kube-apiserver (TLS passes through untouched), in its own thread.
+
+    ``down(True)`` makes the API server unreachable for whoever connects through the proxy: open
+    connections are cut and every new one is closed at once (the client sees a connection
+    reset, as from a dead API server), while the real API server goes on serving the other
+    tests. ``attempts`` records when each connection was tried: with the API server down every
+    request is a new connection, so they are the requests the daemon sends while it fails.
+    """
+
+    upstream_port: int
+    port: int = field(default_factory=free_port)
+    attempts: list[float] = field(default_factory=list)
+    is_down: bool = False
+
+    def __post_init__(self) -> None:
+        import asyncio
+
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stopped: Any = None
+        self._open: set[Any] = set()
+        self._thread = threading.Thread(target=self._run, name=f"apiserver-proxy-{self.port}", daemon=True)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ApiServerProxy:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the API server proxy did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._stopped.set)
+        self._thread.join(15)
+
+    def down(self, on: bool) -> float:
+        """Take the API server away (or give it back); returns when, on ``time.monotonic()``."""
+        at = time.monotonic()
+        self.is_down = on
+        if on:
+            self._loop.call_soon_threadsafe(self._cut_all)
+        return at
+
+    def _cut_all(self) -> None:
+        for writer in list(self._open):
+            writer.transport.abort()
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        self._stopped = asyncio.Event()
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.transport.abort()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.attempts.append(time.monotonic())
+            if self.is_down:
+                writer.transport.abort()
+                return
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+            except OSError:
+                writer.transport.abort()
+                return
+            self._open.update({writer, up_writer})
+            try:
+                await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+            finally:
+                self._open.difference_update({writer, up_writer})
+
+        server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+        self._ready.set()
+        try:
+            await self._stopped.wait()
+        finally:
+            server.close()
+            self._cut_all()
+
+
+def rate_while(times: list[float], start: float, end: float) -> tuple[float, int]:
+    """Mean requests per second in [start, end), and the most in any one-second window."""
+    inside = sorted(t for t in times if start <= t < end)
+    mean = len(inside) / max(end - start, 1e-9)
+    busiest = max((sum(1 for u in inside if t <= u < t + 1.0) for t in inside), default=0)
+    return mean, busiest
 
 
 @contextlib.contextmanager

@@ -1,8 +1,10 @@
 """End to end against real servers: the shipped manifests, the scaler ServiceAccount's own token,
 a real Consul agent with ACLs, pods created by the real controller-manager and run by kwok.
 
-Issue 7, part 3. Bolina servers are simulated: one Consul registration (with a TTL check) per
-Running pod, flipped between passing, warning and critical by the test.
+Bolina servers are simulated: one Consul registration (with a TTL check) per Running pod, flipped
+between passing, warning and critical by the test. These tests walk the policy through scale-ups and
+scale-downs in real time, so they run the shipped config with the policy's windows shortened to
+seconds (``harness.FAST_POLICY``); they check behaviour and publish no figure.
 """
 
 from __future__ import annotations
@@ -12,9 +14,20 @@ import time
 import pytest
 
 from tests.integration.conftest import BolinaNamespace, Scalers
-from tests.integration.harness import ConsulAgent, Fleet, Kube, KubeCluster, decided_at_latest, wait_until
+from tests.integration.harness import (
+    FAST_POLICY,
+    ConsulAgent,
+    Fleet,
+    Kube,
+    KubeCluster,
+    decided_at_latest,
+    deep_merge,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
+
+FAST_POLICY_MIN_2 = deep_merge(FAST_POLICY, {"policy": {"min_replicas": 2}})
 
 
 def test_shipped_rbac_grants_exactly_enough(
@@ -29,14 +42,16 @@ def test_shipped_rbac_grants_exactly_enough(
     sa = Kube(kube.server, kube.ca_file, bolina_ns.sa_token)
     base = f"/apis/apps/v1/namespaces/{ns}/deployments"
 
-    # Allowed: exactly the scale subresource of bolina.
+    # Allowed: the scale subresource of bolina, and reading (not writing) the bolina Deployment
+    # for its pause annotations (test_operations.py tests the name-filtered watch).
     assert sa.call("GET", f"{base}/bolina/scale").status == 200
     assert sa.patch_scale(ns, 0).status == 200
-    # Denied: other Deployments, the Deployment object itself, Secrets.
+    assert sa.call("GET", f"{base}/bolina").status == 200
+    # Denied: other Deployments, writing the Deployment object itself, Secrets.
     denied = {
         "get other/scale": sa.call("GET", f"{base}/other/scale").status,
         "patch other/scale": sa.patch_scale(ns, 3, name="other").status,
-        "get deployment bolina": sa.call("GET", f"{base}/bolina").status,
+        "get deployment other": sa.call("GET", f"{base}/other").status,
         "patch deployment bolina": sa.call(
             "PATCH", f"{base}/bolina", {"spec": {"replicas": 3}}, content_type="application/merge-patch+json"
         ).status,
@@ -60,11 +75,11 @@ def test_shipped_rbac_grants_exactly_enough(
 
     # The real daemon with that token: it leads, scales the shipped Deployment (replicas: 0) to
     # min_replicas, records Events and sets deletion costs, without a single 403.
-    scaler = scalers.start(
-        scalers.config(consul.address, consul.scaler_token_file, bolina_ns, policy={"min_replicas": 2})
+    scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST_POLICY_MIN_2))
+    scaler.wait_log(lambda line: line["event"] == "leader.elected", timeout=30, what="leadership")
+    scaler.wait_log(
+        lambda line: line["event"] == "scale.patched" and line["after"] == 2, timeout=30, what="cold start to 2"
     )
-    scaler.wait_log(lambda line: line["event"] == "leader election: became leader", timeout=30, what="leadership")
-    scaler.wait_log(lambda line: line["event"] == "scaled" and line["after"] == 2, timeout=30, what="cold start to 2")
     assert bolina_ns.scale() == 2
     fleet = Fleet(consul, bolina_ns)
     bolina_ns.wait_running(2)
@@ -76,7 +91,7 @@ def test_shipped_rbac_grants_exactly_enough(
     fleet.sync("passing")
     fleet.set(None, "passing")
     wait_until(lambda: bolina_ns.scale() == 3, timeout=30, what="scale-down to 3", alive=scaler.exited)
-    scaler.wait_log(lambda line: line["event"] == "pod deletion costs set before scale-down", timeout=10, what="costs")
+    scaler.wait_log(lambda line: line["event"] == "deletion_cost.set", timeout=10, what="costs")
     wait_until(
         lambda: any(
             e.get("reason") == "ScaledUp" or "scale" in str(e.get("reason", "")).lower()
@@ -103,9 +118,7 @@ def test_scales_end_to_end_without_runaway(
     """Servers flip passing/warning/critical; spec.replicas follows the policy, the controller-manager
     creates the pods, kwok runs them, and the scaler waits for new servers instead of running away."""
     fleet = Fleet(consul, bolina_ns)
-    scaler = scalers.start(
-        scalers.config(consul.address, consul.scaler_token_file, bolina_ns, policy={"min_replicas": 2})
-    )
+    scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST_POLICY_MIN_2))
     # Cold start: the shipped Deployment has replicas: 0 → min_replicas.
     wait_until(lambda: bolina_ns.scale() == 2, timeout=30, what="cold start to 2", alive=scaler.exited)
     bolina_ns.wait_running(2)
@@ -158,11 +171,11 @@ def test_scales_end_to_end_without_runaway(
     assert seen == [6, 5, 4, 3, 2], seen
     bolina_ns.wait_running(2)
     scaler.wait_log(
-        lambda line: line["event"] == "scaled" and line["after"] == 2 and line["before"] == 3,
+        lambda line: line["event"] == "scale.patched" and line["after"] == 2 and line["before"] == 3,
         timeout=10,
-        what="'scaled' 3→2",
+        what="'scale.patched' 3→2",
     )
-    after = [line["after"] for line in scaler.logged("scaled")]
+    after = [line["after"] for line in scaler.logged("scale.patched")]
     assert after == [2, 4, 6, 5, 4, 3, 2], after
 
 
@@ -175,7 +188,7 @@ def test_a_restart_does_not_run_away_while_new_servers_start(
     fleet = Fleet(consul, bolina_ns)
     fleet.sync("warning")
     fleet.set(pods[:2], "passing")
-    config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns)
+    config = scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST_POLICY)
     first = scalers.start(config)
     wait_until(first.ready, timeout=30, what="ready", alive=first.exited)
     fleet.set(pods[:1], "warning")  # 1/4 → 6

@@ -1,0 +1,227 @@
+"""The scaled Deployment itself, read and then watched for its pause annotations (``core.pause``).
+
+Does I/O (through ``call.KubeApi``). A ``kubectl annotate`` must take effect at once, not at the
+next resync, so the Deployment is watched::
+
+    GET deployments/bolina ──ok──► WATCH ?fieldSelector=metadata.name=bolina&resourceVersion=<rv>
+       ▲      │                       │ ADDED / MODIFIED: annotations → Pause → on_change (if it changed)
+       │      │ error                 │ BOOKMARK: a newer resourceVersion to resume from
+       │      ▼                       │ ends (timeoutSeconds): watch again from the last resourceVersion
+       └── backoff ◄── error, 410 Gone (too old), DELETED, a malformed line
+
+The Role grants ``get`` and ``watch`` on this one name only: the API server authorizes a watch
+filtered on ``metadata.name`` as a request for that name, so no ``list`` and no other Deployment.
+
+Only ``metadata`` is read from each object (orjson on the raw JSON, no model classes), and a line
+of the watch stream may not exceed ``MAX_EVENT_BYTES``. The pause state survives errors: the last
+one read stays in force until a read says otherwise; before the first read it is unknown
+(``known`` is False) and the daemon scales as if not paused, saying so on ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from typing import Any, Final
+
+import aiohttp
+import orjson
+import structlog
+
+from bolina_scaler.actuator.call import KubeApi, KubernetesError, Malformed, Operation, Subject, read_capped
+from bolina_scaler.core.pacing import Backoff
+from bolina_scaler.core.pause import Pause, pause_of
+from bolina_scaler.logs import ProblemLog
+
+__all__ = ["MAX_EVENT_BYTES", "DeploymentWatch"]
+
+log = structlog.get_logger("bolina_scaler.actuator.deployment")
+
+MAX_EVENT_BYTES: Final = 4 * 1024 * 1024
+"""One watch event at most: etcd refuses objects above 1.5 MiB, so this is never a real one."""
+_MIN_WATCH: Final = 300.0
+"""client-go's reflector watches for 5 to 10 minutes (jittered) before it asks again."""
+_GET = Operation(name="deployment_get", verb="get", essential=True)
+_WATCH = Operation(name="deployment_watch", verb="watch")
+
+
+class _Gone(Exception):
+    """410: the resourceVersion to resume from is too old; read the object again."""
+
+
+class DeploymentWatch:
+    """Follows one Deployment's pause annotations. ``run()`` forever as a task."""
+
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        on_change: Callable[[Pause | None], None] | None = None,
+        on_read: Callable[[str | None], None] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """``on_change(pause)`` runs after every read that changed the pause state (the first
+        read included): ``None`` means not paused. ``on_read(error)`` runs after every GET: the
+        error's one line, or None."""
+        self.namespace = api.namespace
+        self.name = api.config.deployment
+        self.pause: Pause | None = None
+        """The pause in force (None: not paused, or not known yet: see ``known``)."""
+        self.known = False
+        """Whether the pause state was read (False before the first read and after a failed GET)."""
+        self.read_error: str | None = None
+        """Why the last GET failed; None once one succeeded."""
+        self.first_look = asyncio.Event()
+        """Set after the first GET, whatever its outcome: the daemon waits for it before deciding."""
+        self._api = api
+        self._on_change = on_change
+        self._on_read = on_read
+        self._rng = rng or random.Random()
+        self._backoff = Backoff(api.config.retry_initial, api.config.retry_max, rng=self._rng)
+        self._subject = Subject(
+            resource="deployments",
+            kind="deployment",
+            namespace=self.namespace,
+            name=self.name,
+            missing="check kubernetes.deployment and kubernetes.namespace",
+        )
+        self._problems = ProblemLog(
+            log,
+            failing="pause.read_failing",
+            recovered="pause.read_recovered",
+            message="cannot read the Deployment's pause annotations; the last known state stays in force",
+        )
+
+    async def run(self, *, _iterations: int | None = None) -> None:
+        """GET, then WATCH until it fails; again after a backoff, forever (``_iterations``: test hook)."""
+        while _iterations is None or _iterations > 0:
+            if _iterations is not None:
+                _iterations -= 1
+            try:
+                version = await self._get()
+                self._backoff.reset()
+                while True:
+                    version = await self._watch(version)
+            except _Gone:
+                continue  # read it again at once: nothing failed
+            except KubernetesError:
+                pass  # logged once by the ProblemLog
+            except Exception as exc:  # no answer may end the daemon: log it once, read again later
+                problem = f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                self._problems.failed(problem, key="unexpected", level="error")
+            await asyncio.sleep(self._backoff.next_delay())
+
+    # -- the requests --------------------------------------------------------------------------
+
+    async def _get(self) -> str:
+        """GET the Deployment; returns its resourceVersion."""
+
+        async def request() -> dict[str, Any]:
+            response = await self._api.open("GET", f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.name}")
+            async with response:
+                body = await read_capped(response, MAX_EVENT_BYTES)
+            return self._metadata(body)
+
+        try:
+            metadata = await self._api.call(_GET, request, subject=self._subject, problems=self._problems)
+        except KubernetesError as exc:
+            self.read_error, self.known = str(exc), False
+            if self._on_read is not None:
+                self._on_read(self.read_error)
+            raise
+        finally:
+            self.first_look.set()
+        self.read_error = None
+        if self._on_read is not None:
+            self._on_read(None)
+        self._seen(metadata, first=not self.known)
+        self.known = True
+        return str(metadata["resourceVersion"])
+
+    async def _watch(self, version: str) -> str:
+        """One WATCH from ``version`` until the server ends it; returns the last resourceVersion."""
+        seconds = round(_MIN_WATCH * (1 + self._rng.random()))
+        timeout = self._api.config.request_timeout
+        query = [
+            ("fieldSelector", f"metadata.name={self.name}"),
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(seconds)),
+        ]
+        path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
+        response = await self._api.call(
+            _WATCH, lambda: self._api.open("GET", path, query=query, request_timeout=(timeout, seconds + timeout)),
+            subject=self._subject, problems=self._problems,
+        )  # fmt: skip
+        try:
+            async with response:
+                pending = bytearray()
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    while (end := pending.find(b"\n")) >= 0:
+                        line = bytes(pending[:end])
+                        del pending[: end + 1]
+                        if line.strip():
+                            version = self._event(line, version)
+                    if len(pending) > MAX_EVENT_BYTES:
+                        raise Malformed(f"malformed watch stream: an event above {MAX_EVENT_BYTES} bytes")
+        except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+            # A watch that breaks is normal (API server restarts, load balancers, a stream cut
+            # mid-chunk: ClientPayloadError): read the Deployment again, after a backoff.
+            log.debug("pause.watch_broke", message="reading the Deployment again", error=f"{type(exc).__name__}: {exc}")
+            raise KubernetesError(f"the watch of deployment '{self.name}' broke: {type(exc).__name__}") from exc
+        except KubernetesError as exc:  # a malformed line, an ERROR event, the Deployment deleted
+            self._problems.failed(str(exc), key=_WATCH.name, operation=_WATCH.name)
+            raise
+        return version
+
+    # -- what came back ------------------------------------------------------------------------
+
+    def _event(self, line: bytes, version: str) -> str:
+        try:
+            event = orjson.loads(line)
+            kind, obj = event["type"], event["object"]
+            if not isinstance(obj, dict):
+                raise TypeError("object is not a JSON object")
+        except (ValueError, TypeError, KeyError) as exc:
+            raise Malformed(f"malformed watch event ({type(exc).__name__}: {str(exc)[:200]})") from None
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise _Gone()
+            raise KubernetesError(f"the watch of deployment '{self.name}' ended: {str(obj.get('message'))[:300]}")
+        if kind == "DELETED":
+            raise KubernetesError(f"deployment '{self.name}' in namespace '{self.namespace}' was deleted")
+        metadata = self._metadata_of(obj)
+        if kind in {"ADDED", "MODIFIED"}:
+            self._seen(metadata, first=False)
+        return str(metadata["resourceVersion"])
+
+    def _metadata(self, body: bytes) -> dict[str, Any]:
+        if len(body) > MAX_EVENT_BYTES:
+            raise ValueError(f"the Deployment is larger than {MAX_EVENT_BYTES} bytes")
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON: {exc}") from None
+        return self._metadata_of(obj)
+
+    def _metadata_of(self, obj: Any) -> dict[str, Any]:
+        metadata = obj.get("metadata") if isinstance(obj, dict) else None
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("resourceVersion"), str):
+            raise ValueError("no metadata.resourceVersion")  # call() turns it into Malformed
+        annotations = metadata.get("annotations")
+        if annotations is not None and not (
+            isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
+        ):
+            raise ValueError("metadata.annotations is not a map of strings")
+        return metadata
+
+    def _seen(self, metadata: dict[str, Any], *, first: bool) -> None:
+        pause = pause_of(metadata.get("annotations"))
+        if pause == self.pause and not first:
+            return
+        self.pause = pause
+        if self._on_change is not None:
+            self._on_change(pause)
