@@ -44,6 +44,7 @@ __all__ = [
     "ConfigError",
     "ConsulConfig",
     "DeletionCostConfig",
+    "DemandConfig",
     "EventsConfig",
     "HttpConfig",
     "KubernetesConfig",
@@ -323,6 +324,24 @@ class MassChangeConfig(_Section):
     confirmation: Duration = 30.0
 
 
+class DemandConfig(_Section):
+    """Size the fleet from the demand servers report (``demand=`` in their check output).
+
+    Without it (or when some server does not report a fresh demand) the policy probes with the
+    Available share. ``docs/policy.md`` explains both and measures them.
+    """
+
+    enabled: bool = True
+    target_load: float = Field(default=0.7, gt=0, le=1, allow_inf_nan=False)
+    """Size the fleet so that the serving servers carry this share of their capacity on average."""
+    anticipation: float = Field(default=0.25, ge=0, le=1, allow_inf_nan=False)
+    """When the offered demand exceeds the connected load, provision this share of the difference
+    ahead (0: only the clients connected now; 1: every client the current arrival rate brings)."""
+    max_age: PositiveDuration = Field(default=600.0, le=86400)
+    """Demand measured longer ago than this (the reporter's time stamp) is not used. Keep it above
+    the reporters' --refresh (5m) plus 1.5 × the agents' check_update_interval (30s)."""
+
+
 class PolicyConfig(_Section):
     """The scaling policy's knobs; ``docs``: README "Configuration reference"."""
 
@@ -339,6 +358,7 @@ class PolicyConfig(_Section):
     scale_up: ScaleUpConfig = ScaleUpConfig()
     scale_down: ScaleDownConfig = ScaleDownConfig()
     mass_change: MassChangeConfig = MassChangeConfig()
+    demand: DemandConfig = DemandConfig()
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:

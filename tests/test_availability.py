@@ -31,6 +31,7 @@ CONFIG = ClassifierConfig(
     },
     hysteresis=0.5,
     min_dwell=30.0,
+    missing="ignore",  # these tests are about thresholds: a sample may name one metric only
 )
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,19 +57,32 @@ class TestThresholds:
             ({"cpu": 0.95}, C),
             ({"cpu": 0.5, "loop": 0.5}, C),
             ({"cpu": 0.9, "loop": 0.1}, C),  # the worst metric wins
-            ({}, A),  # missing metrics are ignored by default
-            ({"cpu": float("nan")}, A),
-            ({"other": 99.0}, A),  # unconfigured metrics are ignored
+            ({"cpu": 0.5}, A),  # with missing: ignore, one metric read is enough
+            ({"cpu": 0.5, "loop": float("nan")}, A),  # NaN is missing
+            ({"cpu": 0.5, "loop": float("-inf")}, A),  # so is -Inf (not "very good")
+            ({}, C),  # but a sample with none of the configured metrics is Critical even then
+            ({"cpu": float("nan"), "loop": float("-inf")}, C),
+            ({"other": 99.0}, C),  # unconfigured metrics do not count: renamed metrics
         ],
     )
     def test_from_available(self, sample, expected):
         """From Available, a sample enters the worst stage any metric reaches."""
         assert run([(1.0, sample)]) == [expected]
 
-    def test_missing_critical(self):
-        """With ``missing: critical`` an absent metric makes the server Critical."""
-        config = CONFIG.model_copy(update={"missing": "critical"})
+    def test_missing_is_critical_by_default(self):
+        """The default (``missing: critical``) makes a server Critical when any configured metric is absent."""
+        config = ClassifierConfig(metrics=CONFIG.metrics)
+        assert config.missing == "critical"
         assert run([(1.0, {"cpu": 0.1})], config=config) == [C]
+        assert run([(1.0, {"cpu": 0.1, "loop": float("inf")})], config=config) == [C]
+        assert run([(1.0, {"cpu": 0.1, "loop": 0.001})], config=config) == [A]
+        stage = classify({"cpu": 0.1}, config=config, stage=Stage.initial(0.0), now=1.0)
+        assert stage.reasons == ("loop missing",)
+
+    def test_shipped_classifier_is_safe(self):
+        """The shipped config/availability.yaml treats missing metrics as Critical (issue 13, #5)."""
+        config = load_classifier_config(ROOT / "config" / "availability.yaml")
+        assert config.missing == "critical"
 
     def test_reasons_name_the_metric(self):
         """The stage says which metric put it there, and describe() prints it for the check output."""

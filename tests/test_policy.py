@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import find, given, settings
 from hypothesis import strategies as st
 
-from bolina_scaler.config import MassChangeConfig, PolicyConfig, ScaleDownConfig, ScaleUpConfig
+from bolina_scaler.config import DemandConfig, MassChangeConfig, PolicyConfig, ScaleDownConfig, ScaleUpConfig
 from bolina_scaler.core.decision import Direction, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
-from bolina_scaler.core.model import Status
+from bolina_scaler.core.model import Server, Status
 from bolina_scaler.core.policy import Memory, decide, record_scale
 from tests.builders import fleet, server
 
@@ -273,7 +274,33 @@ class TestRecordScale:
 
 # Hypothesis invariants ------------------------------------------------------------------------
 
-statuses = st.lists(st.sampled_from(list(Status)), max_size=40)
+statuses = st.lists(st.sampled_from([*Status, Status.AVAILABLE, Status.AVAILABLE]), max_size=40)
+WALL = 1_700_000_000.0
+"""The wall clock of the demand tests (unix seconds)."""
+# A server's figures: none, or a load with a demand stamped fresh, stale (beyond max_age 600 s),
+# or in the future (beyond FUTURE_TOLERANCE 60 s), or with no stamp.
+_ages = st.sampled_from([0.0, 30.0, 599.0, 601.0, 5000.0, -59.0, -61.0, None])
+figures = st.one_of(
+    st.none(),
+    st.tuples(
+        st.sampled_from([0.0, 0.1, 0.5, 0.7, 0.85, 1.0]),
+        st.sampled_from([0.0, 0.3, 0.8, 1.0, 2.5, 9.0, 100.0]),
+        _ages,
+    ),
+)
+
+
+def with_figures(n: int, status: Status, fig: tuple[float, float, float | None] | None) -> Server:
+    base = server(n, status)
+    if fig is None:
+        return base
+    load, demand, age = fig
+    return msgspec.structs.replace(base, load=load, demand=demand, demand_at=None if age is None else WALL - age)
+
+
+def stale(fig: tuple[float, float, float | None] | None) -> bool:
+    """Whether the policy must not use this demand: missing, unstamped, too old, or too far ahead."""
+    return fig is None or fig[2] is None or not -60.0 <= fig[2] <= 600.0
 
 
 @st.composite
@@ -291,14 +318,33 @@ def situations(draw: st.DrawFn):
         }
     )
     current = draw(st.integers(min_r, max_r))
-    servers = [server(i, s) for i, s in enumerate(draw(statuses))]
-    snapshot = FleetSnapshot.of(servers, index=5, observed_at=0.0, problems=draw(st.sampled_from([(), ("x",)])))
+    kinds = draw(statuses)
+    if draw(st.booleans()):  # a fleet whose servers all say the same (most fleets, most of the time)
+        figs = [draw(figures)] * len(kinds)
+    else:
+        figs = draw(st.lists(figures, min_size=len(kinds), max_size=len(kinds)))
+    servers = [with_figures(i, status, fig) for i, (status, fig) in enumerate(zip(kinds, figs, strict=True))]
+    problems = draw(st.sampled_from([(), (), (), ("x",)]))
+    snapshot = FleetSnapshot.of(servers, index=5, observed_at=0.0, problems=problems)
     memory = Memory(
-        last_replicas=draw(st.sampled_from([None, current])),
-        above_since=draw(st.sampled_from([None, 0.0])),
+        last_replicas=draw(st.sampled_from([None, current, current])),
+        above_since=draw(st.sampled_from([None, 0.0, 0.0])),
+        demand_peaks=draw(st.sampled_from([(), ((0.0, 3.0),), ((0.0, 30.0),)])),
     )
-    now = draw(st.floats(0, 1000))
+    now = draw(st.one_of(st.floats(0, 1000), st.sampled_from([300.0, 600.0])))
     return config, current, snapshot, memory, now
+
+
+def decide_at(case, **overrides):
+    config, current, snapshot, memory, now = case
+    if overrides:
+        config = config.model_copy(update=overrides)
+    return decide(fleet=snapshot, current=current, config=config, memory=memory, now=now, wall_now=WALL)
+
+
+def essence(decision):
+    """What a decision does (not how its message tells it)."""
+    return decision.desired, decision.direction, decision.reason, decision.clamps, decision.recheck_at
 
 
 class TestInvariants:
@@ -309,6 +355,69 @@ class TestInvariants:
         config, current, snapshot, memory, now = case
         decision, _ = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
         assert config.min_replicas <= decision.desired <= config.max_replicas
+        decision, _ = decide_at(case)
+        assert config.min_replicas <= decision.desired <= config.max_replicas
+
+    @settings(max_examples=400, deadline=None)
+    @given(situations())
+    def test_steps_stay_within_the_step_limits(self, case):
+        """From within the bounds, one decision never moves more than one period's step allows."""
+        config, current, *_ = case
+        decision, _ = decide_at(case)
+        assert decision.desired - current <= config.scale_up.allowed(current)
+        assert current - decision.desired <= config.scale_down.allowed(current)
+
+    @settings(max_examples=400, deadline=None)
+    @given(situations())
+    def test_no_scale_up_on_untrusted_data(self, case):
+        """An untrusted snapshot never scales up from within the bounds, whatever demand the servers claim."""
+        _, current, snapshot, *_ = case
+        decision, _ = decide_at(case)
+        if not snapshot.trusted:
+            assert decision.desired == current
+
+    @settings(max_examples=400, deadline=None)
+    @given(situations())
+    def test_demand_that_cannot_be_trusted_is_not_used(self, case):
+        """If any non-Critical server's demand is missing, unstamped, older than max_age or too far ahead,
+        the decision is the one the policy takes without demand: stale demand changes nothing."""
+        _, _, snapshot, *_ = case
+        figs = [(s.load, s.demand, None if s.demand_at is None else WALL - s.demand_at) for s in snapshot.servers]
+        serving_stale = any(
+            stale(None if s.demand is None else fig)
+            for s, fig in zip(snapshot.servers, figs, strict=True)
+            if s.status is not Status.CRITICAL
+        )
+        with_demand, _ = decide_at(case)
+        without, _ = decide_at(case, demand=DemandConfig(enabled=False))
+        if serving_stale or not snapshot.servers:
+            assert essence(with_demand) == essence(without)
+            assert with_demand.inputs.demand is None
+
+    def test_the_situations_reach_demand_sizing(self):
+        """The strategy is not vacuous: it reaches decisions sized from (fresh) demand, up and down."""
+        for reason in (Reason.DEMAND_ABOVE_CAPACITY, Reason.ABOVE_SCALE_DOWN_RATIO):
+            case = find(
+                situations(),
+                lambda c, reason=reason: (d := decide_at(c)[0]).reason is reason and d.inputs.demand is not None,
+                settings=settings(max_examples=10_000, database=None),
+            )
+            assert decide_at(case)[0].inputs.demand is not None
+
+    @settings(max_examples=300, deadline=None)
+    @given(situations())
+    def test_stale_demand_weighs_nothing(self, case):
+        """Removing every stale demand from the fleet (Critical servers' too) does not change the decision."""
+        config, current, snapshot, memory, now = case
+        fresh = []
+        for s in snapshot.servers:
+            age = None if s.demand_at is None else WALL - s.demand_at
+            fig = None if s.demand is None else (s.load or 0.0, s.demand, age)
+            fresh.append(s if not stale(fig) else msgspec.structs.replace(s, demand=None, demand_at=None))
+        cleaned = FleetSnapshot(index=snapshot.index, servers=tuple(fresh), observed_at=0.0, trust=snapshot.trust)
+        one, _ = decide_at(case)
+        two, _ = decide_at((config, current, cleaned, memory, now))
+        assert essence(one) == essence(two)
 
     @settings(max_examples=400, deadline=None)
     @given(situations())
@@ -402,3 +511,166 @@ class TestRestart:
         later, _ = decide(fleet=fleet(1, 3), current=6, config=CONFIG, memory=memory, now=221.0)
         assert later.inputs.pending_expired == 2
         assert later.desired > 6
+
+
+def demanding(*servers: tuple[Status, float, float], age: float = 10.0, index: int = 3) -> FleetSnapshot:
+    """A fleet whose servers report (status, load, demand), stamped ``age`` seconds before WALL."""
+    built = [
+        msgspec.structs.replace(server(i, status), load=load, demand=demand, demand_at=WALL - age)
+        for i, (status, load, demand) in enumerate(servers)
+    ]
+    return FleetSnapshot.of(built, index=index, observed_at=0.0)
+
+
+def at_wall(current: int, snapshot: FleetSnapshot, *, now: float = 0.0, memory: Memory | None = None, **overrides):
+    config = CONFIG.model_copy(update=overrides) if overrides else CONFIG
+    mem = memory if memory is not None else Memory(last_replicas=current)
+    return decide(fleet=snapshot, current=current, config=config, memory=mem, now=now, wall_now=WALL)
+
+
+W = Status.WARNING
+A = Status.AVAILABLE
+C = Status.CRITICAL
+
+
+class TestDemandSizing:
+    def test_one_step_to_what_the_demand_needs(self):
+        """4 full Warning servers (load 0.9) offered 2.5 each: held 3.6 + 0.25 × (10 − 1.1 × 3.6) = 5.11 servers'
+        worth, 8 at target load 0.7, in one step (the share alone would have asked for 8 too, but by probing)."""
+        decision, _ = at_wall(4, demanding(*[(W, 0.9, 2.5)] * 4))
+        assert decision.inputs.demand == pytest.approx(5.11)
+        assert (decision.desired, decision.direction, decision.reason) == (8, Direction.UP, Reason.BELOW_TARGET)
+        assert "3.60 servers' worth connected, 10.00 offered" in decision.message
+        assert "8 serving = 8 replicas for 4" in decision.message
+
+    def test_does_not_saturate(self):
+        """Share 0 says nothing about how many are missing; the demand does: more offered, more ordered."""
+        little, _ = at_wall(4, demanding(*[(C, 1.0, 1.2)] * 4), scale_up=ScaleUpConfig(max_step=40, period=15))
+        much, _ = at_wall(4, demanding(*[(C, 1.0, 9.0)] * 4), scale_up=ScaleUpConfig(max_step=40, period=15))
+        assert little.desired == 6  # (4 + 0.25 × (4.8 - 4.4)) / 0.7 = 5.9
+        assert much.desired == 17  # (4 + 0.25 × (36 - 4.4)) / 0.7 = 17.0
+
+    def test_noise_is_not_anticipated(self):
+        """Offered demand up to 10 % above the connected load is counting noise: sized for the load alone."""
+        decision, _ = at_wall(10, demanding(*[(A, 0.6, 0.66)] * 10))
+        assert decision.inputs.demand == pytest.approx(6.0)
+        assert decision.direction is not Direction.UP
+
+    def test_before_the_share_drops(self):
+        """All Available but the demand needs more servers than there are: up, before any turns Warning."""
+        decision, _ = at_wall(4, demanding(*[(A, 0.75, 0.8)] * 4))
+        assert (decision.desired, decision.reason) == (5, Reason.DEMAND_ABOVE_CAPACITY)
+
+    def test_starting_servers_count(self):
+        """Replicas still starting are part of the count the demand is compared with: no second order."""
+        snapshot = demanding(*[(W, 0.9, 1.0)] * 4)
+        first, memory = at_wall(4, snapshot, target_available_ratio=0.3)
+        memory = record_scale(memory, first, now=0.0)
+        again, _ = at_wall(first.desired, snapshot, now=5.0, memory=memory, target_available_ratio=0.3)
+        assert first.desired == 6
+        assert again.inputs.pending == 2
+        assert again.desired == 6
+
+    def test_step_limit_and_max_replicas_clamp(self):
+        """The step limit and max_replicas still apply, and the clamps say so."""
+        decision, _ = at_wall(4, demanding(*[(C, 1.0, 20.0)] * 4))
+        assert decision.desired == 8  # 33 wanted, 20 at most, +4 per 15 s
+        assert [str(c) for c in decision.clamps] == [
+            "max_replicas: wanted 33, limited to 20",
+            "scale_up_step: wanted 20, limited to 8 (at most 4 up per 15s, 0 used)",
+        ]
+        decision, _ = at_wall(4, demanding(*[(C, 1.0, 20.0)] * 4), max_replicas=6)
+        assert [c.name for c in decision.clamps] == ["max_replicas"]
+        assert decision.desired == 6
+
+    def test_out_of_service_servers_are_replaced(self):
+        """A Critical server with no load (failing) is not capacity: one more replica for it."""
+        decision, _ = at_wall(5, demanding(*[(A, 0.6, 0.6)] * 4, (C, 0.0, 0.0)))
+        assert decision.inputs.out_of_service == 1
+        assert decision.desired == math.ceil(2.4 / 0.7) + 1  # 5: nothing to add
+        decision, _ = at_wall(4, demanding(*[(A, 0.6, 0.6)] * 3, (C, 0.0, 0.0)))
+        assert decision.desired == 4  # 3 serving + 1 out of service
+        assert "+ 1 not serving" in decision.message or decision.direction is Direction.NONE
+
+    def test_a_failure_does_not_hide_the_load_it_moved(self):
+        """Before a failure the fleet carried 3.2; the failed server's clients moved but the others' new load
+        is not in the catalog yet (output-only change): the window's highest estimate still sizes the fleet."""
+        before, memory = at_wall(5, demanding(*[(A, 0.64, 0.64)] * 5))
+        assert before.direction is Direction.NONE
+        after, _ = at_wall(5, demanding(*[(A, 0.64, 0.64)] * 4, (C, 0.0, 0.0)), now=2.0, memory=memory)
+        assert (after.desired, after.reason) == (6, Reason.DEMAND_ABOVE_CAPACITY)
+        assert "the window's highest 3.20" in after.message
+
+
+class TestDemandFallback:
+    @pytest.mark.parametrize(
+        ("age", "why"),
+        [(601.0, "older than max_age 600s"), (-61.0, "ahead of this clock"), (None, "report no demand")],
+    )
+    def test_untrusted_demand_falls_back_to_the_share(self, age, why):
+        """Demand older than max_age, from the future, or missing on one server: the share-based probe, and a note."""
+        servers = [(W, 0.9, 5.0)] * 4
+        snapshot = demanding(*servers) if age is not None else demanding(*servers[:3])
+        if age is not None:
+            snapshot = demanding(*servers[:3], age=10.0)
+            odd = msgspec.structs.replace(server(3, W), load=0.9, demand=5.0, demand_at=WALL - age)
+            snapshot = FleetSnapshot.of([*snapshot.servers, odd], index=3, observed_at=0.0)
+        else:
+            snapshot = FleetSnapshot.of([*snapshot.servers, server(3, W)], index=3, observed_at=0.0)
+        decision, _ = at_wall(4, snapshot)
+        share_only, _ = at(4, fleet(0, 4))
+        assert decision.inputs.demand is None
+        assert (decision.desired, decision.reason) == (share_only.desired, share_only.reason)
+        assert any(why in note for note in decision.notes), decision.notes
+
+    def test_no_wall_clock_no_demand(self):
+        """Without the wall-clock time the demand's age is unknown: not used."""
+        decision, _ = at(4, demanding(*[(W, 0.9, 5.0)] * 4))
+        assert decision.inputs.demand is None
+        assert any("wall-clock" in note for note in decision.notes)
+
+    def test_a_fleet_without_demand_has_no_note(self):
+        """Servers that publish no demand at all: today's policy, silently."""
+        decision, _ = at_wall(4, fleet(1, 3))
+        assert decision.inputs.demand is None
+        assert decision.notes == ()
+
+    def test_disabled(self):
+        """policy.demand.enabled: false ignores the demand, without a note on every evaluation."""
+        decision, _ = at_wall(4, demanding(*[(W, 0.9, 5.0)] * 4), demand=DemandConfig(enabled=False))
+        assert decision.inputs.demand is None
+        assert decision.notes == ()
+
+    def test_critical_servers_may_lack_demand(self):
+        """A Critical server without demand (metrics unreadable) does not spoil the fleet's: out of service."""
+        snapshot = demanding(*[(A, 0.5, 0.5)] * 3)
+        snapshot = FleetSnapshot.of([*snapshot.servers, server(3, C)], index=3, observed_at=0.0)
+        decision, _ = at_wall(4, snapshot)
+        assert decision.inputs.demand == pytest.approx(1.5)
+        assert decision.inputs.out_of_service == 1
+
+
+class TestDemandScaleDown:
+    BIG_STEP = ScaleDownConfig(max_step=100, max_percent=100, period=60)
+
+    def test_down_to_what_the_window_carried(self):
+        """After the window, down to the servers the window's highest estimate needs at target load."""
+        memory = Memory(last_replicas=10, above_since=0.0)
+        _, memory = at_wall(10, demanding(*[(A, 0.35, 0.3)] * 10), now=10.0, memory=memory, scale_down=self.BIG_STEP)
+        decision, _ = at_wall(10, demanding(*[(A, 0.2, 0.2)] * 10), now=300.0, memory=memory, scale_down=self.BIG_STEP)
+        assert decision.direction is Direction.DOWN
+        assert decision.desired == math.ceil(3.5 / 0.7)  # the window's highest, 3.5, not the latest 2.0
+        assert record_scale(memory, decision, now=300.0).above_since == 0.0  # the window is kept
+
+    def test_rising_demand_keeps_its_servers(self):
+        """Connected load low, offered demand high: the anticipated demand is not scaled away."""
+        memory = Memory(last_replicas=10, above_since=0.0)
+        decision, _ = at_wall(10, demanding(*[(A, 0.3, 2.0)] * 10), now=300.0, memory=memory)
+        assert decision.direction is not Direction.DOWN
+
+    def test_the_default_step_is_slow(self):
+        """The scale-down step still applies."""
+        memory = Memory(last_replicas=10, above_since=0.0)
+        decision, _ = at_wall(10, demanding(*[(A, 0.1, 0.1)] * 10), now=300.0, memory=memory)
+        assert decision.desired == 9
+        assert [c.name for c in decision.clamps] == ["scale_down_step"]

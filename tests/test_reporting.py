@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
+import json
+import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bolina_scaler.cli import main
 from bolina_scaler.core.model import Status
 from bolina_scaler.reporter.agent import check_status, registration
-from bolina_scaler.reporter.availability import ClassifierConfig, Thresholds
-from bolina_scaler.reporter.metrics_reading import parse_json_metrics, parse_prometheus
+from bolina_scaler.reporter.availability import ClassifierConfig, Stage, Thresholds, classify
+from bolina_scaler.reporter.metrics_reading import (
+    MAX_DEPTH,
+    MetricsError,
+    parse_json_metrics,
+    parse_metrics,
+    parse_prometheus,
+)
 from bolina_scaler.reporter.reporter import Reporter
 from bolina_scaler.reporter.settings import ReporterSettings
+from bolina_scaler.source.parse import parse_checked
 from bolina_scaler.testing.consul import FakeConsul
 
 CLASSIFIER = ClassifierConfig(
@@ -32,10 +46,27 @@ class MetricsServer:
         self.values: dict[str, float] = {"cpu": 0.1}
         self.format = "json"
         self.status = 200
+        self.raw: web.Response | None = None
+        """When set, the answer as it is (an HTML page, a huge body, gzip...)."""
+        self.chunks: list[bytes] | None = None
+        """When set, the answer is these chunks, chunked (no Content-Length)."""
+        self.sent = 0
         self.url = ""
         self._runner: web.AppRunner | None = None
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.raw is not None:
+            return self.raw
+        if self.chunks is not None:
+            response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError):
+                for chunk in self.chunks:
+                    await response.write(chunk)
+                    self.sent += len(chunk)
+                await response.write_eof()
+            return response
         if self.status != 200:
             return web.Response(status=self.status, text="down")
         if self.format == "json":
@@ -108,7 +139,7 @@ class TestParsing:
         assert metrics["loop_seconds"] == 0.01
         assert metrics['rps{route="a",code="200"}'] == 12
         assert "broken" not in metrics
-        assert metrics["nan_metric"] != metrics["nan_metric"]  # NaN: the classifier ignores it
+        assert "nan_metric" not in metrics  # NaN is no measurement: the metric is missing
 
     def test_json_flattens_and_keeps_numbers(self):
         """Nested objects flatten with dots; booleans and strings are not metrics."""
@@ -240,6 +271,203 @@ class TestReporter:
             await reporter.register()
             await asyncio.sleep(31)
             assert consul.check_status(settings.check_id) == "critical"
+            await reporter.deregister()
+
+
+class TestUnreadableMetrics:
+    """Issue 13, #5 and #10: whatever the metrics endpoint answers, a server that cannot show it is
+    healthy is never reported Available, and no answer ends or exhausts the reporter."""
+
+    @pytest.mark.parametrize(
+        ("body", "content_type"),
+        [
+            (b"<html><body>502 Bad Gateway</body></html>", "text/html"),
+            (b"", "text/plain"),
+            (b"cpu NaN\n", "text/plain"),
+            (b"cpu -Inf\n", "text/plain"),
+            (b'{"cpu": "0.1"}', "application/json"),
+            (b'{"cpu": null}', "application/json"),
+            (b"cpu_renamed 0.1\n", "text/plain"),
+            (b"# only comments\n" * 1000, "text/plain"),
+            (b"[0.1]", "application/json"),
+            (b'{"a":' * 1000 + b"1" + b"}" * 1000, "application/json"),
+        ],
+    )
+    async def test_critical_not_available(self, consul: FakeConsul, metrics: MetricsServer, body, content_type):
+        """HTML, empty, NaN/-Inf, strings, renamed metrics, comments only, not an object, nested 1,000 deep."""
+        settings = settings_for(consul, metrics, load_metric=None)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            await reporter.register()
+            assert consul.check_status(settings.check_id) == "passing"
+            metrics.raw = web.Response(body=body, content_type=content_type)
+            await reporter.report_once()
+            assert consul.check_status(settings.check_id) == "critical"
+            await reporter.deregister()
+
+    async def test_a_body_over_the_limit_is_not_read(self, consul: FakeConsul, metrics: MetricsServer):
+        """A 5 MB answer (4 MiB limit) is unreadable: Critical, and read no further than the limit."""
+        settings = settings_for(consul, metrics)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            await reporter.register()
+            metrics.raw = web.Response(body=b"# padding\n" * 500_000 + b"cpu 0.1\n", content_type="text/plain")
+            await reporter.report_once()
+            assert consul.check_status(settings.check_id) == "critical"
+            assert "5000008 bytes is over the limit of 4194304" in reporter.output
+            await reporter.deregister()
+
+    async def test_a_chunked_body_over_the_limit_is_cut(self, consul: FakeConsul, metrics: MetricsServer):
+        """Without a Content-Length (300 MB of comments, chunked), reading stops past the limit."""
+        settings = settings_for(consul, metrics, max_metrics_bytes=1024 * 1024)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            await reporter.register()
+            metrics.chunks = [b"# " + b"x" * 65_534 + b"\n"] * 4_600  # 300 MB if it were all sent
+            await reporter.report_once()
+            assert consul.check_status(settings.check_id) == "critical"
+            assert "over the limit of 1048576 bytes" in reporter.output
+            await reporter.deregister()
+        assert metrics.sent < 50 * 1024 * 1024  # the server stopped when the reporter hung up
+
+    async def test_a_compressed_body_is_not_inflated(self, consul: FakeConsul, metrics: MetricsServer):
+        """A gzip answer (a bomb would inflate to gigabytes) is refused: the reporter asks for identity."""
+        settings = settings_for(consul, metrics)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            await reporter.register()
+            bomb = gzip.compress(b"#" * 10_000_000)
+            metrics.raw = web.Response(body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+            await reporter.report_once()
+            assert consul.check_status(settings.check_id) == "critical"
+            assert "gzip-encoded" in reporter.output
+            await reporter.deregister()
+
+
+# What a metrics endpoint may answer: JSON of any shape (deeply nested too), Prometheus-ish text
+# with odd values, HTML, random bytes.
+_values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**20), 10**20),
+    st.text(max_size=5),
+    st.booleans(),
+    st.none(),
+)
+_json = st.recursive(
+    st.dictionaries(st.sampled_from(["cpu", "loop", "cpu_", "Cpu", "x"]), _values, max_size=3),
+    lambda inner: st.dictionaries(st.sampled_from(["cpu", "loop", "bolina", "x"]), inner, max_size=3),
+    max_leaves=12,
+)
+_deep = st.integers(1, 3000).map(lambda depth: '{"a":' * depth + "0.1" + "}" * depth)
+_prom_line = st.tuples(
+    st.sampled_from(["cpu", "loop", "cpu_total", "# cpu", 'cpu{a="b"}', ""]),
+    st.one_of(st.sampled_from(["0.1", "0.5", "NaN", "+Inf", "-Inf", "nan", "1e999", "x", ""]), st.text(max_size=4)),
+).map(" ".join)
+_bodies = st.one_of(
+    _json.map(lambda d: (json.dumps(d).encode(), "application/json")),
+    _deep.map(lambda text: (text.encode(), "application/json")),
+    st.lists(_prom_line, max_size=6).map(lambda lines: ("\n".join(lines).encode(), "text/plain")),
+    st.binary(max_size=64).map(lambda b: (b, "text/html")),
+    st.binary(max_size=64).map(lambda b: (b, "application/json")),
+)
+SAFE = ClassifierConfig(
+    metrics={"cpu": Thresholds(warning=0.8, critical=0.95), "loop": Thresholds(warning=1, critical=2)}
+)
+
+
+class TestAnyMetricsBody:
+    @settings(max_examples=500, deadline=None)
+    @given(_bodies, st.sampled_from(["auto", "prometheus", "json"]), st.sampled_from(["critical", "ignore"]))
+    def test_available_only_when_every_metric_reads_healthy(self, answer, fmt, missing):
+        """Whatever the body: a MetricsError (reported Critical), or a sample that is Available only
+        if every configured metric was read as a finite number below its warning threshold (with
+        ``missing: ignore``: the ones read, and at least one). Never any other exception."""
+        body, content_type = answer
+        config = SAFE.model_copy(update={"missing": missing})
+        try:
+            sample = parse_metrics(body, content_type=content_type, fmt=fmt)
+        except MetricsError:
+            return
+        stage = classify(sample, config=config, stage=Stage.initial(0.0), now=1.0)
+        read = {m: sample[m] for m in ("cpu", "loop") if m in sample}
+        assert all(math.isfinite(v) for v in sample.values())
+        if stage.status is Status.AVAILABLE:
+            assert read
+            assert missing == "ignore" or len(read) == 2
+            assert read.get("cpu", 0) < 0.8
+            assert read.get("loop", 0) < 1
+
+    @settings(max_examples=100, deadline=None)
+    @given(st.integers(1, 5000))
+    def test_nesting_never_exhausts_the_stack(self, depth):
+        """JSON nested to any depth is parsed or refused with MetricsError, never a RecursionError."""
+        body = ('{"a":' * depth + "0.1" + "}" * depth).encode()
+        if depth > MAX_DEPTH:
+            with pytest.raises(MetricsError, match=r"nested deeper|JSON"):
+                parse_metrics(body, content_type="application/json")
+        else:
+            assert list(parse_metrics(body, content_type="application/json").values()) == [0.1]
+
+
+class TestDemand:
+    async def test_output_carries_load_and_stamped_demand(self, consul: FakeConsul, metrics: MetricsServer):
+        """With --demand-metric the output starts ``load=… demand=…@<unix time>``, as the scaler parses it."""
+        metrics.values = {"cpu": 0.1, "conns": 0.42, "offered": 1.234}
+        settings = settings_for(consul, metrics, load_metric="conns", demand_metric="offered")
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0, wall_clock=lambda: 1712345678.9) as reporter:
+            await reporter.register()
+            (entry,) = await health(consul)
+            (output,) = [c["Output"] for c in entry["Checks"] if c["ServiceID"]]
+            assert output.startswith("load=0.40 demand=1.23@1712345678 available")
+            (server,), problems, notes = parse_checked(orjson.dumps([entry]))
+            assert (server.load, server.demand, server.demand_at) == (0.4, 1.23, 1712345678.0)
+            assert not problems
+            assert not notes
+            await reporter.deregister()
+
+    async def test_registered_critical_then_set_at_once(self, consul: FakeConsul, metrics: MetricsServer):
+        """The check is registered Critical and updated at once: a status change, so a real agent writes
+        the first output with it instead of waiting for check_update_interval."""
+        settings = settings_for(consul, metrics, demand_metric="cpu")
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            bodies: list[Any] = []
+            register = reporter.agent.register
+
+            async def spy(body: Any) -> None:
+                bodies.append(body)
+                await register(body)
+
+            reporter.agent.register = spy  # type: ignore[method-assign]
+            await reporter.register()
+            assert [b["Check"]["Status"] for b in bodies] == ["critical"]
+            assert consul.check_status(settings.check_id) == "passing"
+            await reporter.deregister()
+
+    async def test_deadband_then_refresh(self, consul: FakeConsul, metrics: MetricsServer):
+        """Moves inside the deadband are not written (heartbeats repeat the output); a bigger move, or
+        the refresh, writes a new output with a new stamp."""
+        metrics.values = {"cpu": 0.1, "offered": 1.0}
+        clock, wall = [0.0], [1000.0]
+        settings = settings_for(consul, metrics, load_metric="cpu", demand_metric="offered", ttl=30, refresh=300)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: clock[0], wall_clock=lambda: wall[0]) as reporter:
+            await reporter.register()
+            first = reporter.output
+            outputs = [first]
+            for offered in [1.05, 0.95, 1.09, 1.3, 1.3, 1.3]:
+                metrics.values["offered"] = offered
+                clock[0] += 5
+                wall[0] += 5
+                await reporter.report_once()
+                outputs.append(reporter.output)
+            assert outputs[1:4] == [first] * 3  # within 10 % of 1.0: nothing new
+            assert "demand=1.30@1020" in outputs[4]
+            assert outputs[5:] == [outputs[4]] * 2
+            clock[0] += 14  # the heartbeat is due (ttl/2) with nothing new: the same output again
+            wall[0] += 14
+            updates = consul.request_counts["agent.check.update"]
+            await reporter.report_once()
+            assert consul.request_counts["agent.check.update"] == updates + 1
+            assert reporter.output == outputs[4]
+            wall[0] = 1020 + 300  # refresh: the same figures, a new stamp
+            clock[0] += 5
+            await reporter.report_once()
+            assert "demand=1.30@1320" in reporter.output
             await reporter.deregister()
 
 

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import math
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
+from pydantic import TypeAdapter
 
 from bolina_scaler.cli import main
+from bolina_scaler.config import Duration
 from bolina_scaler.core.model import Status
 from bolina_scaler.reporter.availability import Stage
+from bolina_scaler.reporter.settings import ReporterSettings
 from bolina_scaler.simulator import (
     FleetParams,
     HpaParams,
     HpaScaler,
     NaiveScaler,
+    OracleScaler,
     PolicyScaler,
+    SimServer,
     SimulatedFleet,
     Trace,
     builtin_trace,
@@ -23,10 +32,14 @@ from bolina_scaler.simulator import (
     simulation_policy,
 )
 from bolina_scaler.simulator.baselines import hpa_recommendation
+from bolina_scaler.simulator.runner import without_demand
+from bolina_scaler.simulator.simulated_fleet import SHIPPED_CHECK_UPDATE_INTERVAL
 from bolina_scaler.simulator.tables import PlotUnavailable, markdown_table, plot, text_table
+from bolina_scaler.simulator.targets import check_targets
 from bolina_scaler.simulator.traces import BUILTIN_TRACES, load_trace, trace_from_csv
 
 STEADY = Trace(name="steady", duration=1800.0, points=((0.0, 2.0),))
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _fingerprint(fleet: SimulatedFleet) -> tuple[object, ...]:
@@ -111,6 +124,76 @@ class TestFleet:
         fleet.apply_replicas(2, 300.0)
         assert {s.n for s in fleet.servers} == {0, 3}
 
+    def test_status_changes_reach_consul_at_once_output_only_after_the_interval(self):
+        """As a Consul agent does: a status change is in the catalog (a new index) at once; a new load alone
+        only after check_update_interval × U[0.5, 1.5); in between the scaler sees the old load."""
+        params = FleetParams(check_update_interval=30.0)
+        light = Trace(name="light", duration=1800.0, points=((0.0, 0.2),))  # 60 clients on 2 servers
+        fleet = SimulatedFleet(light, params=params, seed=0, replicas=2)
+        server = fleet.servers[0]
+        t = 10.0
+        fleet.step(t)
+        while server.sync_at is not None:  # no earlier output change waiting
+            t += 1
+            fleet.step(t)
+        assert server.catalog is not None
+        index, load = fleet.index, server.catalog.load
+        # Forty more clients: the reporter sees a new load at its next report, a news for the deadband.
+        for cid in range(40):
+            server.clients[10_000 + cid] = 10_000.0
+        server.count += 40
+        reported = server.next_report
+        fleet.step(reported)
+        assert server.published is not None
+        assert server.published.load != load
+        assert server.catalog.load == load
+        assert server.sync_at is not None
+        assert reported + 15 <= server.sync_at <= reported + 45
+        writes = fleet.catalog_writes
+        fleet.step(server.sync_at + 1)
+        assert server.catalog.load == server.published.load
+        assert fleet.index > index
+        assert fleet.catalog_writes > writes
+        # A status change goes at once, with the latest output.
+        index = fleet.index
+        for cid in range(70):
+            server.clients[20_000 + cid] = 10_000.0
+        server.count += 60
+        fleet.step(fleet.now + 5)
+        assert server.catalog.status is Status.CRITICAL
+        assert server.catalog.load == server.published.load
+        assert fleet.index > index
+
+    def test_heartbeats_write_nothing(self):
+        """Nothing new (inside the deadband): no catalog write, no new index, for as long as it lasts."""
+        fleet = SimulatedFleet(Trace(name="none", duration=900.0, points=((0.0, 0.0),)), seed=0, replicas=3)
+        fleet.step(1.0)
+        index, writes = fleet.index, fleet.catalog_writes
+        fleet.step(290.0)
+        assert (fleet.index, fleet.catalog_writes) == (index, writes)
+        fleet.step(340.0)  # the refresh (300 s): each server re-stamps its demand, output-only
+        assert fleet.catalog_writes == writes + 3
+
+    def test_demand_counts_the_clients_turned_away(self):
+        """Full servers: the demand is the offered load, the turned-away clients included, past 1.0."""
+        trace = Trace(name="t", duration=600.0, points=((0.0, 1.0), (60.0, 10.0)))
+        fleet = SimulatedFleet(trace, params=FleetParams(check_update_interval=0.0), seed=0, replicas=2)
+        fleet.step(150.0)
+        assert fleet.stats.rejected > 0
+        demand = sum(s.catalog.demand or 0.0 for s in fleet.servers if s.catalog is not None)
+        assert demand == pytest.approx(10.0 * 300 / 100, rel=0.3)  # 10 clients/s × 300 s / 100 per server
+        assert all((s.catalog.load or 0) <= 1.0 for s in fleet.servers if s.catalog is not None)
+
+    def test_new_servers_show_their_figures_at_once(self):
+        """A new server is registered Critical and set at once (a status change): its load and demand come with it."""
+        fleet = SimulatedFleet(STEADY, seed=0, replicas=2)
+        fleet.apply_replicas(3, 10.0)
+        fleet.step(10.0 + 200)
+        newest = fleet.servers[-1]
+        assert newest.registered
+        assert newest.catalog is not None
+        assert newest.catalog.demand is not None
+
     def test_failing_server_turns_critical_and_sheds_clients(self):
         """In the leak trace a failing server reports Critical at once and its clients reconnect elsewhere."""
         trace = Trace(name="t", duration=600.0, points=((0.0, 0.5),), failures=(300.0,))
@@ -120,6 +203,67 @@ class TestFleet:
         failed = next(s for s in fleet.servers if s.failing)
         assert failed.count == 0
         assert failed.n == 0  # the oldest
+
+
+class TestOracle:
+    def test_sizes_for_the_expected_clients(self):
+        """At a steady rate the oracle asks for ceil(λτ / (capacity × 0.7)): 2 clients/s → 600 clients → 9."""
+        oracle = OracleScaler(STEADY, FleetParams(), 2, 40, 0.7)
+        fleet = SimulatedFleet(STEADY, seed=0, replicas=5)
+        assert oracle.evaluate(fleet=fleet, changed=False, now=0.0) == 9
+
+    def test_knows_a_step_at_once_and_looks_ahead_by_the_start_up_delay(self):
+        """At a 5× step it asks at once for the clients expected one start-up delay (p90) later."""
+        trace = builtin_trace("flash")
+        params = FleetParams()
+        oracle = OracleScaler(trace, params, 2, 40, 0.7)
+        fleet = SimulatedFleet(trace, seed=0, replicas=5)
+        oracle.evaluate(fleet=fleet, changed=False, now=3599.0)
+        desired = oracle.evaluate(fleet=fleet, changed=False, now=3600.0)
+        lead = params.startup_median * math.exp(1.2816 * params.startup_sigma)
+        expected = 1500 + (300 - 1500) * math.exp(-lead / 300)
+        assert desired == math.ceil(expected / 70)
+
+    def test_replaces_failing_servers(self):
+        """A failing server is no capacity: one more pod for it."""
+        trace = Trace(name="t", duration=600.0, points=((0.0, 2.0),), failures=(10.0,))
+        oracle = OracleScaler(trace, FleetParams(), 2, 40, 0.7)
+        fleet = SimulatedFleet(trace, seed=0, replicas=9)
+        fleet.step(11.0)
+        assert oracle.evaluate(fleet=fleet, changed=True, now=11.0) == 10
+
+
+class TestTargets:
+    def test_checks_name_the_figures(self):
+        """Each target says met or MISSED and the figures behind it."""
+        comparison = compare(builtin_trace("flash").truncated(1.5 * 3600), config=simulation_policy(), fallback=True)
+        checks = {c.name: c for c in check_targets(comparison)}
+        assert list(checks) == [
+            "oracle: under target",
+            "oracle: replica·h",
+            "naive: both",
+            "hpa: under target",
+            "hpa: replica·h",
+            "today: under target",
+        ]
+        ours, _, oracle, *_ = comparison.results
+        assert checks["oracle: under target"].met == (ours.under_target_s <= 2 * oracle.under_target_s + 60)
+        assert "+ 60 × 1" in str(checks["oracle: under target"])
+
+
+class TestShippedWorld:
+    def test_the_simulated_agent_is_the_shipped_one(self):
+        """The simulator's check_update_interval is the one manifests/base/consul/client.json ships."""
+        client = json.loads((ROOT / "manifests/base/consul/client.json").read_text())
+        assert TypeAdapter(Duration).validate_python(client["check_update_interval"]) == SHIPPED_CHECK_UPDATE_INTERVAL
+        assert FleetParams().check_update_interval == SHIPPED_CHECK_UPDATE_INTERVAL
+
+    def test_the_simulated_reporter_is_the_shipped_one(self):
+        """The simulated servers use the reporter's default deadband."""
+        settings = ReporterSettings(
+            instance_id="b", server_id="b", address="10.0.0.1", pod="b", metrics_url="http://127.0.0.1:1/m"
+        )
+        assert FleetParams().deadband == settings.deadband
 
 
 class TestHpa:
@@ -180,12 +324,19 @@ class TestHpa:
         assert hpa.next_sync == 15.0
 
 
+def _set_stage(fleet: SimulatedFleet, server: SimServer, status: Status) -> None:
+    """Force a server's stage, as its reporter and agent would write it (a status change: at once)."""
+    server.stage = Stage(status, 0.0)
+    assert server.published is not None
+    server.published = server.catalog = replace(server.published, status=status)
+    fleet._changed()
+
+
 class TestNaive:
     def _fleet(self, available: int, warning: int) -> SimulatedFleet:
         fleet = SimulatedFleet(STEADY, seed=0, replicas=available + warning)
         for server in fleet.servers[available:]:
-            server.stage = Stage(Status.WARNING, 0.0)
-        fleet._changed()
+            _set_stage(fleet, server, Status.WARNING)
         return fleet
 
     def test_adds_one_per_notification_below_target(self):
@@ -208,18 +359,38 @@ class TestNaive:
 class TestTraces:
     @pytest.mark.parametrize("name", list(BUILTIN_TRACES))
     def test_builtins_are_valid(self, name):
-        """Every built-in trace starts at 0 with a positive rate and lasts hours."""
+        """Every built-in trace starts at 0 with a positive rate, lasts hours, and is the same every time."""
         trace = builtin_trace(name)
         assert trace.rate(0.0) > 0
         assert trace.duration >= 4 * 3600
+        assert builtin_trace(name) == trace
+
+    def test_the_new_shapes(self):
+        """Repeated short spikes, a slow ramp to a plateau, a noisy day with server failures."""
+        spikes = builtin_trace("spikes")
+        assert len(spikes.flashes) == 8
+        assert all(spikes.rate(t + 60) >= 2.5 * spikes.rate(t - 60) for t in spikes.flashes)
+        assert all(spikes.rate(t + 11 * 60) == 1.0 for t in spikes.flashes)  # short: over within 10 min
+        plateau = builtin_trace("plateau")
+        rates = [plateau.rate(h * 3600.0) for h in (0, 1, 2, 3, 4, 5, 6)]
+        assert rates == sorted(rates)
+        assert rates[-3:] == [4.0] * 3
+        noisy = builtin_trace("noisy-day")
+        assert len(noisy.failures) == 5
+        assert len(noisy.flashes) == 6  # its bursts
+        smooth = builtin_trace("diurnal")
+        off = [abs(noisy.rate(t) / smooth.rate(t) - 1) for t in range(0, 86400, 300)]
+        assert max(off) > 0.3  # noise and bursts...
+        assert sorted(off)[len(off) // 2] < 0.2  # ...around the same day
 
     def test_csv(self, tmp_path):
-        """CSV rows are step changes; events mark the flash crowd and failures."""
+        """CSV rows are step changes; events mark the flash crowds and failures."""
         path = tmp_path / "day.csv"
-        path.write_text("seconds,clients_per_second,event\n0,1\n600,4,flash\n900,1\n1200,1,fail\n")
+        path.write_text("seconds,clients_per_second,event\n0,1\n600,4,flash\n900,1\n1000,3,flash\n1200,1,fail\n")
         trace = trace_from_csv(path)
-        assert (trace.name, trace.duration, trace.flash_at, trace.failures) == ("day", 1500.0, 600.0, (1200.0,))
-        assert [trace.rate(t) for t in (0, 599, 600, 899, 900)] == [1, 1, 4, 4, 1]
+        assert (trace.name, trace.duration, trace.flash_at, trace.failures) == ("day", 1400.0, 600.0, (1200.0,))
+        assert trace.flashes == (600.0, 1000.0)
+        assert [trace.rate(t) for t in (0, 599, 600, 899, 900, 1000)] == [1, 1, 4, 4, 1, 3]
         assert load_trace(str(path)).points == trace.points
 
     def test_csv_errors_name_the_row(self, tmp_path):
@@ -248,9 +419,25 @@ class TestRunner:
 
     def test_same_clients_for_every_scaler(self):
         """All scalers of a comparison see the same arrivals."""
-        comparison = compare(builtin_trace("flash").truncated(1800), config=simulation_policy())
+        comparison = compare(builtin_trace("flash").truncated(1800), config=simulation_policy(), fallback=True)
         assert len({r.arrived for r in comparison.results}) == 1
-        assert [r.scaler for r in comparison.results] == ["bolina-scaler", "hpa", "naive"]
+        assert [r.scaler for r in comparison.results] == [
+            "bolina-scaler",
+            "bolina-scaler (no demand)",
+            "oracle",
+            "hpa",
+            "naive",
+        ]
+
+    def test_deterministic_per_seed(self):
+        """The same trace and seed give the same table, to the last write; another seed another one."""
+
+        def table(seed: int) -> list[tuple[object, ...]]:
+            comparison = compare(builtin_trace("spikes").truncated(5400), config=simulation_policy(), seed=seed)
+            return [(r.under_target_s, r.replica_hours, r.actions, r.catalog_writes) for r in comparison.results]
+
+        assert table(3) == table(3)
+        assert table(3) != table(4)
 
     def test_flash_reaction_is_measured(self):
         """On a trace with a flash crowd, the first scale-up after it and the recovery are timed."""
@@ -261,28 +448,39 @@ class TestRunner:
 
     def test_policy_beats_naive_on_flash_crowd(self):
         """Our policy spends less time under the target than the seed's naive rule on the flash-crowd trace."""
-        ours, _, naive = compare(builtin_trace("flash"), config=simulation_policy()).results
+        ours, _, _, naive = compare(builtin_trace("flash"), config=simulation_policy()).results
         assert ours.under_target_s < naive.under_target_s
 
-    def test_load_figures_pay_off_on_diurnal(self):
-        """Using the servers' load for scale-down spends less time under target than the share alone."""
-        from bolina_scaler.simulator.docs import share_only_policy
-
-        trace = builtin_trace("diurnal").truncated(8 * 3600)
-        with_load = run(trace, PolicyScaler(simulation_policy()), target=0.3)
-        share_only = run(trace, PolicyScaler(share_only_policy(simulation_policy())), target=0.3)
-        assert with_load.under_target_s < share_only.under_target_s
-        assert with_load.actions < share_only.actions
+    def test_demand_pays_off_on_spikes(self):
+        """Sizing from demand spends far less time under target than probing with the share (three spikes)."""
+        trace = builtin_trace("spikes").truncated(2.6 * 3600)
+        with_demand = run(trace, PolicyScaler(simulation_policy()), target=0.3)
+        share_based = run(trace, PolicyScaler(without_demand(simulation_policy())), target=0.3)
+        assert with_demand.under_target_s < share_based.under_target_s / 2
+        assert with_demand.replica_hours < share_based.replica_hours * 1.15
 
 
 class TestCommand:
     def test_simulate_prints_a_table(self, capsys):
-        """``bolina-scaler simulate`` prints one row per scaler."""
+        """``bolina-scaler simulate`` prints one row per scaler: ours, the oracle, the HPA, naive; then the targets."""
         assert main(["simulate", "--trace", "step", "--hours", "0.5"]) == 0
         out = capsys.readouterr().out
         assert "trace step (0.5 h virtual)" in out
-        for name in ("bolina-scaler", "hpa", "naive"):
+        for name in ("bolina-scaler", "oracle", "hpa", "naive"):
             assert f"\n{name} " in out
+        assert "no demand" not in out
+        assert "targets: oracle: under target" in out
+
+    def test_simulate_a_csv_trace(self, capsys, tmp_path):
+        """A CSV trace gets the same four rows, its flash crowds counted in the targets."""
+        path = tmp_path / "day.csv"
+        path.write_text("seconds,clients_per_second,event\n0,1\n600,4,flash\n1200,1\n1500,3,flash\n1800,1\n")
+        assert main(["simulate", "--trace", str(path), "--fallback"]) == 0
+        out = capsys.readouterr().out
+        assert "trace day (0.583333 h virtual)" in out
+        for name in ("bolina-scaler", "bolina-scaler (no demand)", "oracle", "hpa", "naive"):
+            assert f"\n{name} " in out
+        assert "+ 60 × 2 =" in out
 
     def test_simulate_markdown_and_plot(self, capsys, tmp_path):
         """--markdown prints a Markdown table; --plot writes a small PNG."""
@@ -299,7 +497,7 @@ class TestCommand:
         with pytest.raises(PlotUnavailable, match=r"bolina-scaler\[plot\]"):
             plot(comparison, tmp_path / "x.png")
         assert "bolina-scaler" in text_table(comparison)
-        assert markdown_table(comparison).count("\n") == 4
+        assert markdown_table(comparison).count("\n") == 5  # header, rule, four rows
 
     def test_bad_trace_is_a_usage_error(self, capsys):
         assert main(["simulate", "--trace", "nope"]) == 2

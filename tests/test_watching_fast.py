@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,13 +37,35 @@ _meta = st.one_of(
         max_size=5,
     ),
 )
+# Check outputs as the reporter writes them, and odd ones: tokens that are not numbers, out of range,
+# without the time stamp, glued to other words, twice, or in the second of two service checks.
+_token = st.one_of(
+    st.sampled_from(["0.5", "1", "-0.1", "nan", "inf", "1e3", "x", "", "0.25@", "@5"]),
+    st.builds(
+        lambda v, t: f"{v}@{t}",
+        st.sampled_from(["0", "0.6", "1.35", "100", "100.5", "-1", "nan", "1e400", "z"]),
+        st.sampled_from(["1712345678", "0", "-5", "inf", "nan", "1.5e9", "t", ""]),
+    ),
+)
+_output = st.one_of(
+    _text,
+    st.lists(
+        st.one_of(
+            st.builds("load={}".format, _token),
+            st.builds("demand={}".format, _token),
+            st.builds("xdemand={}".format, _token),
+            st.sampled_from(["available:", "warning (cpu=0.9≥0.85):", "load=", "demand="]),
+        ),
+        max_size=4,
+    ).map(" ".join),
+)
 _check = st.one_of(
     st.fixed_dictionaries(
         {"Status": st.sampled_from(["passing", "warning", "critical", "maintenance", "weird"])},
         optional={
             "CheckID": st.sampled_from(["serfHealth", "service:b1", "_node_maintenance", "_service_maintenance:b1"]),
-            "ServiceID": st.one_of(st.sampled_from(["", "b1"]), _odd),
-            "Output": _text,
+            "ServiceID": st.one_of(st.sampled_from(["b1", "", "b2"]), _odd),
+            "Output": st.one_of(_output, _odd),
         },
     ),
     _odd,
@@ -190,6 +213,46 @@ class TestFastPath:
         """Not JSON, not a list, or a broken entry: the fast path returns None."""
         for body in (b"{", b"{}", b'[{"Node": {}, "Service": {"Port": 1}, "Checks": []}]'):
             assert parse_fast(body) is None
+
+
+class TestFigures:
+    """``load=`` and ``demand=<share>@<unix seconds>`` in the output of a server's own check."""
+
+    def _parse(self, *outputs: str) -> tuple[Any, tuple[str, ...]]:
+        entry = _server_entry(1)
+        entry["Checks"] = [
+            {"CheckID": "serfHealth", "Status": "passing", "Output": "demand=9@9"},  # not the server's check
+            *({"CheckID": f"service:b1:{n}", "ServiceID": "b1", "Status": "passing", "Output": o} for n, o in
+              enumerate(outputs)),
+        ]  # fmt: skip
+        body = orjson.dumps([entry])
+        fast = parse_fast(body)
+        assert fast == parse_checked(body)
+        assert fast is not None
+        (server,), _, notes = fast
+        return server, notes
+
+    def test_load_and_demand(self) -> None:
+        server, notes = self._parse("load=0.55 demand=1.30@1712345678 available: cpu=0.4")
+        assert (server.load, server.demand, server.demand_at) == (0.55, 1.3, 1712345678.0)
+        assert notes == ()
+
+    def test_no_demand(self) -> None:
+        server, notes = self._parse("load=0.55 available")
+        assert (server.demand, server.demand_at) == (None, None)
+        assert notes == ()
+
+    @pytest.mark.parametrize(
+        "token", ["1.3", "1.3@", "@1712345678", "x@1712345678", "-0.1@1712345678", "101@1712345678", "1@-5", "1@nan"]
+    )
+    def test_a_bad_demand_is_dropped_and_noted(self, token: str) -> None:
+        server, notes = self._parse(f"load=0.5 demand={token}")
+        assert (server.load, server.demand, server.demand_at) == (0.5, None, None)
+        assert notes == (f"b1: ignored demand {token!r} (expected <0..100>@<unix seconds>)",)
+
+    def test_the_first_service_check_holding_the_token_wins(self) -> None:
+        server, _ = self._parse("available", "xdemand=5@5 demand=2@1712345678", "demand=3@1712345678")
+        assert server.demand == 2.0
 
 
 class TestStreamingHeaders:

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ async def _plan(config: Config) -> int:
         config=config.policy,
         memory=Memory(last_replicas=scale.replicas),
         now=now,
+        wall_now=time.time(),
     )
     report = {
         "deployment": f"{namespace}/{config.kubernetes.deployment}",

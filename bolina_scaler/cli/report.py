@@ -20,6 +20,7 @@ from bolina_scaler.cli.common import examples
 from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, ConfigError, one_line
 from bolina_scaler.reporter.agent import ConsulAgentError
 from bolina_scaler.reporter.availability import ClassifierConfig, load_classifier_config
+from bolina_scaler.reporter.metrics_reading import DEFAULT_MAX_BYTES
 from bolina_scaler.reporter.reporter import Reporter
 from bolina_scaler.reporter.settings import ReporterSettings
 
@@ -59,7 +60,20 @@ def add_report_command(subparsers: Any) -> None:
     report.add_argument("--interval", default="5s", help="how often to read the metrics (default 5s)")
     report.add_argument("--ttl", default="30s", help="check TTL (default 30s; heartbeat every ttl/2)")
     report.add_argument("--deregister-after", default="1m", help="DeregisterCriticalServiceAfter (min 1m)")
-    report.add_argument("--load-metric", help="metric published as Meta.load (0..1) at registration")
+    report.add_argument("--load-metric", help="metric holding the load (0..1): load= in the check output")
+    report.add_argument(
+        "--demand-metric",
+        help="metric holding the offered load (clients offered per second × mean session / capacity; may exceed 1): "
+        "demand= in the check output, what the scaler sizes the fleet from",
+    )
+    report.add_argument("--deadband-load", default="0.05", help="write when the load moved this much (default 0.05)")
+    report.add_argument(
+        "--deadband-demand", default="0.25", help="write when the demand moved this share of itself (default 0.25)"
+    )
+    report.add_argument("--refresh", default="5m", help="write at least this often, re-stamping the demand (5m)")
+    report.add_argument(
+        "--max-metrics-bytes", default=str(DEFAULT_MAX_BYTES), help="largest metrics answer read (default 4 MiB)"
+    )
     report.set_defaults(handler=_cmd_report)
 
 
@@ -90,6 +104,11 @@ def _settings_from_args(args: argparse.Namespace) -> ReporterSettings:
         "ttl": args.ttl,
         "deregister_critical_after": args.deregister_after,
         "load_metric": args.load_metric,
+        "demand_metric": args.demand_metric,
+        "deadband_load": args.deadband_load,
+        "deadband_demand": args.deadband_demand,
+        "refresh": args.refresh,
+        "max_metrics_bytes": args.max_metrics_bytes,
     }
     if token:
         values["token"] = token

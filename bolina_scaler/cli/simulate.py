@@ -16,6 +16,7 @@ from bolina_scaler.config import ConfigError, load_config
 from bolina_scaler.simulator.baselines import HpaParams
 from bolina_scaler.simulator.runner import compare, simulation_policy
 from bolina_scaler.simulator.tables import PlotUnavailable, markdown_table, plot, text_table
+from bolina_scaler.simulator.targets import check_targets
 from bolina_scaler.simulator.traces import BUILTIN_TRACES, load_trace
 
 __all__ = ["add_simulate_command"]
@@ -25,10 +26,12 @@ def add_simulate_command(subparsers: Any) -> None:
     """Register ``bolina-scaler simulate`` on an argparse subparsers object."""
     sim = subparsers.add_parser(
         "simulate",
-        help="replay a demand trace in virtual time: our policy vs the Kubernetes HPA vs the seed's naive rule",
+        help="replay a demand trace in virtual time: our policy vs an oracle, the Kubernetes HPA and the naive rule",
         description=(
             "Run a simulated Bolina fleet (pods with start-up delays, long-lived clients, the real availability "
-            "classifier) through a demand trace in virtual time, once per scaler, and print a comparison table."
+            "classifier, a Consul agent's check_update_interval) through a demand trace in virtual time, once per "
+            "scaler, and print a comparison table (our policy, an oracle that knows the demand, the HPA, the naive "
+            "rule) and the policy's targets."
         ),
         epilog=examples(
             "bolina-scaler simulate",
@@ -48,6 +51,9 @@ def add_simulate_command(subparsers: Any) -> None:
     sim.add_argument("--hpa-target", type=float, default=0.6, help="HPA target CPU utilisation (default 0.6)")
     sim.add_argument("--seed", type=int, default=0, help="random seed (runs are deterministic per seed)")
     sim.add_argument("--hours", type=float, help="cut (or extend) each trace to this many hours")
+    sim.add_argument(
+        "--fallback", action="store_true", help="also the policy without demand (servers that publish none)"
+    )
     sim.add_argument("--markdown", action="store_true", help="print Markdown tables")
     sim.add_argument("--plot", metavar="FILE.png", help="draw demand, replicas and Available share (matplotlib)")
     sim.set_defaults(handler=_cmd_simulate)
@@ -67,12 +73,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         traces = [t.truncated(args.hours * 3600) for t in traces]
     hpa = HpaParams(target_utilisation=args.hpa_target)
     for n, trace in enumerate(traces):
-        comparison = compare(trace, config=config, seed=args.seed, hpa=hpa)
+        comparison = compare(trace, config=config, seed=args.seed, hpa=hpa, fallback=args.fallback)
         if args.markdown:
             print(f"\n**{trace.name}** — {trace.description} (simulated in {comparison.wall_s:.1f} s)\n")
             print(markdown_table(comparison))
         else:
             print(("\n" if n else "") + text_table(comparison))
+        print("targets: " + "; ".join(str(check) for check in check_targets(comparison)))
         if args.plot:
             path = Path(args.plot)
             if len(traces) > 1:

@@ -32,6 +32,8 @@ class Reason(enum.StrEnum):
     BELOW_MIN = "below_min"
     ABOVE_MAX = "above_max"
     BELOW_TARGET = "below_target"
+    DEMAND_ABOVE_CAPACITY = "demand_above_capacity"
+    """The servers' demand needs more replicas than there are, before the Available share drops."""
     ABOVE_SCALE_DOWN_RATIO = "above_scale_down_ratio"
     WITHIN_TARGET = "within_target"
     WAITING_FOR_STARTUP = "waiting_for_startup"
@@ -82,6 +84,10 @@ class Inputs:
     available_ratio: float | None
     mean_load: float | None = None
     """Mean ``Service.Meta.load`` of the non-Critical servers, when every one of them reports it."""
+    demand: float | None = None
+    """The fleet's demand in servers' worth (``core.demand``), when it is usable; else None."""
+    out_of_service: int | None = None
+    """Critical servers carrying no load or no fresh demand (not capacity), when demand is usable."""
     external_change: int | None = None
     """Set when someone else changed the replica count since our last look: the old value."""
 

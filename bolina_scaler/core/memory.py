@@ -18,9 +18,11 @@ __all__ = [
     "Grant",
     "Memory",
     "ScaleChange",
+    "demand_peak",
     "moved",
     "next_grant_expiry",
     "next_room",
+    "note_demand",
     "prune",
     "record_scale",
 ]
@@ -55,6 +57,10 @@ class Memory:
     changes: tuple[ScaleChange, ...] = ()
     above_since: float | None = None
     """Since when the Available share has stayed at or above ``scale_down_ratio``."""
+    demand_peaks: tuple[tuple[float, float], ...] = ()
+    """``(time, demand)``: the fleet's demand estimate (servers' worth) at evaluations with usable
+    demand within the last ``scale_down_stabilization``, each higher than every later one; the
+    first is the window's highest (a sliding-window maximum, kept short)."""
     baseline: frozenset[ServerKey] | None = None
     """Servers (node, Service.ID) not Critical at the last trusted evaluation (mass-change guard)."""
     guard_since: float | None = None
@@ -79,9 +85,9 @@ def record_scale(memory: Memory, decision: Decision, *, now: float) -> Memory:
         changes=(*memory.changes, ScaleChange(now, decision.current, decision.desired)),
         last_replicas=decision.desired,
         # After a scale-down the remaining servers take the removed ones' clients. Without load
-        # figures that effect is unknown: watch it for a whole stabilization window first.
+        # or demand figures that effect is unknown: watch it for a whole stabilization window first.
         above_since=None
-        if decision.desired < decision.current and decision.inputs.mean_load is None
+        if decision.desired < decision.current and decision.inputs.mean_load is None and decision.inputs.demand is None
         else memory.above_since,
     )
 
@@ -94,6 +100,18 @@ def prune(memory: Memory, config: PolicyConfig, now: float) -> Memory:
     if grants == memory.grants and changes == memory.changes:
         return memory
     return replace(memory, grants=grants, changes=changes)
+
+
+def note_demand(memory: Memory, demand: float, config: PolicyConfig, now: float) -> Memory:
+    """Add the fleet's demand estimate to the window's peaks."""
+    horizon = now - config.scale_down_stabilization
+    kept = tuple((t, value) for t, value in memory.demand_peaks if t > horizon and value > demand)
+    return replace(memory, demand_peaks=(*kept, (now, demand)))
+
+
+def demand_peak(memory: Memory) -> float | None:
+    """The highest demand estimate noted within the window, if any."""
+    return memory.demand_peaks[0][1] if memory.demand_peaks else None
 
 
 def moved(memory: Memory, now: float, window: float, *, up: bool) -> int:

@@ -12,6 +12,7 @@ from typing import NewType
 import msgspec
 
 __all__ = [
+    "MAX_DEMAND",
     "ConsulIndex",
     "InstanceId",
     "Server",
@@ -19,6 +20,9 @@ __all__ = [
     "ServerKey",
     "Status",
 ]
+
+MAX_DEMAND = 100.0
+"""The largest demand a server may report (100 times its capacity): larger values are ignored."""
 
 ConsulIndex = NewType("ConsulIndex", int)
 """The ``X-Consul-Index`` of a blocking query answer (a Raft index, not a counter)."""
@@ -58,8 +62,12 @@ _RANK = {Status.AVAILABLE: 0, Status.WARNING: 1, Status.CRITICAL: 2}
 class Server(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One registered Bolina server as Consul reports it, already aggregated.
 
-    ``load`` is the optional share of capacity in use (0.0-1.0) the server publishes in its
-    registration (``Service.Meta.load``); it steers which pods go first on scale-down.
+    ``load`` is the optional share of capacity in use (0.0-1.0) the server publishes (``load=`` in
+    its check output, or ``Service.Meta.load``); it steers which pods go first on scale-down.
+    ``demand`` is the optional load the server would carry if it had accepted every client offered
+    to it (connected clients plus those it turned away, as a share of its capacity: it may exceed
+    1), and ``demand_at`` when the server measured it (unix seconds, its own clock): the policy
+    sizes the fleet from the demand it can trust (``demand=<share>@<time>`` in the check output).
 
     A frozen msgspec ``Struct`` rather than a frozen dataclass: the watch builds one per
     registered server on every answer (10,000 at a time), and a frozen dataclass sets each
@@ -77,6 +85,8 @@ class Server(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     pod: str | None
     status: Status
     load: float | None = None
+    demand: float | None = None
+    demand_at: float | None = None
 
     @property
     def key(self) -> ServerKey:

@@ -12,12 +12,22 @@ One evaluation, in order (the first rule that decides wins)::
     below min_replicas / above max_replicas ─────► go to the bound (config, not data: always)
     data untrusted or older than max_snapshot_age ► HOLD
     mass change since the last trusted look ─────► HOLD until confirmed (recheck_at)
-    share (counting starting servers) < target ──► UP by the smallest n that restores it,
+    demand usable and it needs more replicas ────► UP in one step to what the demand needs at
+                                                  demand.target_load (+ servers out of service),
                                                   clamped by max_replicas and the up step
+    share (counting starting servers) < target ──► UP by the smallest n that restores it (the
+                                                  probe when demand is missing or says enough)
     share ≥ scale_down_ratio, nothing starting ──► after the stabilization window: DOWN by the
-                                                  most that keeps the predicted share ≥ target,
-                                                  clamped by min_replicas and the down step
+                                                  most that keeps the predicted share ≥ target
+                                                  and, with demand, the highest demand of the
+                                                  window at target_load (else the mean load ≤
+                                                  scale_down_max_load); clamped by min_replicas
+                                                  and the down step
     otherwise ───────────────────────────────────► NONE
+
+Demand (``core.demand``) is usable only when every non-Critical server reports one measured
+within ``policy.demand.max_age`` of ``wall_now``; otherwise the policy is exactly the share-based
+policy it was before it read demand, and the decision's notes say why demand was not used.
 
 After the daemon has applied a decision it calls ``record_scale`` so that the step limits and
 the in-flight ledger know about it; a decision that was not applied (dry run, error) is not
@@ -32,14 +42,17 @@ from fractions import Fraction
 
 from bolina_scaler.config import PolicyConfig
 from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
+from bolina_scaler.core.demand import DemandEstimate, estimate_demand
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.memory import (
     Grant,
     Memory,
     ScaleChange,
+    demand_peak,
     moved,
     next_grant_expiry,
     next_room,
+    note_demand,
     prune,
     record_scale,
 )
@@ -65,8 +78,14 @@ def decide(
     config: PolicyConfig,
     memory: Memory,
     now: float,
+    wall_now: float | None = None,
 ) -> tuple[Decision, Memory]:
-    """Evaluate once. Returns the decision and the memory to pass to the next evaluation."""
+    """Evaluate once. Returns the decision and the memory to pass to the next evaluation.
+
+    ``now`` is the monotonic clock the snapshot's ``observed_at`` and the memory use;
+    ``wall_now`` the wall-clock time (unix seconds) to judge the age of the servers' demand
+    (None: demand is not used).
+    """
     notes: list[str] = []
     memory = prune(memory, config, now)
 
@@ -99,6 +118,12 @@ def decide(
             f"({config.startup_grace:g}s): no longer counted as capacity"
         )
 
+    demand = estimate_demand(fleet, config=config.demand, wall_now=wall_now)
+    if not demand.usable and demand.reported:
+        notes.append(f"demand not used: {demand.problem}; sizing from the Available share")
+    if demand.usable and fleet.trusted:
+        memory = note_demand(memory, demand.total, config, now)
+
     inputs = Inputs(
         consul_index=fleet.index,
         trusted=fleet.trusted,
@@ -113,6 +138,8 @@ def decide(
         current_replicas=current,
         available_ratio=fleet.available_ratio,
         mean_load=_mean_load(fleet),
+        demand=demand.total if demand.usable else None,
+        out_of_service=demand.out_of_service if demand.usable else None,
         external_change=external_change,
     )
 
@@ -120,7 +147,9 @@ def decide(
         fleet=fleet,
         current=current,
         pending=pending,
+        expired=expired,
         mean_load=inputs.mean_load,
+        demand=demand,
         config=config,
         memory=memory,
         now=now,
@@ -144,7 +173,9 @@ def _evaluate(
     fleet: FleetSnapshot,
     current: int,
     pending: int,
+    expired: int,
     mean_load: float | None,
+    demand: DemandEstimate,
     config: PolicyConfig,
     memory: Memory,
     now: float,
@@ -192,10 +223,21 @@ def _evaluate(
 
     target = Fraction(str(config.target_available_ratio))
     share = Fraction(available + pending, registered + pending)
-    if share < target:
-        return _scale_up(current, registered, available, pending, target, config, memory, now), replace(
+    sizing = _Sizing.of(demand, demand_peak(memory), expired, config) if demand.usable else None
+    if sizing is not None and sizing.wanted > current:
+        reason = Reason.BELOW_TARGET if share < target else Reason.DEMAND_ABOVE_CAPACITY
+        starting = f" (+{pending} starting)" if pending else ""
+        message = f"{sizing} for {current}; {available} of {registered} Available{starting}"
+        return _limited_up(sizing.wanted, current, reason, message, config, memory, now), replace(
             memory, above_since=None
         )
+    if share < target:
+        # The probe stays a safety net with demand too: servers may turn Warning for reasons the
+        # demand does not measure (CPU, memory), and then only the share says capacity is short.
+        step = _scale_up(current, registered, available, pending, target, config, memory, now)
+        if sizing is not None:
+            step = replace(step, message=f"{step.message} ({sizing} would keep {current})")
+        return step, replace(memory, above_since=None)
 
     scale_down_ratio = Fraction(str(config.scale_down_ratio))
     if pending or registered == 0 or Fraction(available, registered) < scale_down_ratio:
@@ -216,7 +258,46 @@ def _evaluate(
             f"{now - above_since:.0f}s of {config.scale_down_stabilization:g}s"
         )
         return _Step(current, Direction.NONE, Reason.STABILIZING, message, recheck_at=window_end), memory
-    return _scale_down(fleet, current, target, mean_load, config, memory, now), memory
+    return _scale_down(fleet, current, target, mean_load, sizing, config, memory, now), memory
+
+
+@dataclass(frozen=True, slots=True)
+class _Sizing:
+    """How many replicas the demand needs, and the story of it (``str()``) for the decision's message.
+
+    The fleet is sized for the highest demand estimate of the last ``scale_down_stabilization``
+    (the clients connected plus the anticipated share of those the arrival rate brings; like the
+    HPA's highest recommendation): up at once when the latest needs more, down only to what the
+    window's highest needs. So a dip does not remove what the demand comes back to, and when a
+    server fails, its clients move to the others before their new load reaches the catalog (an
+    output-only check change waits for check_update_interval): the fleet's load seems to drop for
+    a while when it has not.
+    """
+
+    demand: DemandEstimate
+    size: float
+    from_peak: bool
+    serving: int
+    wanted: int
+    target_load: float
+
+    @classmethod
+    def of(cls, demand: DemandEstimate, peak: float | None, expired: int, config: PolicyConfig) -> _Sizing:
+        target_load = config.demand.target_load
+        from_peak = peak is not None and peak > demand.total
+        size = peak if peak is not None and from_peak else demand.total
+        serving = demand.servers_for(size, target_load)
+        return cls(demand, size, from_peak, serving, serving + demand.out_of_service + expired, target_load)
+
+    def __str__(self) -> str:
+        d = self.demand
+        size = f"the window's highest {self.size:.2f}" if self.from_peak else f"{self.size:.2f}"
+        spare = f" + {self.wanted - self.serving} not serving" if self.wanted > self.serving else ""
+        return (
+            f"demand of {d.reporting} servers: {d.held:.2f} servers' worth connected, {d.offered:.2f} offered; "
+            f"sizing for {size} at target load {self.target_load:g}: {self.serving} serving{spare} = "
+            f"{self.wanted} replicas"
+        )
 
 
 def _scale_up(
@@ -239,6 +320,13 @@ def _scale_up(
         f"{available} of {registered} servers Available{starting}: share {share:.2f} is below target "
         f"{float(target):g}; {need} more server(s) needed"
     )
+    return _limited_up(raw, current, Reason.BELOW_TARGET, message, config, memory, now)
+
+
+def _limited_up(
+    raw: int, current: int, reason: Reason, message: str, config: PolicyConfig, memory: Memory, now: float
+) -> _Step:
+    """``raw`` replicas within max_replicas and the scale-up step, every clamp recorded."""
     clamps: list[Clamp] = []
     desired = raw
     if desired > config.max_replicas:
@@ -257,7 +345,7 @@ def _scale_up(
         return _Step(
             current, Direction.HOLD, Reason.STEP_LIMITED, f"{message}; step limit reached", tuple(clamps), recheck
         )
-    return _Step(desired, Direction.UP, Reason.BELOW_TARGET, message, tuple(clamps))
+    return _Step(desired, Direction.UP, reason, message, tuple(clamps))
 
 
 def _scale_down(
@@ -265,6 +353,7 @@ def _scale_down(
     current: int,
     target: Fraction,
     mean_load: float | None,
+    sizing: _Sizing | None,
     config: PolicyConfig,
     memory: Memory,
     now: float,
@@ -280,7 +369,14 @@ def _scale_down(
     )
     if most < 1:
         return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; removing one would go below target")
-    by_load = _removable_by_load(fleet, mean_load, config)
+    by_load = None
+    if sizing is not None:
+        most = min(most, current - sizing.wanted)
+        if most < 1:
+            return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; {sizing}")
+        message += f"; {sizing}"
+    else:
+        by_load = _removable_by_load(fleet, mean_load, config)
     if by_load is not None and by_load[0] < most:
         most, mean = by_load
         if most < 1:

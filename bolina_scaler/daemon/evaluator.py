@@ -28,6 +28,7 @@ minute, not twenty a second. Any other outcome ends the storm.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -118,9 +119,11 @@ class Evaluator:
         events: EventRecorder | None = None,
         steering: DeletionCostSteering | None = None,
         pause: Callable[[], Pause | None] = lambda: None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """``may_patch``: whether this replica may patch now; ``role``: ``leader``/``follower``/``shadow``
-        for the log line (None without leader election); ``pause``: the pause annotation in force."""
+        for the log line (None without leader election); ``pause``: the pause annotation in force;
+        ``wall_clock``: unix time, to judge the age of the demand servers stamp with their own clocks."""
         self.config = config
         self.state = state
         self.memory = Memory()
@@ -130,6 +133,7 @@ class Evaluator:
         """The patch in flight, which shutdown lets finish."""
         self._metrics = metrics
         self._clock = clock
+        self._wall_clock = wall_clock
         self._may_patch = may_patch
         self._role = role
         self._events = events
@@ -220,7 +224,12 @@ class Evaluator:
     def _decide(self, snapshot: FleetSnapshot, scale: Scale) -> Decision:
         now = self._clock()
         decision, self.memory = decide(
-            fleet=snapshot, current=scale.replicas, config=self.config.policy, memory=self.memory, now=now
+            fleet=snapshot,
+            current=scale.replicas,
+            config=self.config.policy,
+            memory=self.memory,
+            now=now,
+            wall_now=self._wall_clock(),
         )
         state = self.state
         pause = self._pause()

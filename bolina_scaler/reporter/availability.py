@@ -21,8 +21,11 @@ Two mechanisms keep a server near a threshold from flapping:
         └────── and dwell ≥ min_dwell ──────┴─────── and dwell ≥ min_dwell ────┘
                                         (straight to AVAILABLE if all < warning_clear)
 
-A metric missing from a sample (or NaN) is ignored unless ``missing: critical`` is set; a sample
-that could not be read at all is the reporter's business (it reports Critical).
+A configured metric missing from a sample (or not a finite number) makes the server Critical
+(``missing: critical``, the default: a server that cannot show it is healthy is not counted as
+capacity); ``missing: ignore`` skips it instead, but a sample holding *none* of the configured
+metrics is Critical either way (a renamed or broken metrics endpoint never reads as Available).
+A sample that could not be read at all is the reporter's business (it reports Critical).
 """
 
 from __future__ import annotations
@@ -87,8 +90,9 @@ class ClassifierConfig(_Model):
     """Default gap between a threshold and its ``*_clear`` bound, as a fraction of the threshold."""
     min_dwell: Duration = 30.0
     """Seconds a server stays in a stage before it may move to a better one."""
-    missing: Literal["ignore", "critical"] = "ignore"
-    """What a configured metric absent from a sample means: nothing, or Critical."""
+    missing: Literal["ignore", "critical"] = "critical"
+    """What a configured metric absent from a sample (or NaN/±Inf) means: Critical, or nothing.
+    A sample with none of the configured metrics is Critical whatever this says."""
 
     def bounds(self, metric: str) -> tuple[float, float, float, float]:
         """``(warning, critical, warning_clear, critical_clear)`` of a metric, defaults filled in."""
@@ -125,14 +129,16 @@ def _entered(config: ClassifierConfig, sample: Sample) -> tuple[Status, list[str
     """The stage the thresholds alone call for, and the metrics that reach it."""
     worst = 0
     reasons: list[str] = []
+    read = 0
     for metric, (warning, critical, _, _) in config._bounds.items():
         value = sample.get(metric)
-        if value is None or math.isnan(value):
+        if value is None or not math.isfinite(value):
             if config.missing == "critical":
                 if worst < 2:
                     worst, reasons = 2, []
                 reasons.append(f"{metric} missing")
             continue
+        read += 1
         if value < warning:
             continue
         level = 2 if value >= critical else 1
@@ -140,6 +146,8 @@ def _entered(config: ClassifierConfig, sample: Sample) -> tuple[Status, list[str
             worst, reasons = level, []
         if level == worst:
             reasons.append(f"{metric}={value:g}≥{critical if level == 2 else warning:g}")
+    if not read:
+        return Status.CRITICAL, ["no configured metric in the sample"]
     return _BY_RANK[worst], reasons
 
 
@@ -149,7 +157,7 @@ def _held(config: ClassifierConfig, sample: Sample, current: Status) -> tuple[St
     reasons: list[str] = []
     for metric, (_, _, warning_clear, critical_clear) in config._bounds.items():
         value = sample.get(metric)
-        if value is None or math.isnan(value):
+        if value is None or not math.isfinite(value):
             continue
         if current is Status.CRITICAL and value >= critical_clear:
             level, bound = Status.CRITICAL, critical_clear

@@ -1,22 +1,30 @@
 """The server side: a sidecar that reports a Bolina server's availability stage to its Consul agent.
 
-Does I/O (HTTP to the server's metrics URL and to the local Consul agent). The stage decision
-is the pure classifier in ``availability``. One reporter, one server::
+Does I/O (HTTP to the server's metrics URL and to the local Consul agent, the wall clock for the
+demand's time stamp). The stage decision is the pure classifier in ``availability``, what is worth
+a write the pure ``deadband``. One reporter, one server::
 
-    register (service + TTL check, DeregisterCriticalServiceAfter), status from a first reading
+    register (service + TTL check Critical, DeregisterCriticalServiceAfter), then at once the
+    first reading's status and output: a status change, so the agent writes the output with it
       │
       ▼
-    every ``interval``: read metrics ─► classify ─► stage changed?  ──yes──► PUT check/update
-      │                  (unreadable: Critical)        │ no, but ``heartbeat`` since last update
-      │                                                └───────────────────► PUT check/update
-      ▼ (stop: SIGTERM)
+    every ``interval``: read metrics ─► classify ─► news? (status, load or demand past the
+      │                  (unreadable: Critical)       deadband, refresh due) ──yes──► PUT check/update
+      │                                               │ no, but ``heartbeat`` since the last update
+      │                                               └──► PUT check/update with the *same* output
+      ▼ (stop: SIGTERM)                                    (the agent drops it: no catalog write)
     deregister
+
+The output is ``load=<share> demand=<share>@<unix seconds> <stage and why>`` (``deadband``);
+``load=`` and ``demand=`` only when ``--load-metric`` / ``--demand-metric`` name a metric the
+server exports. The scaler reads both (``source.parse``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
@@ -27,6 +35,7 @@ import structlog
 from bolina_scaler.core.model import Status
 from bolina_scaler.reporter.agent import AgentClient, ConsulAgentError, check_status, registration
 from bolina_scaler.reporter.availability import ClassifierConfig, Stage, classify, describe, quantize_load
+from bolina_scaler.reporter.deadband import Published, format_output, news, quantize_demand
 from bolina_scaler.reporter.metrics_reading import MetricsError, fetch_metrics
 from bolina_scaler.reporter.settings import ReporterSettings
 
@@ -38,15 +47,18 @@ log = structlog.get_logger("bolina_scaler.reporter")
 @dataclass(frozen=True, slots=True)
 class _Reading:
     stage: Stage
-    output: str
+    description: str
     load: float | None
+    demand: float | None
 
 
 class Reporter:
     """Register one server, keep its TTL check at its stage, deregister on stop.
 
     ``async with Reporter(settings, classifier) as reporter: await reporter.run(stop)``. Time is
-    the event loop's clock (``loop.time()``), so ``looptime`` fast-forwards the heartbeats.
+    the event loop's clock (``loop.time()``), so ``looptime`` fast-forwards the heartbeats; the
+    demand's time stamp and the refresh use ``wall_clock`` (``time.time``: the scaler compares the
+    stamp with its own wall clock).
     """
 
     def __init__(
@@ -56,17 +68,22 @@ class Reporter:
         *,
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
         self._own_session = session is None
         self._session = session
         self._clock = clock
+        self._wall_clock = wall_clock
         self._agent: AgentClient | None = None
         self.stage: Stage | None = None
         self.registered = False
         self.last_update: float | None = None
-        self.last_load: float | None = None
+        self.published: Published | None = None
+        """What was last written: status, load, demand and their time stamp."""
+        self.output = ""
+        """The output last written (heartbeats repeat it, so the agent writes nothing new)."""
         self.updates = 0
 
     async def __aenter__(self) -> Reporter:
@@ -99,61 +116,86 @@ class Reporter:
     async def _read(self, now: float) -> _Reading:
         stage = self.stage or Stage.initial(now)
         assert self._session is not None
+        settings = self.settings
         try:
             sample = await fetch_metrics(
                 self._session,
-                self.settings.metrics_url,
-                fmt=self.settings.metrics_format,
-                limit=self.settings.request_timeout,
+                settings.metrics_url,
+                fmt=settings.metrics_format,
+                limit=settings.request_timeout,
+                max_bytes=settings.max_metrics_bytes,
             )
         except MetricsError as exc:
             # A server whose metrics we cannot read is not capacity: Critical at once.
             failed = stage if stage.status is Status.CRITICAL else Stage(Status.CRITICAL, now, ("metrics unreadable",))
-            return _Reading(failed, f"critical: metrics unreadable: {exc}"[:200], None)
+            return _Reading(failed, f"critical: metrics unreadable: {exc}", None, None)
         stage = classify(sample, config=self.classifier, stage=stage, now=now)
-        raw = sample.get(self.settings.load_metric) if self.settings.load_metric else None
-        load = None if raw is None else quantize_load(raw)
-        output = describe(sample, stage)
-        if load is not None:
-            # The daemon reads "load=" from the check output (fresher than Service.Meta.load).
-            output = f"load={load:.2f} {output}"
-        return _Reading(stage, output, load)
+        load = sample.get(settings.load_metric) if settings.load_metric else None
+        demand = sample.get(settings.demand_metric) if settings.demand_metric else None
+        return _Reading(
+            stage,
+            describe(sample, stage),
+            None if load is None else quantize_load(load),
+            None if demand is None else quantize_demand(demand),
+        )
 
     async def register(self) -> Stage:
-        """Read the metrics once and register the server with that stage as the check's status."""
+        """Read the metrics once, register the server, then set the check to that reading.
+
+        The check is registered Critical and updated at once: a status change makes the agent
+        write the first output to the catalog with it, where an output-only change would wait
+        for ``check_update_interval`` (the scaler would see the new server without its demand).
+        """
         now = self._now()
         reading = await self._read(now)
-        body = registration(self.settings, status=reading.stage.status, load=reading.load)
+        body = registration(self.settings, status=Status.CRITICAL, load=reading.load)
         await self.agent.register(body)
         self.registered = True
-        await self.agent.update_check(
-            self.settings.check_id, status=check_status(reading.stage.status), output=reading.output
-        )
-        self.stage, self.last_update, self.last_load = reading.stage, now, reading.load
+        await self._write(reading, now, why="first")
         log.info(
             "report.registered", service=self.settings.service, id=self.settings.instance_id, stage=reading.stage.status
         )
         return reading.stage
 
+    async def _write(self, reading: _Reading, now: float, *, why: str) -> None:
+        published = Published(
+            status=reading.stage.status, load=reading.load, demand=reading.demand, at=self._wall_clock()
+        )
+        output = format_output(published, reading.description)
+        await self.agent.update_check(self.settings.check_id, status=check_status(published.status), output=output)
+        self.published, self.output, self.stage, self.last_update = published, output, reading.stage, now
+        self.updates += 1
+        log.debug("report.check_updated", why=why, output=output)
+
     async def report_once(self) -> bool:
-        """One turn: read, classify; update the check on a stage change or when the heartbeat is due."""
+        """One turn: read, classify; write on news (deadband), else heartbeat with the same output when due."""
         if not self.registered:
             await self.register()
             return True
         now = self._now()
         reading = await self._read(now)
         changed = self.stage is None or reading.stage.status is not self.stage.status
+        why = news(
+            self.published,
+            status=reading.stage.status,
+            load=reading.load,
+            demand=reading.demand,
+            now=self._wall_clock(),
+            deadband=self.settings.deadband,
+        )
         due = self.last_update is None or now - self.last_update >= self.settings.heartbeat_every - 1e-9
-        # A new load step is news too (steps of LOAD_STEP keep Consul writes rare).
-        due = due or reading.load != self.last_load
         self.stage = reading.stage
-        self.last_load = reading.load
-        if not (changed or due):
+        if why is None and not due:
             return False
         try:
-            await self.agent.update_check(
-                self.settings.check_id, status=check_status(reading.stage.status), output=reading.output
-            )
+            if why is not None:
+                await self._write(reading, now, why=why)
+            else:
+                # The heartbeat: the same status and output, which the agent keeps to itself.
+                status = check_status(reading.stage.status)
+                await self.agent.update_check(self.settings.check_id, status=status, output=self.output)
+                self.last_update = now
+                self.updates += 1
         except ConsulAgentError as exc:
             if exc.status == 404:  # the agent lost our registration (restarted without state): register again
                 log.warning(
@@ -163,10 +205,8 @@ class Reporter:
                 await self.register()
                 return True
             raise
-        self.last_update = now
-        self.updates += 1
         if changed:
-            log.info("report.stage_changed", stage=reading.stage.status, output=reading.output)
+            log.info("report.stage_changed", stage=reading.stage.status, output=self.output)
         return True
 
     def _next_wake(self) -> float:

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, Duration, PositiveDuration
+from bolina_scaler.reporter.deadband import Deadband
+from bolina_scaler.reporter.metrics_reading import DEFAULT_MAX_BYTES
 
 __all__ = ["ReporterSettings"]
 
@@ -42,7 +44,17 @@ class ReporterSettings(BaseModel):
     deregister_critical_after: Duration = 60.0
     """Consul removes the service after its check stayed Critical this long (Consul's minimum is 1m)."""
     load_metric: str | None = None
-    """Metric whose value (0..1) is published as ``Meta.load`` at registration, if set."""
+    """Metric whose value (0..1) is the load: ``load=`` in the check output (and ``Meta.load`` at registration)."""
+    demand_metric: str | None = None
+    """Metric whose value is the offered load (share of capacity, may exceed 1): ``demand=`` in the output."""
+    deadband_load: float = Field(default=0.05, ge=0, le=1, allow_inf_nan=False)
+    """Write when the load moved at least this much (absolute) since the last write."""
+    deadband_demand: float = Field(default=0.25, ge=0, le=10, allow_inf_nan=False)
+    """Write when the demand moved at least this share of its last written value."""
+    refresh: PositiveDuration = 300.0
+    """Write at least this often, re-stamping the demand (keep it well below the scaler's policy.demand.max_age)."""
+    max_metrics_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024, le=1024**3)
+    """The largest metrics answer read; a larger one is unreadable (Critical)."""
     request_timeout: PositiveDuration = 5.0
 
     @model_validator(mode="after")
@@ -56,6 +68,10 @@ class ReporterSettings(BaseModel):
         if self.heartbeat_every > self.ttl:
             raise ValueError(f"heartbeat: must be shorter than ttl ({self.ttl:g}s)")
         return self
+
+    @property
+    def deadband(self) -> Deadband:
+        return Deadband(load=self.deadband_load, demand=self.deadband_demand, refresh=self.refresh)
 
     @property
     def heartbeat_every(self) -> float:

@@ -1,13 +1,15 @@
-"""The fleet simulator: a demand trace in, the policy's record against the HPA and the seed's rule out.
+"""The fleet simulator: a demand trace in, the policy's record against an oracle, the HPA and the seed's rule out.
 
 Pure and deterministic (seeded), apart from ``tables`` (the plot file) and ``docs`` (writes
 ``docs/policy.md``). Modules, lower layers first: ``traces`` (demand) → ``simulated_fleet``
-(pods, clients, load balancer, the real availability classifier) → ``baselines`` (the scalers:
-ours, the HPA's algorithm, the naive rule) → ``runner`` (virtual time, measures) → ``tables``
-(text, Markdown, plot) → ``docs``. The command is ``bolina-scaler simulate`` (``cli.simulate``).
+(pods, clients, load balancer, the real availability classifier, the reporter's deadband and a
+Consul agent's check_update_interval) → ``baselines`` (the scalers: ours, the oracle, the HPA's
+algorithm, the naive rule) → ``runner`` (virtual time, measures) → ``targets`` (issue 14's
+targets) and ``tables`` (text, Markdown, plot) → ``docs``. The command is ``bolina-scaler
+simulate`` (``cli.simulate``).
 """
 
-from bolina_scaler.simulator.baselines import HpaParams, HpaScaler, NaiveScaler, PolicyScaler, Scaler
+from bolina_scaler.simulator.baselines import HpaParams, HpaScaler, NaiveScaler, OracleScaler, PolicyScaler, Scaler
 from bolina_scaler.simulator.runner import Comparison, Result, compare, run, simulation_policy
 from bolina_scaler.simulator.simulated_fleet import FleetParams, SimServer, SimulatedFleet
 from bolina_scaler.simulator.traces import BUILTIN_TRACES, Trace, builtin_trace, load_trace
@@ -19,6 +21,7 @@ __all__ = [
     "HpaParams",
     "HpaScaler",
     "NaiveScaler",
+    "OracleScaler",
     "PolicyScaler",
     "Result",
     "Scaler",

@@ -11,6 +11,9 @@ count to patch the Deployment to, or ``None``. The runner applies the patch at o
   running yet have no metrics: 0 % on the way up, 100 % of target on the way down; a 300 s
   scale-down stabilisation window (the highest recommendation of the last 300 s wins); scale-up
   limited to max(+100 %, +4 pods) per 15 s.
+- ``OracleScaler`` is the physical limit for the scaler's data: it knows the arrival rate the
+  moment it changes and which servers fail, and asks for exactly the servers the expected
+  connected clients need (see its docstring), with the same pods, start-up delays and bounds.
 - ``NaiveScaler`` is the seed's rule: each time the watcher is notified and the Available share is
   below the threshold, add one server (pods still starting are not counted). The seed says nothing
   about scaling down; to keep replica-hours comparable it removes one server after the share has
@@ -25,9 +28,19 @@ from typing import Protocol
 
 from bolina_scaler.config import PolicyConfig
 from bolina_scaler.core.policy import Memory, decide, record_scale
-from bolina_scaler.simulator.simulated_fleet import SimulatedFleet
+from bolina_scaler.simulator.simulated_fleet import FleetParams, SimulatedFleet
+from bolina_scaler.simulator.traces import Trace
 
-__all__ = ["HpaParams", "HpaScaler", "NaiveScaler", "PolicyScaler", "Scaler", "hpa_recommendation"]
+__all__ = [
+    "HpaParams",
+    "HpaScaler",
+    "NaiveScaler",
+    "OracleScaler",
+    "PolicyScaler",
+    "Scaler",
+    "hpa_recommendation",
+    "oracle_load",
+]
 
 
 class Scaler(Protocol):
@@ -56,8 +69,9 @@ class PolicyScaler:
             return None
         self.evaluations += 1
         snapshot = fleet.snapshot(now)
+        # Virtual time is the wall clock of the simulated world: the reporters stamp their demand with it.
         decision, self.memory = decide(
-            fleet=snapshot, current=fleet.spec, config=self.config, memory=self.memory, now=now
+            fleet=snapshot, current=fleet.spec, config=self.config, memory=self.memory, now=now, wall_now=now
         )
         self.recheck_at = decision.recheck_at
         if not decision.changes_scale:
@@ -185,6 +199,59 @@ class HpaScaler:
             limit = math.ceil(start * (1 - p.scale_down_percent / 100))
             desired = max(desired, limit, self.min_replicas)
         return max(self.min_replicas, min(self.max_replicas, desired))
+
+
+def oracle_load(params: FleetParams) -> float:
+    """The mean load the oracle sizes for: the connections metric's Warning clear bound (0.7).
+
+    With a least-loaded load balancer every server carries about the mean load; above the clear
+    bound a server that reached Warning cannot leave it, so this is the most a fleet can carry
+    while its servers stay Available."""
+    return params.classifier.bounds("connections")[2]
+
+
+@dataclass(slots=True)
+class OracleScaler:
+    """Perfect, instant knowledge of demand: the physical limit for any scaler's data.
+
+    Every second it knows the trace's arrival rate ``λ`` and so the expected number of connected
+    clients ``E`` (``dE/dt = λ - E/τ``, ``τ`` the mean session). It asks for
+    ``ceil(max(E, E_lead) / (capacity × load))`` servers plus the pods of servers that are failing,
+    where ``E_lead`` is what ``E`` will be after ``lead`` seconds if the rate stays (new pods take
+    that long to serve: the 90th percentile of the start-up delay), within the same bounds. It
+    scales down as soon as the expected clients allow it: no stabilisation, no step limits.
+    """
+
+    trace: Trace
+    params: FleetParams
+    min_replicas: int
+    max_replicas: int
+    load: float
+    name: str = "oracle"
+    lead: float = 0.0
+    expected: float | None = None
+    at: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.lead:
+            p = self.params
+            self.lead = p.startup_median * math.exp(1.2816 * p.startup_sigma)
+
+    def evaluate(self, *, fleet: SimulatedFleet, changed: bool, now: float) -> int | None:
+        tau = self.params.session_mean
+        if self.expected is None:
+            self.expected = self.trace.rate(now) * tau
+        else:
+            steady = self.trace.rate(self.at) * tau
+            self.expected = steady + (self.expected - steady) * math.exp(-(now - self.at) / tau)
+        self.at = now
+        steady = self.trace.rate(now) * tau
+        ahead = steady + (self.expected - steady) * math.exp(-self.lead / tau)
+        clients = max(self.expected, ahead)
+        need = math.ceil(clients / (self.params.capacity * self.load) - 1e-9)
+        failing = sum(1 for s in fleet.servers if s.failing)
+        desired = max(self.min_replicas, min(self.max_replicas, need + failing))
+        return desired if desired != fleet.spec else None
 
 
 @dataclass(slots=True)

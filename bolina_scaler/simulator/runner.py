@@ -12,6 +12,8 @@ Measures (per scaler):
   server because no server was Available;
 - ``replica_hours``: pods in existence (starting ones too) integrated over time;
 - ``actions``: Deployment patches; ``peak``: most pods at once;
+- ``catalog_writes``: writes of the Consul catalog (registrations, deregistrations, check
+  changes): what the fleet's reporters and agents cost the Consul servers;
 - flash crowd (traces with ``flash_at``): ``first_up_s`` is the time from the demand step to the
   first scale-up patch; ``recovered_s`` the time from the step until, after the first dip below
   the target that starts within ``FLASH_WINDOW``, the share is back at or above the target and
@@ -26,11 +28,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from bolina_scaler.config import PolicyConfig
-from bolina_scaler.simulator.baselines import HpaParams, HpaScaler, NaiveScaler, PolicyScaler, Scaler
+from bolina_scaler.simulator.baselines import (
+    HpaParams,
+    HpaScaler,
+    NaiveScaler,
+    OracleScaler,
+    PolicyScaler,
+    Scaler,
+    oracle_load,
+)
 from bolina_scaler.simulator.simulated_fleet import FleetParams, SimulatedFleet
 from bolina_scaler.simulator.traces import Trace
 
 __all__ = [
+    "FALLBACK",
     "FLASH_WINDOW",
     "RECOVERY_HOLD",
     "Comparison",
@@ -41,8 +52,11 @@ __all__ = [
     "initial_replicas",
     "run",
     "simulation_policy",
+    "without_demand",
 ]
 
+FALLBACK = "bolina-scaler (no demand)"
+"""The row of the policy without demand: what it does when servers publish none (the policy before it read demand)."""
 RECOVERY_HOLD = 120.0
 """Seconds the share must stay at or above the target for the fleet to count as recovered."""
 FLASH_WINDOW = 1800.0
@@ -90,6 +104,7 @@ class Result:
     arrived: int = 0
     rejected: int = 0
     degraded: int = 0
+    catalog_writes: int = 0
     wall_s: float = 0.0
     samples: list[Sample] = field(default_factory=list)
     patches: list[tuple[float, int, int]] = field(default_factory=list)
@@ -97,6 +112,11 @@ class Result:
     @property
     def turned_away_cs(self) -> float:
         return self.rejected_cs + self.degraded_cs
+
+    @property
+    def writes_per_server_hour(self) -> float:
+        """Consul catalog writes per pod-hour."""
+        return self.catalog_writes / self.replica_hours if self.replica_hours else 0.0
 
 
 @dataclass(slots=True)
@@ -197,15 +217,36 @@ def run(
     result.rejected_cs = stats.rejected_client_seconds
     result.degraded_cs = stats.degraded_client_seconds
     result.arrived, result.rejected, result.degraded = stats.arrived, stats.rejected, stats.degraded
+    result.catalog_writes = fleet.catalog_writes
     result.recovered_s = flash.recovered if flash is not None else None
     result.wall_s = time.perf_counter() - started
     return result
 
 
-def default_scalers(config: PolicyConfig, *, hpa: HpaParams | None = None) -> list[Callable[[], Scaler]]:
-    """Factories for our policy and the two baselines, with the same replica bounds."""
+def without_demand(config: PolicyConfig) -> PolicyConfig:
+    """The same policy when it does not read demand: the share-based policy it was before."""
+    return config.model_copy(update={"demand": config.demand.model_copy(update={"enabled": False})})
+
+
+def default_scalers(
+    config: PolicyConfig,
+    trace: Trace,
+    *,
+    params: FleetParams | None = None,
+    hpa: HpaParams | None = None,
+    fallback: bool = False,
+) -> list[Callable[[], Scaler]]:
+    """Factories for our policy, the oracle and the two baselines, with the same replica bounds.
+
+    ``fallback``: also the policy without demand (``FALLBACK``), right after ours."""
+    world = params or FleetParams()
+    extra: list[Callable[[], Scaler]] = []
+    if fallback:
+        extra.append(lambda: PolicyScaler(without_demand(config), name=FALLBACK))
     return [
         lambda: PolicyScaler(config),
+        *extra,
+        lambda: OracleScaler(trace, world, config.min_replicas, config.max_replicas, oracle_load(world)),
         lambda: HpaScaler(config.min_replicas, config.max_replicas, hpa or HpaParams()),
         lambda: NaiveScaler(
             config.min_replicas, config.max_replicas, config.target_available_ratio, config.scale_down_ratio
@@ -231,9 +272,12 @@ def compare(
     params: FleetParams | None = None,
     seed: int = 0,
     hpa: HpaParams | None = None,
+    fallback: bool = False,
 ) -> Comparison:
     """Run every scaler on the same trace, fleet and seed."""
-    factories = scalers if scalers is not None else default_scalers(config, hpa=hpa)
+    factories = (
+        scalers if scalers is not None else default_scalers(config, trace, params=params, hpa=hpa, fallback=fallback)
+    )
     results = tuple(
         run(trace, factory(), target=config.target_available_ratio, params=params, seed=seed) for factory in factories
     )

@@ -10,8 +10,22 @@ What is modelled, and how::
     Consul as Available ──every report_interval: metrics → availability.classify ──► stage
     clients arrive (Poisson, trace rate) ──► load balancer: least-loaded Available server,
     in FleetSnapshot.ranked() order ──► none Available: a Warning server with room (degraded),
-    else rejected ──► a client stays for its session (exponential), then leaves
+    else turned away (counted in the demand of the best-ranked server: it was offered to it)
+    ──► a client stays for its session (exponential), then leaves
     scale-down / failure ──► that server's clients reconnect through the load balancer at once
+
+What reaches the scaler, and when (as a real Consul client agent does it, ``agent/local/state.go``
+of Consul 1.14, measured in docs/policy.md)::
+
+    every report_interval: stage, load, demand ──reporter.deadband.news──► nothing new: heartbeat
+    (the agent drops it) │ news ──► status changed? ──yes──► catalog at once (new index)
+                                         └──no (output only)──► catalog after check_update_interval
+                                            × U[0.5, 1.5) (Consul's stagger); a status change first
+                                            writes the latest output with it
+
+The scaler's ``snapshot`` is the catalog's view: statuses at once, load and demand as last written.
+A server's **demand** is its offered load: the new clients offered to it (accepted or turned away)
+in the last ``demand_window``, per second, × ``session_mean`` / ``capacity`` (``core.demand``).
 
 Scale-down removes pods as Kubernetes would with ``pod-deletion-cost`` set by stage: pods not yet
 registered first (newest first), then Critical, then Warning, then the least loaded.
@@ -23,14 +37,26 @@ import heapq
 import math
 import operator
 import random
+from collections import deque
 from dataclasses import dataclass, field
 
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import InstanceId, Server, ServerId, Status
 from bolina_scaler.reporter.availability import ClassifierConfig, Stage, Thresholds, classify, quantize_load
+from bolina_scaler.reporter.deadband import Deadband, Published, news, quantize_demand
 from bolina_scaler.simulator.traces import Trace
 
-__all__ = ["SIM_CLASSIFIER", "ClientStats", "FleetParams", "SimServer", "SimulatedFleet"]
+__all__ = [
+    "SHIPPED_CHECK_UPDATE_INTERVAL",
+    "SIM_CLASSIFIER",
+    "ClientStats",
+    "FleetParams",
+    "SimServer",
+    "SimulatedFleet",
+]
+
+SHIPPED_CHECK_UPDATE_INTERVAL = 30.0
+"""``check_update_interval`` in ``manifests/base/consul/client.json`` (a test holds them equal)."""
 
 SIM_CLASSIFIER = ClassifierConfig(
     metrics={
@@ -46,7 +72,9 @@ SIM_CLASSIFIER = ClassifierConfig(
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetParams:
-    """The simulated world. Defaults: 100-client servers, 5-min sessions, ~45 s from pod to Consul."""
+    """The simulated world. Defaults: 100-client servers, 5-min sessions, ~45 s from pod to Consul,
+    and the data path as shipped: the reporter's default deadband and the ``check_update_interval``
+    of ``manifests/base/consul/client.json``."""
 
     capacity: int = 100
     session_mean: float = 300.0
@@ -57,6 +85,14 @@ class FleetParams:
     cpu_noise: float = 0.02
     tick: float = 1.0
     classifier: ClassifierConfig = SIM_CLASSIFIER
+    check_update_interval: float = SHIPPED_CHECK_UPDATE_INTERVAL
+    """Consul agent: an output-only check change reaches the catalog after this × U[0.5, 1.5)."""
+    deadband: Deadband = field(default_factory=Deadband)
+    """The reporter's: how much load/demand must move, or how long since the last write."""
+    demand_window: float = 30.0
+    """A server's demand is the clients offered to it within this window, per second × session_mean."""
+    report_demand: bool = True
+    """Whether servers publish their demand (False: the policy falls back to the Available share)."""
 
 
 @dataclass(slots=True)
@@ -66,6 +102,7 @@ class ClientStats:
     arrived: int = 0
     completed: int = 0
     rejected: int = 0
+    """Clients turned away: no server was Available and no Warning server had room."""
     degraded: int = 0
     """Admissions (new or reconnecting) to a Warning server because no server was Available."""
     reconnected: int = 0
@@ -86,7 +123,14 @@ class SimServer:
     failing: bool = False
     stage: Stage = field(default_factory=lambda: Stage(Status.AVAILABLE, 0.0))
     next_report: float = 0.0
-    reported_load: float = 0.0
+    published: Published | None = None
+    """What the reporter last wrote to its Consul agent (status and output)."""
+    catalog: Published | None = None
+    """What the Consul servers hold for this server's check: what the scaler sees."""
+    sync_at: float | None = None
+    """When the agent writes a deferred output-only change to the catalog (``check_update_interval``)."""
+    offered: deque[float] = field(default_factory=deque)
+    """When new clients were offered to this server, accepted or turned away (within ``demand_window``)."""
     clients: dict[int, float] = field(default_factory=dict)
     """Connected clients: client id → when its session ends."""
     count: int = 0
@@ -104,8 +148,14 @@ class SimServer:
     def status(self) -> Status:
         return self.stage.status
 
+    @property
+    def reported_load(self) -> float:
+        """The load the scaler sees (as last written to the catalog)."""
+        return self.catalog.load if self.catalog is not None and self.catalog.load is not None else 0.0
+
     def to_server(self) -> Server:
-        """As the daemon's watch would read it from Consul (load as last reported)."""
+        """As the daemon's watch would read it from the Consul catalog."""
+        catalog = self.catalog or Published(status=self.stage.status, load=None, demand=None, at=self.created_at)
         return Server(
             instance_id=InstanceId(self.pod),
             server_id=ServerId(self.server_id),
@@ -114,8 +164,10 @@ class SimServer:
             udp_port=9002,
             node=f"node-{self.n}",
             pod=self.pod,
-            status=self.stage.status,
-            load=round(self.reported_load, 3),
+            status=catalog.status,
+            load=catalog.load,
+            demand=catalog.demand,
+            demand_at=None if catalog.demand is None else math.floor(catalog.at),
         )
 
 
@@ -148,6 +200,10 @@ class SimulatedFleet:
         self._arrivals = random.Random(f"{seed}:arrivals")
         self._startups = random.Random(f"{seed}:startups")
         self._noise = random.Random(f"{seed}:noise")
+        self._stagger = random.Random(f"{seed}:stagger")
+        self._seed = seed
+        self.catalog_writes = 0
+        """Writes of the Consul catalog: registrations, deregistrations, check changes."""
         self._ends: list[tuple[float, int]] = []
         self._where: dict[int, SimServer] = {}
         self._next_client = 0
@@ -156,15 +212,32 @@ class SimulatedFleet:
         self._snapshot: FleetSnapshot | None = None
         self._routable: list[SimServer] | None = None
         self._fallback: list[SimServer] = []
+        self._registered: list[SimServer] = []
         if replicas:
             self.apply_replicas(replicas, start, ready=True)
             self._warm_up(start)
 
     def _warm_up(self, t: float) -> None:
         # Start in steady state: the clients the initial rate keeps connected (sessions are
-        # exponential, so the time they have left is exponential too), spread by the load balancer.
+        # exponential, so the time they have left is exponential too), spread by the load balancer;
+        # the arrivals of the last demand window, spread evenly; and what the reporters and agents
+        # had long written for them.
         for duration in self._arrivals_in(t, self.params.session_mean):
-            self._admit(duration, t)
+            self.stats.arrived += 1
+            cid = self._next_client
+            self._next_client += 1
+            heapq.heappush(self._ends, (t + duration, cid))
+            self._route(cid, t + duration, t)
+        registered = [s for s in self.servers if s.registered]
+        window = self.params.demand_window
+        warm = random.Random(f"{self._seed}:warm")
+        for _ in range(_poisson(warm, self.trace.rate(t) * window)):
+            warm.choice(registered).offered.append(t - window * warm.random())
+        for server in registered:
+            for offered in (sorted(server.offered),):
+                server.offered.clear()
+                server.offered.extend(offered)
+            server.published = server.catalog = self._reading(server, server.stage, t)
 
     # -- Kubernetes ------------------------------------------------------------------------
 
@@ -182,7 +255,10 @@ class SimulatedFleet:
             doomed = order[: len(self.servers) - n]
             gone = {id(s) for s in doomed}
             self.servers = [s for s in self.servers if id(s) not in gone]
-            if any(s.registered for s in doomed):
+            deregistered = sum(1 for s in doomed if s.registered)
+            self._routable = None
+            if deregistered:
+                self.catalog_writes += deregistered
                 self._changed()
             for server in doomed:
                 self._disconnect(server, now)
@@ -233,14 +309,18 @@ class SimulatedFleet:
         self._next_client += 1
         end = t + duration
         heapq.heappush(self._ends, (end, cid))
-        self._route(cid, end, t)
+        self._route(cid, end, t, new=True)
 
     def _register_due(self, t: float) -> None:
         for server in self.servers:
             if not server.registered and server.ready_at <= t:
+                # As ``bolina-scaler report`` does: register the check Critical, then at once
+                # update it with the first reading; the status change writes the output with it.
                 server.registered = True
                 server.stage = Stage(Status.AVAILABLE, t)
                 server.next_report = t + self.params.report_interval
+                server.published = server.catalog = self._reading(server, server.stage, t)
+                self.catalog_writes += 2
                 self._changed()
 
     def _depart(self, t: float) -> None:
@@ -263,9 +343,23 @@ class SimulatedFleet:
     def _report_due(self, t: float) -> None:
         p = self.params
         for server in self.servers:
-            if server.registered and server.next_report <= t:
+            if not server.registered:
+                continue
+            if server.sync_at is not None and server.sync_at <= t:
+                self._sync(server)
+            if server.next_report <= t:
                 server.next_report += p.report_interval
                 self._report(server, t)
+
+    def _reading(self, server: SimServer, stage: Stage, t: float) -> Published:
+        p = self.params
+        demand: float | None = None
+        if p.report_demand:
+            window = server.offered
+            while window and window[0] <= t - p.demand_window:
+                window.popleft()
+            demand = quantize_demand(len(window) / p.demand_window * p.session_mean / p.capacity)
+        return Published(status=stage.status, load=quantize_load(server.count / p.capacity), demand=demand, at=t)
 
     def _report(self, server: SimServer, t: float) -> None:
         load = server.count / self.params.capacity
@@ -274,13 +368,33 @@ class SimulatedFleet:
             "cpu": max(0.0, self.params.cpu_per_load * load + self._noise.gauss(0.0, self.params.cpu_noise)),
             "errors": 1.0 if server.failing else 0.0,
         }
-        # As the reporter does: the load goes to Consul in LOAD_STEP steps, and a new step is a change.
-        reported = quantize_load(load)
         stage = classify(sample, config=self.params.classifier, stage=server.stage, now=t)
-        if stage.status is not server.stage.status or reported != server.reported_load:
-            self._changed()
-        server.reported_load = reported
+        if stage.status is not server.stage.status:
+            self._routable = None
         server.stage = stage
+        reading = self._reading(server, stage, t)
+        last = server.published
+        why = news(
+            last, status=reading.status, load=reading.load, demand=reading.demand, now=t, deadband=self.params.deadband
+        )
+        if why is None:
+            return  # a heartbeat with the same output: the agent drops it
+        server.published = reading
+        catalog = server.catalog
+        if catalog is None or reading.status is not catalog.status or self.params.check_update_interval <= 0:
+            self._sync(server)
+        elif server.sync_at is None:
+            # Consul: intv := d/2 + lib.RandomStagger(d), armed by the first unsynced output change.
+            server.sync_at = t + self.params.check_update_interval * (0.5 + self._stagger.random())
+
+    def _sync(self, server: SimServer) -> None:
+        """The agent writes the check (status and latest output) to the catalog."""
+        server.sync_at = None
+        if server.catalog == server.published:
+            return
+        server.catalog = server.published
+        self.catalog_writes += 1
+        self._changed()
 
     def fail_one(self, now: float) -> SimServer | None:
         """The oldest healthy registered server starts failing: Critical at once, its clients reconnect."""
@@ -289,8 +403,9 @@ class SimulatedFleet:
             return None
         server = min(candidates, key=lambda s: (s.created_at, s.n))
         server.failing = True
-        self._report(server, now)
-        self._disconnect(server, now)
+        dropped, server.clients, server.count = server.clients, {}, 0
+        self._report(server, now)  # Critical (errors) with no clients left: written at once
+        self._reconnect(dropped, now)
         return server
 
     # -- clients ---------------------------------------------------------------------------
@@ -300,12 +415,12 @@ class SimulatedFleet:
         self._snapshot = None
         self._routable = None
 
-    def _route(self, cid: int, end: float, t: float) -> None:
+    def _route(self, cid: int, end: float, t: float, *, new: bool = False) -> None:
         """Send a client to the best server (FleetSnapshot.ranked() order, live load), or reject it."""
         if self._routable is None:
-            registered = [s for s in self.servers if s.registered]
-            self._routable = [s for s in registered if s.status is Status.AVAILABLE]
-            self._fallback = [s for s in registered if s.status is Status.WARNING]
+            self._registered = [s for s in self.servers if s.registered]
+            self._routable = [s for s in self._registered if s.status is Status.AVAILABLE]
+            self._fallback = [s for s in self._registered if s.status is Status.WARNING]
         candidates = self._routable
         degraded = not candidates
         if degraded:
@@ -315,6 +430,11 @@ class SimulatedFleet:
         if not candidates:
             self.stats.rejected += 1
             self.stats.rejected_client_seconds += end - t
+            # The client was offered to the best-ranked server, which turned it away (its demand).
+            # A new client was offered to the best-ranked server, which turned it away: its demand.
+            offered_to = self._fallback or self._registered
+            if new and offered_to:
+                min(offered_to, key=_COUNT).offered.append(t)
             return
         # FleetSnapshot.ranked() order within one stage: least loaded, then server id. All simulated
         # servers have the same capacity and ids that sort like their creation order, and the lists
@@ -322,6 +442,8 @@ class SimulatedFleet:
         server = min(candidates, key=_COUNT)
         server.clients[cid] = end
         server.count += 1
+        if new:
+            server.offered.append(t)
         self._where[cid] = server
         if degraded:
             self.stats.degraded += 1
@@ -329,6 +451,9 @@ class SimulatedFleet:
 
     def _disconnect(self, server: SimServer, t: float) -> None:
         clients, server.clients, server.count = server.clients, {}, 0
+        self._reconnect(clients, t)
+
+    def _reconnect(self, clients: dict[int, float], t: float) -> None:
         for cid, end in clients.items():
             del self._where[cid]
             self.stats.reconnected += 1

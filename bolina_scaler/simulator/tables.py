@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bolina_scaler.simulator.runner import Comparison, Result
+from bolina_scaler.simulator.runner import FALLBACK, Comparison, Result
 
 __all__ = ["PlotUnavailable", "markdown_table", "plot", "text_table"]
 
@@ -25,6 +25,7 @@ COLUMNS = (
     ("peak", "peak replicas"),
     ("first_up", "flash: 1st scale-up"),
     ("recovered", "flash: share back"),
+    ("writes", "Consul writes/pod·h"),
 )
 
 
@@ -49,6 +50,7 @@ def _row(result: Result, *, flash: bool) -> list[str]:
         str(result.peak),
         _seconds(result.first_up_s, applicable=flash),
         _seconds(result.recovered_s, applicable=flash),
+        f"{result.writes_per_server_hour:.0f}",
     ]
 
 
@@ -104,6 +106,8 @@ def plot(comparisons: Sequence[Comparison] | Comparison, path: Path | str, *, dp
     )
     styles: dict[str, dict[str, Any]] = {
         "bolina-scaler": {"color": "tab:blue", "linewidth": 1.6},
+        FALLBACK: {"color": "tab:cyan", "linewidth": 1.0},
+        "oracle": {"color": "black", "linewidth": 1.0, "linestyle": "--"},
         "hpa": {"color": "tab:orange", "linewidth": 1.2},
         "naive": {"color": "tab:green", "linewidth": 1.0},
     }
@@ -114,16 +118,16 @@ def plot(comparisons: Sequence[Comparison] | Comparison, path: Path | str, *, dp
         shares = [s.available_share if s.available_share is not None else 0.0 for s in result.samples]
         bottom.step(t, shares, where="post", alpha=0.8, label=result.scaler, **style)
     bottom.axhline(first.target, color="red", linestyle="--", linewidth=1, label="target")
-    if comparison.trace.flash_at is not None:
+    for flash_at in comparison.trace.flashes:
         for axis in (top, bottom):
-            axis.axvline(comparison.trace.flash_at / 3600, color="0.4", linestyle=":", linewidth=1)
+            axis.axvline(flash_at / 3600, color="0.4", linestyle=":", linewidth=1)
     top.set_ylabel("servers")
     top.set_title(f"{comparison.trace.name}: {comparison.trace.description}", fontsize=9)
     top.legend(fontsize=7, loc="upper right")
     bottom.set_ylabel("Available share")
     bottom.set_xlabel("hours (virtual)")
     bottom.set_ylim(-0.02, 1.02)
-    bottom.legend(fontsize=7, loc="lower right", ncol=4)
+    bottom.legend(fontsize=7, loc="lower right", ncol=5)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,11 @@ for every body (a hypothesis test holds them to it).
 A broken entry (no ``Service.ID``, no port, no address, a check without a status or with one
 Consul does not have, a second entry for the same node and ``Service.ID``) is skipped and
 reported as a problem: the snapshot is then untrusted. A bad optional field (``udp_port``,
-``load``) is dropped to ``None`` and reported as a note only.
+``load``, ``demand``) is dropped to ``None`` and reported as a note only.
+
+The load and the demand come from the output of the server's own check (the first of its service
+checks whose output holds the token), as ``bolina-scaler report`` writes them:
+``load=<0..1>`` (else ``Service.Meta.load``) and ``demand=<0..100>@<unix seconds>`` (no fallback).
 
 A server is its node and its ``Service.ID`` (``Server.key``): Consul keeps IDs unique per agent
 only, so ten servers registered as ``bolina`` on ten nodes are ten servers.
@@ -35,7 +39,7 @@ from typing import Any, Protocol
 import msgspec
 import orjson
 
-from bolina_scaler.core.model import InstanceId, Server, ServerId, Status
+from bolina_scaler.core.model import MAX_DEMAND, InstanceId, Server, ServerId, Status
 from bolina_scaler.source.schema import ENTRIES, HealthEntry, HealthNodeMeta, HealthServiceMeta
 
 __all__ = [
@@ -126,11 +130,15 @@ def server_of(entry: HealthEntry, notes: list[str]) -> Server | None:
     worst = 0
     own = False
     output_load: str | None = None
+    output_demand: str | None = None
     for check in entry.Checks:
         if check.ServiceID == instance_id:
             own = True
-            if output_load is None and "load=" in check.Output:
-                output_load = _output_load(check.Output)
+            output = check.Output
+            if output_load is None and "load=" in output:
+                output_load = _token(_OUTPUT_LOAD, output)
+            if output_demand is None and "demand=" in output:
+                output_demand = _token(_OUTPUT_DEMAND, output)
         severity = check_severity(check.CheckID, check.Status)
         if severity is None:
             return None
@@ -142,6 +150,7 @@ def server_of(entry: HealthEntry, notes: list[str]) -> Server | None:
     meta = service.Meta or _NO_META
     udp_port = meta.udp_port
     load = output_load or meta.load
+    demand, demand_at = _demand(instance_id, output_demand, notes)
     return Server(
         instance_id=InstanceId(instance_id),
         server_id=ServerId(meta.server_id or instance_id),
@@ -152,6 +161,8 @@ def server_of(entry: HealthEntry, notes: list[str]) -> Server | None:
         pod=meta.pod or (node.Meta or _NO_NODE_META).pod or None,
         status=_STATUS_OF_SEVERITY[worst],
         load=None if load is None else _load(instance_id, load, notes),
+        demand=demand,
+        demand_at=demand_at,
     )
 
 
@@ -202,6 +213,7 @@ def _checked_entry(raw: Any, notes: list[str]) -> Server:
     meta = _meta(service.get("Meta"))
     node_meta = _meta(node.get("Meta"))
     worst = max((_checked_severity(instance_id, check) for check in checks), default=0)
+    demand, demand_at = _demand(instance_id, _checks_token(instance_id, checks, _OUTPUT_DEMAND), notes)
     if not any(isinstance(check, dict) and check.get("ServiceID") == instance_id for check in checks):
         notes.append(_no_check_of_its_own(instance_id))
         worst = max(worst, _CRITICAL)
@@ -214,7 +226,9 @@ def _checked_entry(raw: Any, notes: list[str]) -> Server:
         node=node_name,
         pod=meta.get("pod") or node_meta.get("pod") or None,
         status=_STATUS_OF_SEVERITY[worst],
-        load=_load(instance_id, _checks_load(instance_id, checks) or meta.get("load"), notes),
+        load=_load(instance_id, _checks_token(instance_id, checks, _OUTPUT_LOAD) or meta.get("load"), notes),
+        demand=demand,
+        demand_at=demand_at,
     )
 
 
@@ -260,22 +274,40 @@ def _udp_port(instance_id: str, value: str | None, notes: list[str]) -> int | No
 
 
 _OUTPUT_LOAD = re.compile(r"(?:^|\s)load=(\S+)")
+_OUTPUT_DEMAND = re.compile(r"(?:^|\s)demand=(\S+)")
 
 
-def _output_load(output: str) -> str | None:
-    """The ``load=<value>`` token of a check's output (``bolina-scaler report`` writes it first)."""
-    match = _OUTPUT_LOAD.search(output)
+def _token(pattern: re.Pattern[str], output: str) -> str | None:
+    """The value of a ``name=<value>`` token of a check's output (``bolina-scaler report`` writes them first)."""
+    match = pattern.search(output)
     return match.group(1) if match else None
 
 
-def _checks_load(instance_id: str, checks: list[Any]) -> str | None:
-    """The current load a service check of this instance reports in its output, if any."""
+def _checks_token(instance_id: str, checks: list[Any], pattern: re.Pattern[str]) -> str | None:
+    """A token of the first service check of this instance whose output holds it, if any."""
     for check in checks:
         if isinstance(check, dict) and check.get("ServiceID") == instance_id:
             output = check.get("Output")
-            if isinstance(output, str) and "load=" in output:
-                return _output_load(output)
+            if isinstance(output, str):
+                value = _token(pattern, output)
+                if value is not None:
+                    return value
     return None
+
+
+def _demand(instance_id: str, token: str | None, notes: list[str]) -> tuple[float | None, float | None]:
+    """``(demand, measured at)`` from a ``<share>@<unix seconds>`` token; (None, None) if absent or bad."""
+    if token is None:
+        return None, None
+    value, _, at = token.partition("@")
+    try:
+        demand, when = float(value), float(at)
+    except ValueError:
+        demand = when = math.nan
+    if not (0.0 <= demand <= MAX_DEMAND and math.isfinite(when) and when > 0):  # NaN fails this too
+        notes.append(f"{instance_id}: ignored demand {token!r} (expected <0..{MAX_DEMAND:g}>@<unix seconds>)")
+        return None, None
+    return demand, when
 
 
 def _load(instance_id: str, value: str | None, notes: list[str]) -> float | None:
