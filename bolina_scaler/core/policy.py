@@ -439,7 +439,9 @@ def _mass_change_guard(
     The baseline stays the pre-change fleet while holding, so a change that persists past the
     confirmation window is accepted and one that reverts clears the guard.
     """
-    healthy = frozenset([s.key for s in fleet.servers if s.status is not Status.CRITICAL])
+    # Server.key spelled out: the property call per server was 3 of decide()'s ~13 ms at 10,000 servers.
+    critical = Status.CRITICAL
+    healthy = frozenset([(s.node, s.instance_id) for s in fleet.servers if s.status is not critical])
     guard = config.mass_change
     baseline = memory.baseline
     if baseline is not None and len(baseline) >= guard.min_fleet:
