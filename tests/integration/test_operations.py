@@ -18,6 +18,7 @@ import yaml
 
 from tests.integration.conftest import BolinaNamespace, Scalers
 from tests.integration.harness import (
+    FAST_POLICY,
     KUBECTL,
     ROOT,
     TESTBIN,
@@ -26,28 +27,15 @@ from tests.integration.harness import (
     Kube,
     KubeCluster,
     decided_at_latest,
+    deep_merge,
     wait_until,
 )
 
 pytestmark = pytest.mark.integration
 
 # Seconds-long windows, so a test walks the policy in real time (the end-to-end tests' settings,
-# spelled out here so the tests do not depend on what the harness's base config is): behaviour is
-# checked, no figure is published.
-FAST: dict[str, Any] = {
-    "policy": {
-        "min_replicas": 2,
-        "target_available_ratio": 0.5,
-        "scale_down_ratio": 0.8,
-        "scale_down_stabilization": "3s",
-        "scale_down_max_load": None,
-        "startup_grace": "60s",
-        "scale_up": {"max_step": 4, "max_percent": 0, "period": "1s"},
-        "scale_down": {"max_step": 1, "max_percent": 0, "period": "1s"},
-        "mass_change": {"ratio": 0.5, "min_fleet": 1000, "confirmation": "3s"},
-    },
-    "leader_election": {"lease_duration": "6s", "renew_deadline": "4s", "retry_period": "1s"},
-}
+# harness.FAST_POLICY, with two replicas at least): behaviour is checked, no figure is published.
+FAST: dict[str, Any] = deep_merge(FAST_POLICY, {"policy": {"min_replicas": 2}})
 
 PAUSED = "bolina-scaler/paused"
 PAUSED_REPLICAS = "bolina-scaler/paused-replicas"
