@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import yaml
 
@@ -927,13 +927,14 @@ class ProxyFaults:
     """``time.monotonic()`` of the first 200 health answer after the last outage ended."""
 
 
-@dataclass
-class ConsulProxy:
-    """An aiohttp reverse proxy in front of the real agent, in its own thread and event loop."""
+class _ProxyThread:
+    """An asyncio server in its own thread and event loop, for the proxies below: ``with`` starts
+    it and returns once it listens, leaving the block stops it. Subclasses write ``_serve``, which
+    sets ``self._stopped`` to an ``asyncio.Event``, calls ``self._ready.set()`` once it listens, and
+    returns after ``self._stopped`` is set."""
 
-    upstream: str
-    port: int = field(default_factory=free_port)
-    faults: ProxyFaults = field(default_factory=ProxyFaults)
+    _what = "proxy"
+    port: int
 
     def __post_init__(self) -> None:
         import asyncio
@@ -941,21 +942,41 @@ class ConsulProxy:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stopped: Any = None
-        self._thread = threading.Thread(target=self._run, name=f"consul-proxy-{self.port}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self._what}-{self.port}", daemon=True)
 
-    @property
-    def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ConsulProxy:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("the Consul proxy did not start")
+            raise RuntimeError(f"the {self._what} did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._stopped.set)
         self._thread.join(15)
+
+    def _run(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+        self._loop.close()
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class ConsulProxy(_ProxyThread):
+    """An aiohttp reverse proxy in front of the real agent, in its own thread and event loop."""
+
+    upstream: str
+    port: int = field(default_factory=free_port)
+    faults: ProxyFaults = field(default_factory=ProxyFaults)
+    _what = "Consul proxy"
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def outage(self, on: bool) -> float:
         """Begin or end an outage (see ``ProxyFaults.outage``); returns when, on ``time.monotonic()``."""
@@ -967,13 +988,6 @@ class ConsulProxy:
         else:
             self._loop.call_soon_threadsafe(self._outage_began.clear)
         return at
-
-    def _run(self) -> None:
-        import asyncio
-
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
 
     async def _serve(self) -> None:
         import asyncio
@@ -1083,7 +1097,7 @@ class ConsulProxy:
 
 
 @dataclass
-class ApiServerProxy:
+class ApiServerProxy(_ProxyThread):
     """A TCP proxy in front of the kube-apiserver (TLS passes through untouched), in its own thread.
 
     ``down(True)`` makes the API server unreachable for whoever connects through the proxy: open
@@ -1097,29 +1111,15 @@ class ApiServerProxy:
     port: int = field(default_factory=free_port)
     attempts: list[float] = field(default_factory=list)
     is_down: bool = False
+    _what = "API server proxy"
 
     def __post_init__(self) -> None:
-        import asyncio
-
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._stopped: Any = None
+        super().__post_init__()
         self._open: set[Any] = set()
-        self._thread = threading.Thread(target=self._run, name=f"apiserver-proxy-{self.port}", daemon=True)
 
     @property
     def server(self) -> str:
         return f"https://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> ApiServerProxy:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the API server proxy did not start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._stopped.set)
-        self._thread.join(15)
 
     def down(self, on: bool) -> float:
         """Take the API server away (or give it back); returns when, on ``time.monotonic()``."""
@@ -1132,13 +1132,6 @@ class ApiServerProxy:
     def _cut_all(self) -> None:
         for writer in list(self._open):
             writer.transport.abort()
-
-    def _run(self) -> None:
-        import asyncio
-
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_until_complete(self._serve())
-        self._loop.close()
 
     async def _serve(self) -> None:
         import asyncio
