@@ -216,3 +216,26 @@ class TestDeploymentWatch:
         failing = logged(logs, "pause.read_failing")
         assert len(failing) == 1
         assert "malformed watch event" in failing[0]["error"]
+
+    async def test_a_deleted_deployment_is_noticed_at_once_not_at_the_next_resync(self, world: World):
+        """``kubectl delete deployment``: the watch's DELETED drops the cached scale, the re-read's 404
+        holds and is said (state, one error line) with no Consul change and a resync an hour away;
+        re-created, it is read again and scaled."""
+        config = world.config()
+        config = config.model_copy(update={"kubernetes": config.kubernetes.model_copy(update={"resync": 3600.0})})
+        world.register(0)
+        with capture_logs() as logs:
+            async with running(config) as daemon:
+                await until(lambda: world.replicas() == 2 and daemon.state.scale is not None)
+                evaluations = daemon.state.evaluations
+                world.kube.delete_deployment(NS, "bolina")
+                await until(lambda: daemon.state.read_error is not None)
+                assert "not found (HTTP 404)" in str(daemon.state.read_error)
+                assert daemon.state.scale is None
+                assert daemon.state.evaluations == evaluations  # the 404 stops it before any decision
+                world.kube.add_deployment(NS, "bolina", replicas=0)
+                await until(lambda: world.replicas() == 2 and daemon.state.read_error is None)
+        failing = logged(logs, "kubernetes.failing")
+        assert len(failing) == 1
+        assert "404" in failing[0]["error"]
+        assert logged(logs, "kubernetes.recovered")

@@ -9,6 +9,10 @@ next resync, so the Deployment is watched::
        │      ▼                       │ ends (timeoutSeconds): watch again from the last resourceVersion
        └── backoff ◄── error, 410 Gone (too old), DELETED, a malformed line
 
+A DELETED event or a GET answered 404 calls ``on_missing`` at once: the daemon's cached scale
+belongs to a Deployment that is gone, and waiting for ``kubernetes.resync`` to find out would keep
+``/readyz`` green over nothing to scale.
+
 The Role grants ``get`` and ``watch`` on this one name only: the API server authorizes a watch
 filtered on ``metadata.name`` as a request for that name, so no ``list`` and no other Deployment.
 
@@ -29,7 +33,7 @@ import aiohttp
 import orjson
 import structlog
 
-from bolina_scaler.actuator.call import KubeApi, KubernetesError, Malformed, Operation, Subject, read_capped
+from bolina_scaler.actuator.call import KubeApi, KubernetesError, Malformed, NotFound, Operation, Subject, read_capped
 from bolina_scaler.core.pacing import Backoff
 from bolina_scaler.core.pause import Pause, pause_of
 from bolina_scaler.logs import ProblemLog
@@ -59,11 +63,13 @@ class DeploymentWatch:
         api: KubeApi,
         on_change: Callable[[Pause | None], None] | None = None,
         on_read: Callable[[str | None], None] | None = None,
+        on_missing: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         """``on_change(pause)`` runs after every read that changed the pause state (the first
         read included): ``None`` means not paused. ``on_read(error)`` runs after every GET: the
-        error's one line, or None."""
+        error's one line, or None. ``on_missing()`` runs when the watch sees the Deployment deleted
+        or a GET is answered 404."""
         self.namespace = api.namespace
         self.name = api.config.deployment
         self.pause: Pause | None = None
@@ -77,6 +83,7 @@ class DeploymentWatch:
         self._api = api
         self._on_change = on_change
         self._on_read = on_read
+        self._on_missing = on_missing
         self._rng = rng or random.Random()
         self._backoff = Backoff(api.config.retry_initial, api.config.retry_max, rng=self._rng)
         self._subject = Subject(
@@ -129,6 +136,8 @@ class DeploymentWatch:
             self.read_error, self.known = str(exc), False
             if self._on_read is not None:
                 self._on_read(self.read_error)
+            if isinstance(exc, NotFound):
+                self._missing()
             raise
         finally:
             self.first_look.set()
@@ -174,6 +183,8 @@ class DeploymentWatch:
             raise KubernetesError(f"the watch of deployment '{self.name}' broke: {type(exc).__name__}") from exc
         except KubernetesError as exc:  # a malformed line, an ERROR event, the Deployment deleted
             self._problems.failed(str(exc), key=_WATCH.name, operation=_WATCH.name)
+            if isinstance(exc, NotFound):
+                self._missing()
             raise
         return version
 
@@ -192,7 +203,7 @@ class DeploymentWatch:
                 raise _Gone()
             raise KubernetesError(f"the watch of deployment '{self.name}' ended: {str(obj.get('message'))[:300]}")
         if kind == "DELETED":
-            raise KubernetesError(f"deployment '{self.name}' in namespace '{self.namespace}' was deleted")
+            raise NotFound(f"deployment '{self.name}' in namespace '{self.namespace}' was deleted", status=404)
         metadata = self._metadata_of(obj)
         if kind in {"ADDED", "MODIFIED"}:
             self._seen(metadata, first=False)
@@ -206,6 +217,10 @@ class DeploymentWatch:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"not JSON: {exc}") from None
         return self._metadata_of(obj)
+
+    def _missing(self) -> None:
+        if self._on_missing is not None:
+            self._on_missing()
 
     def _metadata_of(self, obj: Any) -> dict[str, Any]:
         metadata = obj.get("metadata") if isinstance(obj, dict) else None

@@ -114,7 +114,9 @@ class Daemon:
         steering = None
         if policy.scale_down.deletion_cost.enabled and not shadow:
             steering = DeletionCostSteering(api=kube)
-        self.deployment = DeploymentWatch(api=kube, on_change=self._pause_changed, on_read=self._pause_read)
+        self.deployment = DeploymentWatch(
+            api=kube, on_change=self._pause_changed, on_read=self._pause_read, on_missing=self._deployment_missing
+        )
         self.evaluator = Evaluator(
             config,
             kube=kube,
@@ -234,6 +236,12 @@ class Daemon:
 
     def _pause_read(self, error: str | None) -> None:
         self.state.pause_error = error
+
+    def _deployment_missing(self) -> None:
+        """The Deployment was deleted (or is not there): the cached scale is of nothing. Read it
+        again now, so the 404 holds the scale and turns /readyz red at once, not after a resync."""
+        self.evaluator.forget_scale()
+        self._mailbox.poke()
 
     def _record(self, event: EventSpec) -> None:
         """One Event for a pause or a resume, from the leader (followers and shadows stay silent)."""
