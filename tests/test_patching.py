@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import random
 import shutil
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bolina_scaler.actuator.call import (
@@ -23,6 +24,8 @@ from bolina_scaler.actuator.call import (
     KubernetesError,
     Malformed,
     NotFound,
+    Operation,
+    Subject,
     Unavailable,
 )
 from bolina_scaler.actuator.scale import DEFAULT_MAX_ATTEMPTS, Scale, ScaleTarget
@@ -288,6 +291,37 @@ class TestRetries:
         kube.drop_next(method="PATCH")
         assert (await target.patch(2, resource_version=None)).replicas == 2
         assert [p.status for p in kube.patches] == [0, 200]
+
+    async def test_the_first_answer_after_a_failure_lets_every_waiting_request_go(
+        self, settings: KubernetesConfig
+    ) -> None:
+        """While the API server fails, requests take turns (at least retry_initial apart); the first
+        answer opens the gate for the requests still waiting for their turn, at once."""
+        api = KubeApi(settings, environ={}, service_account_dir=Path("/nonexistent"), rng=random.Random(7))
+        loop = asyncio.get_running_loop()
+        subject = Subject(resource="leases", kind="lease", namespace=NS, name="x")
+        started: dict[str, float] = {}
+
+        def request(name: str, *, fails: bool = False, takes: float = 0.1) -> Callable[[], Awaitable[str]]:
+            async def send() -> str:
+                started[name] = loop.time()
+                await asyncio.sleep(takes)
+                if fails:
+                    raise aiohttp.ClientConnectionError("refused")
+                return name
+
+            return send
+
+        async with api:
+            with pytest.raises(Unavailable):  # the API server is down: requests now take turns
+                await api.call(Operation(name="probe", verb="get"), request("down", fails=True), subject=subject)
+            first, second = (
+                asyncio.create_task(api.call(Operation(name=name, verb="get"), request(name), subject=subject))
+                for name in ("first", "second")
+            )
+            assert await asyncio.gather(first, second) == ["first", "second"]
+        assert started["first"] - started["down"] >= settings.retry_initial  # it waited for its turn
+        assert started["second"] == pytest.approx(started["first"] + 0.1)  # the first answer, not a turn later
 
     async def test_unreachable_server_is_unavailable(self, tmp_path: Path) -> None:
         """Connection refused on every attempt ends in Unavailable naming a connection error."""

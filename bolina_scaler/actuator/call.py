@@ -15,7 +15,7 @@ are never imported (``lazy_client``: ~37 MB and ~850 modules the daemon does not
 * while the API server fails, lets one request through at a time, every ``retry_initial`` to
   ``retry_max`` (a probe shared by the scale, the Lease, Events and pods: with the shipped
   0.5-1 s, at most two requests a second from the whole daemon), and opens again at the first
-  answer;
+  answer, waking every request that waits for its turn;
 * turns every ``ApiException`` into the exception tree below, whose ``str()`` is one line naming
   the object, the HTTP status and what to do;
 * with a ``ProblemLog``, logs a failure once per distinct problem (an error when an essential
@@ -35,6 +35,7 @@ The exception tree, independent of the HTTP library underneath::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -172,6 +173,8 @@ class KubeApi:
         self._probe = Backoff(config.retry_initial, config.retry_max, self._rng)
         self._not_before: float | None = None
         """While the API server fails: no request of any part before this (loop time)."""
+        self._reopened = asyncio.Event()
+        """Set by the first answer after a failure: wakes every request waiting for its turn."""
 
     async def __aenter__(self) -> KubeApi:
         try:
@@ -380,7 +383,10 @@ class KubeApi:
             if self._not_before - now <= _TURN_SLACK:
                 self._not_before = now + self._probe.next_delay()  # the next caller's turn
                 return
-            await asyncio.sleep(self._not_before - now)
+            # Wait for the turn, or for an answer to someone else's probe (the API server is back:
+            # a Lease renewal or a scale read must not sit out the rest of a turn it no longer needs).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reopened.wait(), self._not_before - now)
 
     def _failing(self, retry_after: float | None) -> None:
         """No answer (or 429/5xx): from now on, requests take turns; ``Retry-After`` is honoured."""
@@ -388,6 +394,7 @@ class KubeApi:
         earliest = now + (retry_after or 0.0)
         if self._not_before is None:
             earliest = max(earliest, now + self._probe.next_delay())
+            self._reopened = asyncio.Event()  # the gate closes: waiters wait for this one
         self._not_before = max(self._not_before or 0.0, earliest)
 
     def _answered(self) -> None:
@@ -395,6 +402,7 @@ class KubeApi:
         if self._not_before is not None:
             self._not_before = None
             self._probe.reset()
+            self._reopened.set()
 
 
 def _failure(
