@@ -156,10 +156,14 @@ class Evaluator:
         )
         """Each distinct read or patch failure once (``ScaleTarget`` reports to it)."""
         self._target = ScaleTarget(kube, problems=self.problems)
+        self._forgotten = 0
+        """How many times the scale was forgotten: a read that was in flight meanwhile is used once, not kept."""
 
     def forget_scale(self) -> None:
-        """Re-read the scale before the next decision (a new leader, a failed request)."""
+        """Re-read the scale before the next decision (a new leader, a failed request, the
+        Deployment deleted), even when it is forgotten while a read is in flight."""
         self.state.scale = None
+        self._forgotten += 1
 
     async def evaluate(self, snapshot: FleetSnapshot, *, reacting_to: float | None = None) -> Evaluation | None:
         """One evaluation; None when the scale could not be read. ``reacting_to``: when the
@@ -206,6 +210,7 @@ class Evaluator:
         if self._retry_at is not None and self._before(self._retry_at):
             self._recheck(self._retry_at)  # backing off after a failure: a Consul change does not
             return None  # shorten the wait, the timer ends it
+        forgotten = self._forgotten
         try:
             scale = await self._target.read()
         except KubernetesError as exc:
@@ -214,6 +219,8 @@ class Evaluator:
             return None
         previous = state.scale
         state.scale, state.scale_read_at, state.read_error = scale, self._clock(), None
+        if self._forgotten != forgotten:  # e.g. the Deployment was deleted while the answer was on its way
+            state.scale = None
         if self._events is not None:
             self._events.uid = scale.uid
         if previous is not None and previous.replicas != scale.replicas:
