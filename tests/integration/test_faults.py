@@ -284,6 +284,8 @@ def test_consul_unreachable_at_start(
         consul.scaler_token_file.write_text("00000000-0000-0000-0000-000000000000\n")  # replaced at start
         scaler = scalers.start(config)
         scaler.wait_log(lambda line: line["event"].startswith("consul.failing"), timeout=15, what="failing")
+        # The watch's first query can fail before the HTTP port is bound (1-2 ms apart at start).
+        scaler.wait_log(lambda line: line["event"] == "http.listening", timeout=15, what="'http.listening'")
         assert scaler.get("/healthz").status == 200
         not_ready = scaler.get("/readyz")
         assert not_ready.status == 503, not_ready

@@ -95,6 +95,8 @@ def test_pause_holds_the_real_deployment_and_resume_scales(
     scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST))
     wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
     decided_at_latest(scaler, consul)
+    # Only the leader records Events (ScalingPaused below): ready does not wait for the Lease.
+    scaler.wait_log(lambda line: line["event"] == "leader.elected", timeout=30, what="'leader.elected'")
 
     kube.kubectl("-n", ns, "annotate", "deployment", "bolina", f"{PAUSED}=true")
     scaler.wait_log(lambda line: line["event"] == "pause.paused", timeout=10, what="'pause.paused'")
