@@ -112,6 +112,9 @@ class DeploymentWatch:
                     version = await self._watch(version)
             except _Gone:
                 continue  # read it again at once: nothing failed
+            except NotFound:  # deleted (a DELETED event) or not there (a GET answered 404): logged
+                if self._on_missing is not None:
+                    self._on_missing()
             except KubernetesError:
                 pass  # logged once by the ProblemLog
             except Exception as exc:  # no answer may end the daemon: log it once, read again later
@@ -136,8 +139,6 @@ class DeploymentWatch:
             self.read_error, self.known = str(exc), False
             if self._on_read is not None:
                 self._on_read(self.read_error)
-            if isinstance(exc, NotFound):
-                self._missing()
             raise
         finally:
             self.first_look.set()
@@ -183,8 +184,6 @@ class DeploymentWatch:
             raise KubernetesError(f"the watch of deployment '{self.name}' broke: {type(exc).__name__}") from exc
         except KubernetesError as exc:  # a malformed line, an ERROR event, the Deployment deleted
             self._problems.failed(str(exc), key=_WATCH.name, operation=_WATCH.name)
-            if isinstance(exc, NotFound):
-                self._missing()
             raise
         return version
 
@@ -217,10 +216,6 @@ class DeploymentWatch:
         except orjson.JSONDecodeError as exc:
             raise ValueError(f"not JSON: {exc}") from None
         return self._metadata_of(obj)
-
-    def _missing(self) -> None:
-        if self._on_missing is not None:
-            self._on_missing()
 
     def _metadata_of(self, obj: Any) -> dict[str, Any]:
         metadata = obj.get("metadata") if isinstance(obj, dict) else None
