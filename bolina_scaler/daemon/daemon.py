@@ -115,7 +115,7 @@ class Daemon:
         if policy.scale_down.deletion_cost.enabled and not shadow:
             steering = DeletionCostSteering(api=kube)
         self.deployment = DeploymentWatch(
-            api=kube, on_change=self._pause_changed, on_read=self._pause_read, on_missing=self._deployment_missing
+            api=kube, on_change=self._pause_changed, on_read=self._pause_read, on_missing=self._reread_scale
         )
         self.evaluator = Evaluator(
             config,
@@ -206,8 +206,7 @@ class Daemon:
         if self.leadership is not None:
             self.state.holder = self.leadership.holder
         if leading:
-            self.evaluator.forget_scale()  # a new leader re-reads the scale before its first patch
-            self._mailbox.poke()
+            self._reread_scale()  # a new leader re-reads the scale before its first patch
 
     def _pause_changed(self, pause: Pause | None) -> None:
         """The Deployment's pause annotations were read and differ from before (or were read at last)."""
@@ -231,15 +230,15 @@ class Daemon:
                 self._record(EventSpec("Normal", "ScalingPaused", f"Scaling {pause.describe()}"))
         # The annotation moved the Deployment's resourceVersion: re-read the scale (else the next
         # patch meets a 409 first), and decide again now: hold, or go to the held count.
-        self.evaluator.forget_scale()
-        self._mailbox.poke()
+        self._reread_scale()
 
     def _pause_read(self, error: str | None) -> None:
         self.state.pause_error = error
 
-    def _deployment_missing(self) -> None:
-        """The Deployment was deleted (or is not there): the cached scale is of nothing. Read it
-        again now, so the 404 holds the scale and turns /readyz red at once, not after a resync."""
+    def _reread_scale(self) -> None:
+        """Forget the cached scale and evaluate now, reading it first: after a takeover, a pause
+        annotation, or the Deployment deleted (then the 404 holds the scale and turns /readyz red
+        at once, not after kubernetes.resync)."""
         self.evaluator.forget_scale()
         self._mailbox.poke()
 
