@@ -218,9 +218,9 @@ class Evaluator:
             self._failed(exc)
             return None
         previous = state.scale
-        state.scale, state.scale_read_at, state.read_error = scale, self._clock(), None
-        if self._forgotten != forgotten:  # e.g. the Deployment was deleted while the answer was on its way
-            state.scale = None
+        # Forgotten while the answer was on its way (e.g. the Deployment deleted): used once, not kept.
+        kept = scale if self._forgotten == forgotten else None
+        state.scale, state.scale_read_at, state.read_error = kept, self._clock(), None
         if self._events is not None:
             self._events.uid = scale.uid
         if previous is not None and previous.replicas != scale.replicas:
