@@ -23,10 +23,10 @@ import orjson
 from bench.backends import SERVICE, BenchConsul
 from bench.scenario import REPLICAS, edge, edge_config
 from bolina_scaler.config import parse_config
+from bolina_scaler.core.evaluation import log_fields, step
 from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.memory import Memory
 from bolina_scaler.core.model import ConsulIndex
-from bolina_scaler.core.policy import Memory, decide
-from bolina_scaler.daemon import evaluation_fields
 from bolina_scaler.source.memo import EntryMemo
 from bolina_scaler.source.parse import parse_checked, parse_health
 
@@ -88,7 +88,7 @@ def measure_work(size: int, repeat: int) -> WorkResult:
     ).policy
     servers = parse_health(body)[0]
     snapshot = FleetSnapshot(index=ConsulIndex(7), servers=servers, observed_at=0.0)
-    decision, _ = decide(fleet=snapshot, current=REPLICAS, config=config, memory=Memory(), now=0.0)
+    decision = step(fleet=snapshot, current=REPLICAS, config=config, memory=Memory(), now=0.0, wall_now=None).decision
     result = WorkResult(
         size=size,
         body_bytes=len(body),
@@ -99,9 +99,10 @@ def measure_work(size: int, repeat: int) -> WorkResult:
         reference_parse_ms=_cpu_ms(lambda: parse_checked(body), repeat),
         snapshot_ms=_cpu_ms(lambda: FleetSnapshot(index=ConsulIndex(7), servers=servers, observed_at=0.0), repeat),
         decide_ms=_cpu_ms(
-            lambda: decide(fleet=snapshot, current=REPLICAS, config=config, memory=Memory(), now=0.0), repeat
+            lambda: step(fleet=snapshot, current=REPLICAS, config=config, memory=Memory(), now=0.0, wall_now=None),
+            repeat,
         ),
-        log_ms=_cpu_ms(lambda: orjson.dumps(evaluation_fields(decision, now=0.0)), repeat),
+        log_ms=_cpu_ms(lambda: orjson.dumps(log_fields(decision, now=0.0)), repeat),
         fake_entries_ms=_cpu_ms(lambda: consul._entries(SERVICE, passing=False), repeat),
         fake_encode_ms=_cpu_ms(lambda: orjson.dumps(entries), repeat),
     )

@@ -3,8 +3,9 @@
 Pure: each scaler is a small state machine fed with virtual time. ``evaluate`` returns the replica
 count to patch the Deployment to, or ``None``. The runner applies the patch at once.
 
-- ``PolicyScaler`` calls the real ``policy.decide`` exactly as the daemon does: on every Consul
-  change (the blocking query returns) and at ``decision.recheck_at``; ``record_scale`` after a patch.
+- ``PolicyScaler`` takes the daemon's own evaluation step (``core.evaluation.step``): on every
+  Consul change (the blocking query returns) and at ``decision.recheck_at``; ``record_scale``
+  after a patch. It is the leader of an unpaused Deployment, and every patch it sends succeeds.
 - ``HpaScaler`` is the HPA controller (``pkg/controller/podautoscaler``, documented at
   kubernetes.io "Horizontal Pod Autoscaling") on average CPU utilisation: every 15 s,
   ``desired = ceil(ready_pods × utilisation / target)`` unless within the 0.1 tolerance; pods not
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bolina_scaler.config import PolicyConfig
-from bolina_scaler.core.policy import Memory, decide, record_scale
+from bolina_scaler.core.evaluation import step
+from bolina_scaler.core.memory import Memory, record_scale
 from bolina_scaler.simulator.simulated_fleet import FleetParams, SimulatedFleet
 from bolina_scaler.simulator.traces import Trace
 
@@ -70,11 +72,10 @@ class PolicyScaler:
         self.evaluations += 1
         snapshot = fleet.snapshot(now)
         # Virtual time is the wall clock of the simulated world: the reporters stamp their demand with it.
-        decision, self.memory = decide(
-            fleet=snapshot, current=fleet.spec, config=self.config, memory=self.memory, now=now, wall_now=now
-        )
+        taken = step(fleet=snapshot, current=fleet.spec, config=self.config, memory=self.memory, now=now, wall_now=now)
+        decision, self.memory = taken.decision, taken.memory
         self.recheck_at = decision.recheck_at
-        if not decision.changes_scale:
+        if not taken.would_patch:
             return None
         self.memory = record_scale(self.memory, decision, now=now)
         return decision.desired
