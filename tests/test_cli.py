@@ -141,6 +141,29 @@ class TestPlan:
         report = json.loads(out)
         assert (report["current"], report["desired"], report["reason"]) == (4, 6, "below_target")
         assert report["would_patch"] is True
+        assert (report["paused"], report["pause"], report["policy_decision"]) == (False, None, None)
+        assert kube.patches == []
+
+    @pytest.mark.parametrize(
+        ("annotation", "desired", "held"),
+        [({"bolina-scaler/paused": "true"}, 4, None), ({"bolina-scaler/paused-replicas": "3"}, 3, 3)],
+    )
+    async def test_plan_on_a_paused_deployment_says_paused_and_would_not_patch(
+        self, fakes, annotation: dict[str, str], desired: int, held: int | None
+    ):
+        """plan takes the daemon's step: on a paused Deployment it reports the pause, what it holds,
+        what the policy wanted, and would_patch false when the pause holds the current count."""
+        _, kube, path = fakes
+        kube.annotate(NS, "bolina", annotation)
+        process = await _spawn("plan", "--config", str(path))
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        report = json.loads(out)
+        assert report["paused"] is True
+        assert report["pause"]["held_replicas"] == held
+        assert (report["current"], report["desired"], report["reason"]) == (4, desired, "paused")
+        assert report["would_patch"] is (desired != 4)
+        assert report["policy_decision"]["desired"] == 6, "the policy's own wish is shown beside the pause"
         assert kube.patches == []
 
     async def test_plan_with_unreachable_consul_exits_1(self, tmp_path: Path):

@@ -12,9 +12,8 @@ import itertools
 import pytest
 from structlog.testing import capture_logs
 
-from bolina_scaler.actuator.scale import Scale
-from bolina_scaler.core.fleet import FleetSnapshot
-from bolina_scaler.daemon.daemon import open_daemon
+from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.core.role import Role
 from bolina_scaler.testing.consul import Fault
 from tests.harness import NS, World, logged, running, until
 
@@ -150,7 +149,7 @@ class TestKubernetesTrouble:
             async with running(world.config()) as daemon:
                 await until(lambda: daemon.state.evaluations >= 1)
                 world.set_statuses("warning", 1, 2, 3)
-                await until(lambda: daemon.state.patch_error is not None)
+                await until(lambda: daemon.state.outcome is Outcome.FAILED)
                 world.consul.set_status("bolina-3", "critical")
                 await until(lambda: daemon.state.evaluations >= 3, within=30)
                 world.kube.allow_all()
@@ -178,30 +177,6 @@ class TestKubernetesTrouble:
         assert min(gaps[1:]) >= 0.5 - 1e-6, "never more than 2 requests a second"
         assert max(gaps) <= 1.0 + 0.1, "never blind for more than about a second"
         assert {a.path.rsplit("/", 1)[-1] for a in arrivals} >= {"scale", "bolina-scaler"}, "scale and Lease alike"
-
-    async def test_a_scale_forgotten_while_its_read_is_in_flight_is_read_again(self, world: World):
-        """The Deployment deleted (or a new leader) while a scale read is on its way: that answer
-        serves the evaluation it was read for, and the next evaluation reads again."""
-        world.serving(4)
-        async with open_daemon(world.config()) as daemon:
-            evaluator = daemon.evaluator
-            read = evaluator._target.read
-
-            async def read_then_forgotten() -> Scale:
-                scale = await read()
-                evaluator.forget_scale()  # what the watch's DELETED does meanwhile
-                return scale
-
-            evaluator._target.read = read_then_forgotten  # type: ignore[method-assign]
-            snapshot = FleetSnapshot.of([], index=1, observed_at=asyncio.get_running_loop().time())
-            evaluation = await daemon.evaluate(snapshot)
-            assert evaluation is not None
-            assert evaluation.decision.current == 4
-            assert daemon.state.scale is None, "an answer read before the forget is not kept"
-            evaluator._target.read = read  # type: ignore[method-assign]
-            await daemon.evaluate(snapshot)
-            assert daemon.state.scale is not None
-        assert world.kube.request_count(method="GET", path_contains="/scale") == 2
 
     async def test_a_failing_scale_is_reread_after_a_backoff(self, world: World):
         """Only the scale fails (the Lease works): Consul changes do not multiply the reads."""
@@ -289,8 +264,8 @@ class TestKubernetesTrouble:
         with capture_logs() as logs:
             async with running(config) as daemon:
                 await until(lambda: daemon.state.outcome == "dry_run")
-                assert daemon.may_patch() is False
-                assert daemon.state.leader is False
+                assert daemon.role is Role.SHADOW
+                assert daemon.state.role is Role.SHADOW
         assert world.kube.request_count(path_contains="/leases") == 0
         assert world.kube.request_count(path_contains="/events") == 0
         assert world.kube.lease(NS, "bolina-scaler") is None

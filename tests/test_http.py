@@ -27,10 +27,11 @@ from bolina_scaler.core.decision import Decision, Direction, Inputs, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import ConsulIndex, InstanceId, Server, ServerId, Status
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.core.role import Role
 from bolina_scaler.daemon import servers_view
 from bolina_scaler.daemon.http_api import build_app, summary
-from bolina_scaler.daemon.state import DaemonState
 from bolina_scaler.metrics import Metrics
+from tests.builders import StateByHand
 from tests.harness import World, running, until
 
 NOW = 1000.0
@@ -81,13 +82,13 @@ def decision(*, current: int = 4, desired: int = 6) -> Decision:
 
 
 @pytest.fixture
-def state() -> DaemonState:
-    return DaemonState()
+def state() -> StateByHand:
+    return StateByHand()
 
 
 @pytest.fixture
-async def client(state: DaemonState) -> AsyncIterator[TestClient[Any, Any]]:
-    app = build_app(state=state, config=parse_config({}), metrics=Metrics(), clock=lambda: NOW)
+async def client(state: StateByHand) -> AsyncIterator[TestClient[Any, Any]]:
+    app = build_app(state=lambda: state.state, config=parse_config({}), metrics=Metrics(), clock=lambda: NOW)
     async with TestClient(TestServer(app)) as test_client:
         yield test_client
 
@@ -99,7 +100,7 @@ async def get_json(client: TestClient[Any, Any], path: str, status: int = 200) -
 
 
 class TestServers:
-    async def test_seed_shape_best_first_and_critical_hidden(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_seed_shape_best_first_and_critical_hidden(self, client: TestClient[Any, Any], state: StateByHand):
         """The seed's JSON shape; Available (least loaded first) before Warning; Critical left out."""
         state.snapshot = fleet(
             server(1, Status.WARNING, 0.9),
@@ -117,27 +118,27 @@ class TestServers:
              "Metadata": {"ServerID": "1001", "Status": "warning"}},
         ]  # fmt: skip
 
-    async def test_all_includes_critical_last(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_all_includes_critical_last(self, client: TestClient[Any, Any], state: StateByHand):
         """?all=1 adds the Critical servers, after every other one."""
         state.snapshot = fleet(server(2, Status.CRITICAL), server(1, Status.AVAILABLE))
         body = await get_json(client, "/v1/servers?all=1")
         assert [s["Metadata"]["Status"] for s in body] == ["available", "critical"]
 
-    async def test_status_filter(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_status_filter(self, client: TestClient[Any, Any], state: StateByHand):
         """?status= returns exactly the named statuses, Critical included when named."""
         state.snapshot = fleet(server(1, Status.AVAILABLE), server(2, Status.WARNING), server(3, Status.CRITICAL))
         assert [s["Metadata"]["ServerID"] for s in await get_json(client, "/v1/servers?status=warning")] == ["1002"]
         body = await get_json(client, "/v1/servers?status=critical,available")
         assert [s["Metadata"]["ServerID"] for s in body] == ["1001", "1003"]
 
-    async def test_unknown_status_is_400(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_unknown_status_is_400(self, client: TestClient[Any, Any], state: StateByHand):
         """A status that does not exist is a client error naming the valid ones."""
         state.snapshot = fleet(server(1, Status.AVAILABLE))
         body = await get_json(client, "/v1/servers?status=green", status=400)
         assert "available" in body["error"]
 
     async def test_answers_are_built_once_per_fleet_in_a_worker_thread(
-        self, client: TestClient[Any, Any], state: DaemonState, monkeypatch: pytest.MonkeyPatch
+        self, client: TestClient[Any, Any], state: StateByHand, monkeypatch: pytest.MonkeyPatch
     ):
         """The same fleet polled again gets the same bytes, encoded once, in the servers-api
         thread; a fleet that changed (a new servers tuple) is encoded anew."""
@@ -166,7 +167,7 @@ class TestServers:
         """Before the first Consul answer there is nothing to serve."""
         assert "snapshot" in (await get_json(client, "/v1/servers", status=503))["error"]
 
-    async def test_headers_say_index_trust_and_age(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_headers_say_index_trust_and_age(self, client: TestClient[Any, Any], state: StateByHand):
         """The answer carries the Consul index, whether it is trusted, and its age."""
         state.snapshot = fleet(server(1, Status.AVAILABLE), trusted=False, observed_at=NOW - 5)
         response = await client.get("/v1/servers")
@@ -175,31 +176,28 @@ class TestServers:
         assert float(response.headers["X-Bolina-Snapshot-Age"]) == pytest.approx(5.0)
         assert response.headers["Cache-Control"] == "no-store"
 
-    async def test_best_is_the_least_loaded_available(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_best_is_the_least_loaded_available(self, client: TestClient[Any, Any], state: StateByHand):
         """/v1/servers/best is the first Available server of the ranking."""
         state.snapshot = fleet(server(1, Status.WARNING, 0.1), server(2, Status.AVAILABLE, 0.7),
                                server(3, Status.AVAILABLE, 0.2))  # fmt: skip
         assert (await get_json(client, "/v1/servers/best"))["Metadata"]["ServerID"] == "1003"
 
-    async def test_best_without_available_is_503(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_best_without_available_is_503(self, client: TestClient[Any, Any], state: StateByHand):
         """No Available server: 503, even when Warning ones exist."""
         state.snapshot = fleet(server(1, Status.WARNING), server(2, Status.CRITICAL))
         assert (await get_json(client, "/v1/servers/best", status=503))["error"] == "no Available server"
 
 
 class TestHealth:
-    async def test_healthz_follows_the_watch_task(self, client: TestClient[Any, Any], state: DaemonState):
-        """Alive while the watch task runs; 503 once it has ended."""
+    async def test_healthz_follows_the_watch(self, client: TestClient[Any, Any], state: StateByHand):
+        """Alive while the watch runs; 503 once it has ended."""
         assert (await client.get("/healthz")).status == 503
-        state.watch_task = asyncio.create_task(asyncio.sleep(3600), name="fake-watch")
-        try:
-            assert await get_json(client, "/healthz") == {"status": "ok"}
-        finally:
-            state.watch_task.cancel()
-        await asyncio.sleep(0)
+        state.watching = True
+        assert await get_json(client, "/healthz") == {"status": "ok"}
+        state.watching = False
         assert (await client.get("/healthz")).status == 503
 
-    async def test_readyz_says_why_not(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_readyz_says_why_not(self, client: TestClient[Any, Any], state: StateByHand):
         """Not ready before a trusted snapshot and a scale read; the body lists both reasons."""
         body = await get_json(client, "/readyz", status=503)
         assert body["ready"] is False
@@ -208,7 +206,7 @@ class TestHealth:
             "the Deployment's scale has not been read yet",
         ]
 
-    async def test_readyz_ready_then_stale(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_readyz_ready_then_stale(self, client: TestClient[Any, Any], state: StateByHand):
         """Ready with a fresh trusted snapshot and a scale; not ready once it is older than the bound."""
         state.snapshot = fleet(server(1, Status.AVAILABLE))
         state.trusted_at = NOW - 10
@@ -221,7 +219,7 @@ class TestHealth:
         assert problems[0] == "the last trusted Consul snapshot is 601s old (limit 600s)"
         assert "consul down" in problems[1]
 
-    async def test_readyz_reports_a_failing_scale_read(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_readyz_reports_a_failing_scale_read(self, client: TestClient[Any, Any], state: StateByHand):
         """A failing read of the scale makes the replica unready, with the error."""
         state.trusted_at = NOW
         state.read_error = "forbidden (HTTP 403): ..."
@@ -230,7 +228,7 @@ class TestHealth:
 
 
 class TestDecision:
-    async def test_explains_inputs_and_clamps(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_explains_inputs_and_clamps(self, client: TestClient[Any, Any], state: StateByHand):
         """/v1/decision carries the summary, the inputs and every clamp."""
         assert (await client.get("/v1/decision")).status == 503
         state.decision, state.decided_at, state.outcome = decision(), NOW - 1, Outcome.PATCHED
@@ -241,17 +239,17 @@ class TestDecision:
         assert body["decision"]["clamps"] == []
         assert body["age_seconds"] == 1.0
 
-    async def test_follower_says_would(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_follower_says_would(self, client: TestClient[Any, Any], state: StateByHand):
         """A follower's decision reads "follower: would ..."."""
         state.decision, state.decided_at, state.outcome = decision(), NOW, Outcome.NOT_LEADER
-        state.leader = False
+        state.role = Role.FOLLOWER
         body = await get_json(client, "/v1/decision")
         assert body["summary"].startswith("follower: would scale 4 → 6 (below_target)")
         assert body["role"] == "follower"
 
     def test_summary_without_change(self):
         """A decision that changes nothing says so."""
-        assert summary(decision(desired=4), outcome=Outcome.UNCHANGED, role="leader").startswith("no change at 4")
+        assert summary(decision(desired=4), outcome=Outcome.UNCHANGED, role=Role.LEADER).startswith("no change at 4")
 
 
 class TestOpenApi:
@@ -263,7 +261,7 @@ class TestOpenApi:
         routes = {r.resource.canonical for r in client.app.router.routes() if r.method == "GET"}
         assert set(spec["paths"]) == routes
 
-    async def test_server_example_matches_what_is_served(self, client: TestClient[Any, Any], state: DaemonState):
+    async def test_server_example_matches_what_is_served(self, client: TestClient[Any, Any], state: StateByHand):
         """The schema's required keys are exactly the keys the API serves."""
         text = await (await client.get("/openapi.yaml")).text()
         schema = yaml.safe_load(text)["components"]["schemas"]["Server"]

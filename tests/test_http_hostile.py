@@ -32,15 +32,7 @@ IDLE = 10.0
 GET_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
-class _Watching:
-    """Stands in for the watch task, so that /healthz answers 200."""
-
-    def done(self) -> bool:
-        return False
-
-
 def _state(servers: int = 3) -> DaemonState:
-    state = DaemonState()
     fleet = [
         Server(
             instance_id=InstanceId(f"b{n}"),
@@ -54,16 +46,15 @@ def _state(servers: int = 3) -> DaemonState:
         )
         for n in range(servers)
     ]
-    state.snapshot = FleetSnapshot.of(fleet, index=7, observed_at=0.0)
-    state.watch_task = _Watching()  # type: ignore[assignment]
-    return state
+    return DaemonState(snapshot=FleetSnapshot.of(fleet, index=7, observed_at=0.0), watching=True)
 
 
 @contextlib.asynccontextmanager
 async def serving(
     *, limit: int = LIMIT, servers: int = 3, release: asyncio.Event | None = None
 ) -> AsyncIterator[HttpServer]:
-    app = build_app(state=_state(servers), config=parse_config({}), metrics=Metrics(), clock=lambda: 1.0)
+    state = _state(servers)
+    app = build_app(state=lambda: state, config=parse_config({}), metrics=Metrics(), clock=lambda: 1.0)
     gate = release or asyncio.Event()
 
     async def slow(request: web.Request) -> web.Response:

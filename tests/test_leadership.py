@@ -211,10 +211,10 @@ class TestTwoDaemons:
         world.serving(4)
         async with daemon(ha_config(world, "a")) as (a, _, _), daemon(ha_config(world, "b")) as (b, _, _):
             await until(lambda: a.state.evaluations >= 1 and b.state.evaluations >= 1)
-            await until(lambda: a.state.leader != b.state.leader)
+            await until(lambda: a.role.may_patch != b.role.may_patch)
             world.set_statuses("warning", 1, 2, 3)
             await until(lambda: world.replicas() == 6)
-            follower = b if a.state.leader else a
+            follower = b if a.role.may_patch else a
             await asyncio.sleep(5)
             assert follower.state.patches == 0
         patches = [p for p in scale_patches(world) if p.status == 200]
@@ -226,13 +226,13 @@ class TestTwoDaemons:
         world.serving(4)
         loop = asyncio.get_running_loop()
         async with daemon(ha_config(world, "a")) as (a, _, a_task):
-            await until(lambda: a.state.leader)
+            await until(lambda: a.role.may_patch)
             async with daemon(ha_config(world, "b")) as (b, _, _):
                 await until(lambda: b.state.evaluations >= 1)
-                assert not b.state.leader
+                assert not b.role.may_patch
                 a_task.cancel()  # a crash: no release, the Lease must expire
                 killed = loop.time()
-                await until(lambda: b.state.leader, within=30)
+                await until(lambda: b.role.may_patch, within=30)
                 assert loop.time() - killed <= 15 + 2 * 1.2 + 0.5
                 world.set_statuses("warning", 1, 2, 3)
                 await until(lambda: world.replicas() == 6)
@@ -244,13 +244,13 @@ class TestTwoDaemons:
         world.kube.scale_by_hand(NS, "bolina", 2)
         loop = asyncio.get_running_loop()
         async with daemon(ha_config(world, "a")) as (a, a_stop, a_task):
-            await until(lambda: a.state.leader)
+            await until(lambda: a.role.may_patch)
             async with daemon(ha_config(world, "b")) as (b, _, _):
                 await until(lambda: b.state.evaluations >= 1)
                 a_stop.set()
                 await a_task
                 stopped = loop.time()
-                await until(lambda: b.state.leader, within=10)
+                await until(lambda: b.role.may_patch, within=10)
                 assert loop.time() - stopped <= 2 * 1.2 + 0.5
 
     async def test_follower_explains_what_it_would_do(self, world: World):

@@ -61,28 +61,26 @@ class DeploymentWatch:
         self,
         *,
         api: KubeApi,
-        on_change: Callable[[Pause | None], None] | None = None,
-        on_read: Callable[[str | None], None] | None = None,
+        on_change: Callable[[Pause | None, Pause | None, bool], None] | None = None,
         on_missing: Callable[[], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        """``on_change(pause)`` runs after every read that changed the pause state (the first
-        read included): ``None`` means not paused. ``on_read(error)`` runs after every GET: the
-        error's one line, or None. ``on_missing()`` runs when the watch sees the Deployment deleted
-        or a GET is answered 404."""
+        """``on_change(before, after, first)`` runs after every read that changed the pause
+        state, and after the first read (``first``) whatever it found: ``None`` means not paused.
+        ``on_missing()`` runs when the watch sees the Deployment deleted or a GET is answered 404."""
         self.namespace = api.namespace
         self.name = api.config.deployment
         self.pause: Pause | None = None
         """The pause in force (None: not paused, or not known yet: see ``known``)."""
         self.known = False
-        """Whether the pause state was read (False before the first read and after a failed GET)."""
+        """Whether the pause state was ever read (False before the first successful read; a failed
+        read later leaves the last known state in force)."""
         self.read_error: str | None = None
         """Why the last GET failed; None once one succeeded."""
         self.first_look = asyncio.Event()
         """Set after the first GET, whatever its outcome: the daemon waits for it before deciding."""
         self._api = api
         self._on_change = on_change
-        self._on_read = on_read
         self._on_missing = on_missing
         self._rng = rng or random.Random()
         self._backoff = Backoff(api.config.retry_initial, api.config.retry_max, rng=self._rng)
@@ -122,6 +120,11 @@ class DeploymentWatch:
                 self._problems.failed(problem, key="unexpected", level="error")
             await asyncio.sleep(self._backoff.next_delay())
 
+    async def read_pause(self) -> Pause | None:
+        """One GET, for a caller that reads once (``plan``): the pause the annotations ask for."""
+        await self._get()
+        return self.pause
+
     # -- the requests --------------------------------------------------------------------------
 
     async def _get(self) -> str:
@@ -136,15 +139,11 @@ class DeploymentWatch:
         try:
             metadata = await self._api.call(_GET, request, subject=self._subject, problems=self._problems)
         except KubernetesError as exc:
-            self.read_error, self.known = str(exc), False
-            if self._on_read is not None:
-                self._on_read(self.read_error)
+            self.read_error = str(exc)
             raise
         finally:
             self.first_look.set()
         self.read_error = None
-        if self._on_read is not None:
-            self._on_read(None)
         self._seen(metadata, first=not self.known)
         self.known = True
         return str(metadata["resourceVersion"])
@@ -232,6 +231,6 @@ class DeploymentWatch:
         pause = pause_of(metadata.get("annotations"))
         if pause == self.pause and not first:
             return
-        self.pause = pause
+        before, self.pause = self.pause, pause
         if self._on_change is not None:
-            self._on_change(pause)
+            self._on_change(before, pause, first)

@@ -3,17 +3,17 @@
 Does I/O through its parts. What flows in: ``FleetSnapshot`` values from ``source.ConsulWatch``
 (through the ``mailbox``), the Deployment's ``Scale`` and the Lease; what flows out: scale
 patches, pod deletion costs and Kubernetes Events (``actuator``), one log line per evaluation,
-and the HTTP API (``http_api``: health, metrics, servers, "explain") over the ``state`` model.
+and the HTTP API (``http_api``: health, metrics, servers, "explain") over the ``state`` view.
 
 * ``daemon``: the tasks (watch, evaluate, leader election, Events, HTTP) and their shutdown;
-* ``evaluator``: one evaluation and its ``Outcome``;
+* ``evaluator``: one evaluation (``core.evaluation.step`` against the scale) and its ``Outcome``;
 * ``mailbox``: the newest snapshot, from the watch to the evaluator;
-* ``state``: what the daemon knows right now, for the HTTP API and the tests;
+* ``state``: what the daemon knows right now, a view assembled from the parts that own each fact;
 * ``http_api``: the HTTP server; ``servers_view``: its servers API answers, encoded once per fleet.
 """
 
 from bolina_scaler.daemon.daemon import Daemon, open_daemon
-from bolina_scaler.daemon.evaluator import Evaluation, Evaluator, evaluation_fields
+from bolina_scaler.daemon.evaluator import Evaluation, Evaluator, ScaleEndpoint
 from bolina_scaler.daemon.state import DaemonState
 
-__all__ = ["Daemon", "DaemonState", "Evaluation", "Evaluator", "evaluation_fields", "open_daemon"]
+__all__ = ["Daemon", "DaemonState", "Evaluation", "Evaluator", "ScaleEndpoint", "open_daemon"]

@@ -42,11 +42,13 @@ from bolina_scaler.actuator.call import KubeApi, KubernetesError
 from bolina_scaler.actuator.deletion_cost import DeletionCostSteering
 from bolina_scaler.actuator.deployment import DeploymentWatch
 from bolina_scaler.actuator.events import EventRecorder, EventSpec
+from bolina_scaler.actuator.scale import ScaleTarget
 from bolina_scaler.config import Config
 from bolina_scaler.coordination.election import Leadership, default_identity
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.pause import Pause
-from bolina_scaler.daemon.evaluator import Evaluation, Evaluator
+from bolina_scaler.core.role import Role
+from bolina_scaler.daemon.evaluator import Evaluation, Evaluator, scale_problems
 from bolina_scaler.daemon.http_api import HttpServer, build_app
 from bolina_scaler.daemon.mailbox import Mailbox
 from bolina_scaler.daemon.state import DaemonState
@@ -85,9 +87,8 @@ class Daemon:
         """``watch`` and ``kube`` must be entered (``async with``); ``open_daemon`` does both."""
         self.config = config
         self.watch = watch
-        self.state = DaemonState()
         self.metrics = metrics if metrics is not None else kube.metrics or Metrics()
-        policy = config.policy
+        policy, election, shadow = config.policy, config.leader_election, config.dry_run
         self.metrics.set_policy(
             min_replicas=policy.min_replicas,
             max_replicas=policy.max_replicas,
@@ -95,49 +96,75 @@ class Daemon:
         )
         self.http: HttpServer | None = None
         """The running HTTP server (``http.url``), once ``run`` started it."""
+        self.paused_since: float | None = None
+        """When the pause in force began (loop time), as this replica saw it."""
         self._clock = clock
         self._wall_clock = wall_clock
         self._mailbox = Mailbox()
-        election = config.leader_election
-        shadow = config.dry_run
-        self.state.shadow = shadow
+        self._watching: asyncio.Task[None] | None = None
         self.leadership: Leadership | None = None
         if election.enabled and not shadow:
             self.leadership = Leadership(election, api=kube, clock=self.now, on_change=self._leadership_changed)
-            self.state.leader, self.state.identity = False, self.leadership.identity
-        if shadow:
-            self.state.leader = False
         self.events: EventRecorder | None = None
         if config.events.enabled and not shadow:
-            identity = self.state.identity or election.identity or default_identity()
+            identity = self.leadership.identity if self.leadership else election.identity or default_identity()
             self.events = EventRecorder(config.events, api=kube, instance=identity, clock=self.now)
         steering = None
         if policy.scale_down.deletion_cost.enabled and not shadow:
             steering = DeletionCostSteering(api=kube)
-        self.deployment = DeploymentWatch(
-            api=kube, on_change=self._pause_changed, on_read=self._pause_read, on_missing=self._reread_scale
-        )
+        self.deployment = DeploymentWatch(api=kube, on_change=self._pause_changed, on_missing=self._reread_scale)
+        problems = scale_problems()
         self.evaluator = Evaluator(
             config,
-            kube=kube,
-            state=self.state,
+            target=ScaleTarget(kube, problems=problems),
+            problems=problems,
             metrics=self.metrics,
             clock=self.now,
-            may_patch=self.may_patch,
-            role=self._role,
+            role=lambda: self.role,
+            pause=lambda: self.deployment.pause,
             events=self.events,
             steering=steering,
-            pause=lambda: self.state.pause,
+            wall_clock=wall_clock,
         )
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
-    def may_patch(self) -> bool:
-        """Only the leader patches (everyone is leader without leader election); a shadow never."""
-        if self.state.shadow:
-            return False
-        return self.leadership is None or self.leadership.is_leader()
+    @property
+    def role(self) -> Role:
+        """Leader, follower or shadow: the one place this replica's role is worked out."""
+        leading = self.leadership is None or self.leadership.is_leader()
+        return Role.of(shadow=self.config.dry_run, leading=leading)
+
+    @property
+    def state(self) -> DaemonState:
+        """What the daemon knows now, read from the parts that own each fact."""
+        mailbox, evaluator, deployment, leadership = self._mailbox, self.evaluator, self.deployment, self.leadership
+        trusted_at = mailbox.trusted_at
+        watching = self._watching
+        return DaemonState(
+            snapshot=mailbox.snapshot,
+            trusted_at=trusted_at,
+            trusted_wall_at=None if trusted_at is None else self._wall_clock() - max(0.0, self.now() - trusted_at),
+            scale=evaluator.scale,
+            scale_read_at=evaluator.scale_read_at,
+            read_error=evaluator.read_error,
+            decision=evaluator.decision,
+            decided_at=evaluator.decided_at,
+            outcome=evaluator.outcome,
+            policy_decision=evaluator.policy_decision,
+            pause=deployment.pause,
+            pause_known=deployment.known,
+            pause_error=deployment.read_error,
+            paused_since=self.paused_since,
+            patches=evaluator.patches,
+            applied=evaluator.applied,
+            evaluations=evaluator.evaluations,
+            role=self.role,
+            identity=None if leadership is None else leadership.identity,
+            holder=None if leadership is None else leadership.holder,
+            watching=watching is not None and not watching.done(),
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop within ``shutdown_timeout``."""
@@ -147,24 +174,23 @@ class Daemon:
             consul=self.config.consul.address,
             deployment=self.config.kubernetes.deployment,
             dry_run=self.config.dry_run,
-            identity=self.state.identity,
+            identity=None if self.leadership is None else self.leadership.identity,
         )
-        if self.state.shadow:
+        if self.config.dry_run:
             log.info(
                 "daemon.shadow_mode",
                 message="dry run: not joining leader election, never patching",
                 lease=self.config.leader_election.lease_name,
             )
         async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as group:
-            watching = group.create_task(self._watch_loop(), name="watch")
-            self.state.watch_task = watching
+            watching = self._watching = group.create_task(self._watch_loop(), name="watch")
             evaluating = group.create_task(self._evaluate_loop(), name="evaluate")
             pausing = group.create_task(self.deployment.run(), name="pause")
             electing = self.leadership and group.create_task(self.leadership.run(), name="leader-election")
             recording = self.events and group.create_task(self.events.run(), name="events")
             stopping = group.create_task(stop.wait(), name="wait-for-stop")
             if self.config.http.enabled:
-                app = build_app(state=self.state, config=self.config, metrics=self.metrics, clock=self.now)
+                app = build_app(state=lambda: self.state, config=self.config, metrics=self.metrics, clock=self.now)
                 http = HttpServer(app, host=self.config.http.host, port=self.config.http.port)
                 self.http = await stack.enter_async_context(http)
                 log.info("http.listening", url=self.http.url)
@@ -187,53 +213,36 @@ class Daemon:
                     await asyncio.wait_for(self.events.flush(), max(0.0, min(1.0, deadline - self.now())))
                 recording.cancel()
             stopping.cancel()
-        log.info("daemon.stopped", evaluations=self.state.evaluations, patches=self.state.patches)
+        log.info("daemon.stopped", evaluations=self.evaluator.evaluations, patches=self.evaluator.patches)
 
     async def evaluate(self, snapshot: FleetSnapshot) -> Evaluation | None:
         """One evaluation now, outside the loop (tests and ``plan``-like callers)."""
         return await self.evaluator.evaluate(snapshot)
 
-    def _role(self) -> str | None:
-        if self.state.shadow:
-            return "shadow"
-        if self.leadership is None:
-            return None
-        self.state.holder = self.leadership.holder
-        return "leader" if self.may_patch() else "follower"
-
     def _leadership_changed(self, leading: bool) -> None:
-        self.state.leader = leading
-        if self.leadership is not None:
-            self.state.holder = self.leadership.holder
         if leading:
             self._reread_scale()  # a new leader re-reads the scale before its first patch
 
-    def _pause_changed(self, pause: Pause | None) -> None:
+    def _pause_changed(self, before: Pause | None, pause: Pause | None, first: bool) -> None:
         """The Deployment's pause annotations were read and differ from before (or were read at last)."""
-        state = self.state
-        before, first = state.pause, not state.pause_known
-        state.pause, state.pause_known = pause, True
         if pause == before and not first:
             return
         if pause is not None and pause.problem:
             log.warning("pause.unreadable", message="pause annotation unreadable; paused anyway", problem=pause.problem)
         if pause is None:
-            state.paused_since = None
+            self.paused_since = None
             if before is not None:
                 log.info("pause.resumed", was=before.source)
                 self._record(EventSpec("Normal", "ScalingResumed", f"Scaling resumed: {before.source} removed"))
         else:
             if before is None:
-                state.paused_since = self.now()
+                self.paused_since = self.now()
             log.info("pause.paused", annotation=pause.source, held_replicas=pause.replicas)
             if not first or before is not None:
                 self._record(EventSpec("Normal", "ScalingPaused", f"Scaling {pause.describe()}"))
         # The annotation moved the Deployment's resourceVersion: re-read the scale (else the next
         # patch meets a 409 first), and decide again now: hold, or go to the held count.
         self._reread_scale()
-
-    def _pause_read(self, error: str | None) -> None:
-        self.state.pause_error = error
 
     def _reread_scale(self) -> None:
         """Forget the cached scale and evaluate now, reading it first: after a takeover, a pause
@@ -244,7 +253,7 @@ class Daemon:
 
     def _record(self, event: EventSpec) -> None:
         """One Event for a pause or a resume, from the leader (followers and shadows stay silent)."""
-        if self.events is not None and self.may_patch():
+        if self.events is not None and self.role.may_record:
             self.events.record(event)
 
     async def _finish_pending_patch(self, deadline: float) -> None:
@@ -266,10 +275,6 @@ class Daemon:
     async def _watch_loop(self) -> None:
         async for snapshot in self.watch.snapshots():
             self._mailbox.put(snapshot, now=self.now())
-            self.state.snapshot = snapshot
-            if snapshot.trusted:
-                self.state.trusted_at = snapshot.observed_at
-                self.state.trusted_wall_at = self._wall_clock() - max(0.0, self.now() - snapshot.observed_at)
             # Let the evaluator (woken by put) decide and send its patch before this task
             # builds and sends the next blocking query: that much less latency.
             await asyncio.sleep(0)

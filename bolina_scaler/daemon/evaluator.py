@@ -1,13 +1,15 @@
-"""One evaluation: the scale as it is, the policy's decision, what was done with it, one log line.
+"""One evaluation: the scale as it is, the evaluation step, what was done with it, one log line.
 
-Does I/O only through the parts it is given (the scale target, deletion-cost steering, the Event
-recorder). Each evaluation ends in one ``Outcome`` that the state (``/v1/decision``), the
-``patches_total`` metric, the log line and the Kubernetes Event all take from ``_conclude``::
+Does I/O only through the parts it is given (a ``ScaleEndpoint``, ``PodSteering``, the Event
+recorder). The decision itself is ``core.evaluation.step`` (pure: decide, apply the pause,
+say what would be sent). Each evaluation ends in one ``Outcome`` that the evaluator's own facts
+(``/v1/decision``), the ``patches_total`` metric, the log line and the Kubernetes Event all take
+from ``_conclude``::
 
-    scale (cached, re-read after kubernetes.resync or any error) ──► decide() (pure) ──► log line
-       │ unreadable: no decision, retry after backoff      [paused: hold, or the held count]
+    scale (cached, re-read after kubernetes.resync or any error) ──► step() (pure) ──► log line
+       │ unreadable: no decision, retry after backoff            [paused: hold, or the held count]
        ▼                                                                    ▼
-    no change ──► UNCHANGED      dry_run ──► DRY_RUN      follower ──► NOT_LEADER
+    no change ──► UNCHANGED      shadow ──► DRY_RUN      follower ──► NOT_LEADER
     a change, leader ──► [scale-down: steer pod deletion costs] ──► patch with resourceVersion
           ├─ ok ────────► PATCHED   (record_scale: step limits, in-flight ledger)
           ├─ 409 ───────► CONFLICT  (re-read, decide again; at most MAX_CONFLICT_RETRIES times,
@@ -20,77 +22,87 @@ The Deployment's scale is cached between evaluations; a patch carries the cached
 fresh read and a fresh decision instead of overwriting them. Something that keeps writing the
 Deployment (another autoscaler, a loop in a script) turns every patch into a 409: after each
 round of ``MAX_CONFLICT_RETRIES`` the evaluator waits a jittered backoff between
-``kubernetes.retry_initial`` and ``kubernetes.retry_max`` that doubles round after round (new
+``kubernetes.retry_initial`` and ``CONFLICT_BACKOFF_MAX`` that doubles round after round (new
 Consul data does not cut it short), so a conflict storm costs a few requests and log lines a
 minute, not twenty a second. Any other outcome ends the storm.
+
+The evaluator owns what it learns: the scale it read, the last decision and outcome, its
+counters. They are read-only attributes; the daemon's ``DaemonState`` view reads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 import structlog
 
-from bolina_scaler.actuator.call import Conflict, KubeApi, KubernetesError, Unavailable
-from bolina_scaler.actuator.deletion_cost import DeletionCostSteering
+from bolina_scaler.actuator.call import Conflict, KubernetesError, Unavailable
 from bolina_scaler.actuator.events import EventRecorder, event_for
-from bolina_scaler.actuator.scale import Scale, ScaleTarget
+from bolina_scaler.actuator.scale import Scale
 from bolina_scaler.config import Config
 from bolina_scaler.core.decision import Decision, Direction
+from bolina_scaler.core.evaluation import Step, log_fields, step
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.memory import Memory, record_scale
+from bolina_scaler.core.model import Server
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.core.pacing import Backoff
-from bolina_scaler.core.pause import Pause, paused_decision
-from bolina_scaler.core.policy import decide
-from bolina_scaler.daemon.state import DaemonState
+from bolina_scaler.core.pause import Pause
+from bolina_scaler.core.role import Role
 from bolina_scaler.logs import ProblemLog
 from bolina_scaler.metrics import Metrics
 
-__all__ = ["MAX_CONFLICT_RETRIES", "Evaluation", "Evaluator", "evaluation_fields"]
+__all__ = [
+    "CONFLICT_BACKOFF_MAX",
+    "MAX_CONFLICT_RETRIES",
+    "Evaluation",
+    "Evaluator",
+    "PodSteering",
+    "ScaleEndpoint",
+    "scale_problems",
+]
 
 log = structlog.get_logger("bolina_scaler.daemon")
 
 MAX_CONFLICT_RETRIES = 5
+"""Patches tried in one evaluation, each after a fresh read, before the conflict backoff starts."""
 CONFLICT_BACKOFF_MAX = 30.0
-_TIMER_SLACK = 1e-3
 """A storm of conflicts is another writer fighting over the scale, not an outage: its backoff grows
 to 30 s (kubernetes.retry_max, 1 s shipped, bounds the probe of a server that does not answer)."""
+_TIMER_SLACK = 1e-3
+APPLIED_KEPT = 100
+"""Scale changes remembered for the demo's table and the tests (``Evaluator.applied``)."""
 
 
-def evaluation_fields(decision: Decision, *, now: float) -> dict[str, Any]:
-    """The fields of the one log line written per evaluation (and of ``plan``'s report)."""
-    inputs = decision.inputs
-    fields: dict[str, Any] = {
-        "consul_index": inputs.consul_index,
-        "trusted": inputs.trusted,
-        "registered": inputs.registered,
-        "available": inputs.available,
-        "warning": inputs.warning,
-        "critical": inputs.critical,
-        "pending": inputs.pending,
-        "current": decision.current,
-        "desired": decision.desired,
-        "direction": str(decision.direction),
-        "reason": str(decision.reason),
-        "why": decision.message,
-        "clamps": [str(clamp) for clamp in decision.clamps],
-    }
-    if inputs.trust_problems:
-        fields["trust_problems"] = list(inputs.trust_problems)
-    if inputs.pending_expired:
-        fields["pending_expired"] = inputs.pending_expired
-    if inputs.external_change is not None:
-        fields["external_change_from"] = inputs.external_change
-    if decision.notes:
-        fields["notes"] = list(decision.notes)
-    if decision.recheck_at is not None:
-        fields["recheck_in_s"] = round(max(0.0, decision.recheck_at - now), 3)
-    return fields
+class ScaleEndpoint(Protocol):
+    """What the evaluator needs of the Deployment's scale subresource (``actuator.scale.ScaleTarget``;
+    ``testing.scale.FakeScaleTarget`` in the tests)."""
+
+    async def read(self) -> Scale: ...
+
+    async def patch(self, replicas: int, *, resource_version: str | None) -> Scale: ...
+
+
+class PodSteering(Protocol):
+    """What the evaluator needs before a scale-down: mark the pods to remove first
+    (``actuator.deletion_cost.DeletionCostSteering``)."""
+
+    async def steer(self, servers: Sequence[Server], *, selector: str | None, remove: int) -> object: ...
+
+
+def scale_problems() -> ProblemLog:
+    """The problem log the scale's reads and patches report to: each distinct failure once."""
+    return ProblemLog(
+        log,
+        failing="kubernetes.failing",
+        recovered="kubernetes.recovered",
+        message="a Kubernetes request failed; holding the scale and still watching",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,35 +122,36 @@ class Evaluator:
         self,
         config: Config,
         *,
-        kube: KubeApi,
-        state: DaemonState,
+        target: ScaleEndpoint,
         metrics: Metrics,
         clock: Callable[[], float],
-        may_patch: Callable[[], bool],
-        role: Callable[[], str | None],
-        events: EventRecorder | None = None,
-        steering: DeletionCostSteering | None = None,
+        role: Callable[[], Role] = lambda: Role.LEADER,
         pause: Callable[[], Pause | None] = lambda: None,
+        events: EventRecorder | None = None,
+        steering: PodSteering | None = None,
+        problems: ProblemLog | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """``may_patch``: whether this replica may patch now; ``role``: ``leader``/``follower``/``shadow``
-        for the log line (None without leader election); ``pause``: the pause annotation in force;
-        ``wall_clock``: unix time, to judge the age of the demand servers stamp with their own clocks."""
+        """``role``: this replica's role now; ``pause``: the pause annotation in force; ``problems``:
+        the log ``target`` reports its failures to (``scale_problems()``); ``wall_clock``: unix
+        time, to judge the age of the demand servers stamp with their own clocks."""
         self.config = config
-        self.state = state
         self.memory = Memory()
+        """The policy's memory, passed from one step to the next."""
         self.recheck_at: float | None = None
         """When the next evaluation is due even if nothing changes (the earliest asked for)."""
         self.patch_task: asyncio.Task[Scale] | None = None
         """The patch in flight, which shutdown lets finish."""
+        self.problems = problems if problems is not None else scale_problems()
+        """Each distinct read or patch failure once (``target`` reports to it)."""
+        self._target = target
         self._metrics = metrics
         self._clock = clock
         self._wall_clock = wall_clock
-        self._may_patch = may_patch
         self._role = role
+        self._pause = pause
         self._events = events
         self._steering = steering
-        self._pause = pause
         self._backoff = Backoff(config.kubernetes.retry_initial, config.kubernetes.retry_max)
         self._retry_at: float | None = None
         """After a failed request, no new one before this time (loop time)."""
@@ -148,21 +161,75 @@ class Evaluator:
         """Grows with every round of MAX_CONFLICT_RETRIES conflicts in a row; reset by any other outcome."""
         self._quiet_until: float | None = None
         """No evaluation before this (loop time): the conflict backoff is running."""
-        self.problems = ProblemLog(
-            log,
-            failing="kubernetes.failing",
-            recovered="kubernetes.recovered",
-            message="a Kubernetes request failed; holding the scale and still watching",
-        )
-        """Each distinct read or patch failure once (``ScaleTarget`` reports to it)."""
-        self._target = ScaleTarget(kube, problems=self.problems)
         self._forgotten = 0
         """How many times the scale was forgotten: a read that was in flight meanwhile is used once, not kept."""
+        # What it learnt (read-only from outside: the properties below).
+        self._scale: Scale | None = None
+        self._scale_read_at: float | None = None
+        self._read_error: str | None = None
+        self._step: Step | None = None
+        self._decided_at: float | None = None
+        self._outcome: Outcome | None = None
+        self._evaluations = 0
+        self._patches = 0
+        self._applied: deque[tuple[float, Decision]] = deque(maxlen=APPLIED_KEPT)
+
+    # -- what it knows ---------------------------------------------------------------------------
+
+    @property
+    def scale(self) -> Scale | None:
+        """The Deployment's scale as last read or patched (None: not read yet, or forgotten)."""
+        return self._scale
+
+    @property
+    def scale_read_at(self) -> float | None:
+        """When the scale was last read or patched (loop time); None: never, or a conflict made it stale."""
+        return self._scale_read_at
+
+    @property
+    def read_error(self) -> str | None:
+        """Why the last read of the scale failed; None once a read succeeded."""
+        return self._read_error
+
+    @property
+    def decision(self) -> Decision | None:
+        """What the last evaluation decided to do (while paused: the pause's decision)."""
+        return None if self._step is None else self._step.decision
+
+    @property
+    def policy_decision(self) -> Decision | None:
+        """While paused: what the policy itself decided (``decision`` is what was done instead)."""
+        return None if self._step is None or not self._step.paused else self._step.policy_decision
+
+    @property
+    def decided_at(self) -> float | None:
+        return self._decided_at
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """What the last evaluation did with its decision."""
+        return self._outcome
+
+    @property
+    def evaluations(self) -> int:
+        return self._evaluations
+
+    @property
+    def patches(self) -> int:
+        """Patches of the scale that succeeded."""
+        return self._patches
+
+    @property
+    def applied(self) -> tuple[tuple[float, Decision], ...]:
+        """The last scale changes made (loop time, decision), oldest first."""
+        return tuple(self._applied)
+
+    # -- what it does ----------------------------------------------------------------------------
 
     def forget_scale(self) -> None:
         """Re-read the scale before the next decision (a new leader, a failed request, the
         Deployment deleted), even when it is forgotten while a read is in flight."""
-        self.state.scale = None
+        self._scale = None
         self._forgotten += 1
 
     async def evaluate(self, snapshot: FleetSnapshot, *, reacting_to: float | None = None) -> Evaluation | None:
@@ -178,8 +245,8 @@ class Evaluator:
             scale = await self._current_scale()
             if scale is None:
                 return None
-            decision = self._decide(snapshot, scale)
-            evaluation = await self._act(decision, scale, snapshot, reacting_to)
+            decided = self._step_once(snapshot, scale)
+            evaluation = await self._act(decided, scale, snapshot, reacting_to)
             if evaluation.outcome is not Outcome.CONFLICT:
                 self._conflicts.reset()
                 self._quiet_until = None
@@ -199,14 +266,9 @@ class Evaluator:
     # -- the steps -----------------------------------------------------------------------------
 
     async def _current_scale(self) -> Scale | None:
-        state = self.state
-        fresh = (
-            state.scale is not None
-            and state.scale_read_at is not None
-            and self._clock() - state.scale_read_at < self.config.kubernetes.resync
-        )
-        if fresh:
-            return state.scale
+        read_at = self._scale_read_at
+        if self._scale is not None and read_at is not None and self._clock() - read_at < self.config.kubernetes.resync:
+            return self._scale
         if self._retry_at is not None and self._before(self._retry_at):
             self._recheck(self._retry_at)  # backing off after a failure: a Consul change does not
             return None  # shorten the wait, the timer ends it
@@ -214,13 +276,13 @@ class Evaluator:
         try:
             scale = await self._target.read()
         except KubernetesError as exc:
-            state.read_error = str(exc)
+            self._read_error = str(exc)
             self._failed(exc)
             return None
-        previous = state.scale
+        previous = self._scale
         # Forgotten while the answer was on its way (e.g. the Deployment deleted): used once, not kept.
-        kept = scale if self._forgotten == forgotten else None
-        state.scale, state.scale_read_at, state.read_error = kept, self._clock(), None
+        self._scale = scale if self._forgotten == forgotten else None
+        self._scale_read_at, self._read_error = self._clock(), None
         if self._events is not None:
             self._events.uid = scale.uid
         if previous is not None and previous.replicas != scale.replicas:
@@ -228,38 +290,28 @@ class Evaluator:
         self._recovered()
         return scale
 
-    def _decide(self, snapshot: FleetSnapshot, scale: Scale) -> Decision:
+    def _step_once(self, snapshot: FleetSnapshot, scale: Scale) -> Step:
         now = self._clock()
-        decision, self.memory = decide(
+        decided = step(
             fleet=snapshot,
             current=scale.replicas,
             config=self.config.policy,
             memory=self.memory,
             now=now,
             wall_now=self._wall_clock(),
+            pause=self._pause(),
+            role=self._role(),
         )
-        state = self.state
-        pause = self._pause()
-        state.policy_decision = decision if pause is not None else None
-        if pause is not None:  # the policy still decides and explains; the pause says what is done
-            decision = paused_decision(decision, pause)
-        state.decision, state.decided_at = decision, now
-        state.evaluations += 1
-        self._metrics.observe_decision(decision)
-        self._recheck(decision.recheck_at)
-        fields = evaluation_fields(decision, now=now)
-        role = self._role()
-        if role is not None:
-            fields["role"] = role
-        log.info("decision.evaluated", **fields)
-        return decision
+        self.memory, self._step, self._decided_at = decided.memory, decided, now
+        self._evaluations += 1
+        self._metrics.observe_decision(decided.decision)
+        self._recheck(decided.decision.recheck_at)
+        log.info("decision.evaluated", **log_fields(decided.decision, now=now), role=str(decided.role))
+        return decided
 
-    async def _act(
-        self, decision: Decision, scale: Scale, snapshot: FleetSnapshot, reacting_to: float | None
-    ) -> Evaluation:
-        if not decision.changes_scale:
-            return self._conclude(Evaluation(decision, Outcome.UNCHANGED))
-        if self.config.dry_run:
+    async def _act(self, decided: Step, scale: Scale, snapshot: FleetSnapshot, reacting_to: float | None) -> Evaluation:
+        decision = decided.decision
+        if decided.outcome is Outcome.DRY_RUN:
             log.info(
                 "scale.dry_run",
                 message="dry run: would scale",
@@ -269,14 +321,13 @@ class Evaluator:
                 would_patch={"spec": {"replicas": decision.desired}},
                 resource_version=scale.resource_version,
             )
-            return self._conclude(Evaluation(decision, Outcome.DRY_RUN))
-        if not self._may_patch():
-            return self._conclude(Evaluation(decision, Outcome.NOT_LEADER))
+        if decided.outcome is not None:
+            return self._conclude(Evaluation(decision, decided.outcome))
         if decision.direction is Direction.DOWN and self._steering is not None:
             await self._steering.steer(
                 snapshot.servers, selector=scale.selector, remove=decision.current - decision.desired
             )
-            if not self._may_patch():  # leadership lost while annotating pods
+            if not self._role().may_patch:  # leadership lost while annotating pods
                 return self._conclude(Evaluation(decision, Outcome.NOT_LEADER))
         return self._conclude(await self._patch(decision, scale, reacting_to))
 
@@ -294,20 +345,18 @@ class Evaluator:
                 message="resourceVersion moved under the patch; re-reading and deciding again",
                 error=str(exc),
             )
-            self.state.scale_read_at = None
+            self._scale_read_at = None
             return Evaluation(decision, Outcome.CONFLICT)
         except KubernetesError as exc:
-            self.state.patch_error = str(exc)
             self._failed(exc)
             return Evaluation(decision, Outcome.FAILED, error=str(exc))
         finally:
             self.patch_task = None
         now = self._clock()
         self.memory = record_scale(self.memory, decision, now=now)
-        state = self.state
-        state.scale, state.scale_read_at, state.patch_error = new_scale, now, None
-        state.patches += 1
-        state.applied.append((now, decision))
+        self._scale, self._scale_read_at = new_scale, now
+        self._patches += 1
+        self._applied.append((now, decision))
         self._recovered()
         if reacting_to is not None:
             self._metrics.reaction.observe(max(0.0, now - reacting_to))
@@ -321,12 +370,12 @@ class Evaluator:
         return Evaluation(decision, Outcome.PATCHED)
 
     def _conclude(self, evaluation: Evaluation) -> Evaluation:
-        """Record the outcome once, in the words every reader uses: state, metric, Event."""
-        self.state.outcome = evaluation.outcome
+        """Record the outcome once, in the words every reader uses: the evaluator's facts, metric, Event."""
+        self._outcome = evaluation.outcome
         if evaluation.outcome is not Outcome.UNCHANGED:
             self._metrics.patches.labels(outcome=evaluation.outcome).inc()
-        if self._events is not None and not self.config.dry_run and self._may_patch():
-            # Followers stay silent: the leader records the one Event.
+        if self._events is not None and self._role().may_record:
+            # Followers and shadows stay silent: the leader records the one Event.
             event = event_for(evaluation.decision, outcome=evaluation.outcome, error=evaluation.error)
             if event is not None:
                 self._events.record(event)

@@ -1,10 +1,10 @@
 """The daemon's HTTP API: health, readiness, Prometheus metrics, the servers API and "explain".
 
 Does I/O (an aiohttp server on one port, ``http.port``, default 8080). Every answer is computed
-from the daemon's in-memory ``DaemonState``: a load balancer polling ``/v1/servers`` never
+from the daemon's in-memory ``DaemonState``, read once per request: a load balancer polling ``/v1/servers`` never
 causes a Consul query, and the servers API's answers are ranked and encoded once per fleet, off
-the event loop (``servers_view``). ``build_app`` takes the state, so tests build the app around
-a state they fill by hand; ``HttpServer`` runs it. The API is described in
+the event loop (``servers_view``). ``build_app`` takes a function that reads the state, so tests
+build the app around a state they fill by hand; ``HttpServer`` runs it. The API is described in
 ``bolina_scaler/openapi.yaml`` (served at ``/openapi.yaml``).
 
 =====================  =====================================================================
@@ -39,17 +39,18 @@ from bolina_scaler.core.decision import Decision, Direction, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import Status
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.core.role import Role
 from bolina_scaler.daemon.connections import ConnectionGuard
 from bolina_scaler.daemon.servers_view import ServersCache
 from bolina_scaler.daemon.state import DaemonState
 from bolina_scaler.metrics import CONTENT_TYPE, Metrics, StateReading
 
-__all__ = ["HttpServer", "build_app", "readiness_problems", "role_of", "summary"]
+__all__ = ["HttpServer", "build_app", "readiness_problems", "summary"]
 
 _TRUE: Final = {"1", "true", "yes"}
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 
-STATE_KEY: Final = web.AppKey("state", DaemonState)
+STATE_KEY: Final = web.AppKey[Callable[[], DaemonState]]("state")
 CONFIG_KEY: Final = web.AppKey("config", Config)
 METRICS_KEY: Final = web.AppKey("metrics", Metrics)
 CLOCK_KEY: Final = web.AppKey[Callable[[], float]]("clock")
@@ -58,7 +59,7 @@ _ALL: Final = frozenset(Status)
 _SERVING: Final = frozenset({Status.AVAILABLE, Status.WARNING})
 
 
-def summary(decision: Decision, *, outcome: Outcome | None, role: str = "leader") -> str:
+def summary(decision: Decision, *, outcome: Outcome | None, role: Role = Role.LEADER) -> str:
     """One sentence for ``/v1/decision``: what was done, or what a follower would do."""
     change = f"{decision.current} → {decision.desired}"
     if decision.changes_scale:
@@ -79,18 +80,13 @@ def summary(decision: Decision, *, outcome: Outcome | None, role: str = "leader"
     else:
         verb = f"no change at {decision.current}"
     text = f"{verb} ({decision.reason}): {decision.message}"
-    return f"follower: {text}" if role == "follower" else text
+    return f"follower: {text}" if role is Role.FOLLOWER else text
 
 
-def role_of(state: DaemonState) -> str:
-    """``leader``, ``follower`` or ``shadow`` (dry run), as ``/v1/decision`` and the log line say it."""
-    if state.shadow:
-        return "shadow"
-    return "leader" if state.leader else "follower"
-
-
-def build_app(*, state: DaemonState, config: Config, metrics: Metrics, clock: Callable[[], float]) -> web.Application:
-    """The aiohttp application serving ``state``."""
+def build_app(
+    *, state: Callable[[], DaemonState], config: Config, metrics: Metrics, clock: Callable[[], float]
+) -> web.Application:
+    """The aiohttp application serving what ``state()`` says (``Daemon.state``)."""
     app = web.Application()
     app[STATE_KEY], app[CONFIG_KEY], app[METRICS_KEY], app[CLOCK_KEY] = state, config, metrics, clock
     app[SERVERS_KEY] = cache = ServersCache()
@@ -194,8 +190,7 @@ def _quiet_bad_requests() -> None:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    task = request.app[STATE_KEY].watch_task
-    if task is None or task.done():
+    if not request.app[STATE_KEY]().watching:
         return web.json_response({"status": "unhealthy", "problems": ["the Consul watch is not running"]}, status=503)
     return web.json_response({"status": "ok"})
 
@@ -220,7 +215,7 @@ def readiness_problems(state: DaemonState, config: Config, now: float) -> list[s
 
 async def _readyz(request: web.Request) -> web.Response:
     app = request.app
-    problems = readiness_problems(app[STATE_KEY], app[CONFIG_KEY], app[CLOCK_KEY]())
+    problems = readiness_problems(app[STATE_KEY](), app[CONFIG_KEY], app[CLOCK_KEY]())
     if problems:
         return web.json_response({"ready": False, "problems": problems}, status=503)
     return web.json_response({"ready": True})
@@ -228,13 +223,13 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     app = request.app
-    state, metrics = app[STATE_KEY], app[METRICS_KEY]
+    state, metrics = app[STATE_KEY](), app[METRICS_KEY]
     reading = StateReading(
         snapshot=state.snapshot,
         last_trusted_at=state.trusted_wall_at,
         current=state.scale.replicas if state.scale is not None else None,
         decision=state.decision,
-        leader=state.leader and not state.shadow,
+        leader=state.role is Role.LEADER,
         ready=not readiness_problems(state, app[CONFIG_KEY], app[CLOCK_KEY]()),
         paused=(state.pause is not None) if state.pause_known else None,
     )
@@ -243,7 +238,7 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def _snapshot_or_503(request: web.Request) -> FleetSnapshot:
-    snapshot = request.app[STATE_KEY].snapshot
+    snapshot = request.app[STATE_KEY]().snapshot
     if snapshot is None:
         raise web.HTTPServiceUnavailable(
             text='{"error": "no Consul snapshot yet"}', content_type="application/json", headers=_NO_STORE
@@ -290,14 +285,13 @@ async def _best(request: web.Request) -> web.Response:
 
 async def _decision(request: web.Request) -> web.Response:
     app = request.app
-    state, now = app[STATE_KEY], app[CLOCK_KEY]()
+    state, now = app[STATE_KEY](), app[CLOCK_KEY]()
     decision = state.decision
     if decision is None or state.decided_at is None:
         return web.json_response({"error": "no evaluation yet"}, status=503, headers=_NO_STORE)
-    role = role_of(state)
     body = {
-        "summary": summary(decision, outcome=state.outcome, role=role),
-        "role": role,
+        "summary": summary(decision, outcome=state.outcome, role=state.role),
+        "role": state.role,
         "identity": state.identity,
         "lease_holder": state.holder,
         "outcome": state.outcome,

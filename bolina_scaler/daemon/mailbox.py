@@ -1,7 +1,8 @@
 """The hand-over between the watch and the evaluator: only the newest snapshot is kept.
 
 No I/O (an ``asyncio.Event`` to wake the evaluator). Bursts coalesce: the evaluator never works
-on a snapshot that is already outdated. It also remembers when the data last *changed*
+on a snapshot that is already outdated. It owns the newest snapshot and the moment of the newest
+trusted one (``/readyz``). It also remembers when the data last *changed*
 (``FleetSnapshot.differs_from``), which starts the reaction-latency clock; an answer that only
 confirms the fleet (a blocking query whose wait ran out) wakes the evaluator without restarting it.
 """
@@ -21,6 +22,9 @@ class Mailbox:
 
     def __init__(self) -> None:
         self.snapshot: FleetSnapshot | None = None
+        """The newest snapshot (trusted or not)."""
+        self.trusted_at: float | None = None
+        """``observed_at`` of the newest trusted snapshot."""
         self.changed_at: float | None = None
         """Loop time at which the newest snapshot that changed something arrived."""
         self._taken_change: float | None = None
@@ -31,6 +35,8 @@ class Mailbox:
         if previous is None or snapshot.differs_from(previous):
             self.changed_at = now
         self.snapshot = snapshot
+        if snapshot.trusted:
+            self.trusted_at = snapshot.observed_at
         self._wake.set()
 
     def poke(self) -> None:

@@ -1,30 +1,41 @@
-"""What the running daemon knows right now: the model ``/readyz``, ``/v1/servers``, ``/v1/decision``,
-``/metrics`` and the tests read.
+"""What the running daemon knows right now: one value that ``/readyz``, ``/v1/servers``,
+``/v1/decision``, ``/metrics`` and the tests read.
 
-No I/O. A plain mutable record on purpose: the daemon's parts are its only writers and everything
-runs on one event loop, so readers always see a consistent picture between two awaits. It is
-only a read model: the watch hands snapshots to the evaluator through the ``Mailbox``, and the
-policy's memory belongs to the ``Evaluator``.
+No I/O. A frozen value, assembled from the parts that own each fact whenever someone reads it
+(``Daemon.state``): nobody pushes copies into it, so it can never disagree with its sources.
+
+=====================  =================================================================
+fact                   owner
+=====================  =================================================================
+snapshot, trusted_at   ``Mailbox``: the newest snapshot from the watch, the newest trusted one
+scale, read_error,     ``Evaluator``: the scale it read, what it decided and did, its counters
+decision, outcome, …
+pause, pause_known,    ``actuator.DeploymentWatch``: the Deployment's pause annotations as read
+pause_error
+paused_since           ``Daemon``: when it saw the pause begin
+role                   ``Daemon.role``: ``core.role.Role.of`` (shadow? leading?)
+identity, holder       ``coordination.Leadership``: our name and the Lease holder last seen
+watching               ``Daemon``: whether the watch task runs
+=====================  =================================================================
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bolina_scaler.actuator.scale import Scale
 from bolina_scaler.core.decision import Decision
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.core.pause import Pause
+from bolina_scaler.core.role import Role
 
 __all__ = ["DaemonState"]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DaemonState:
-    """What the daemon knows right now; read by the HTTP server and tests, written by the daemon."""
+    """What the daemon knows at one moment; see the module docstring for who owns each fact."""
 
     snapshot: FleetSnapshot | None = None
     """The newest Consul snapshot (trusted or not)."""
@@ -50,19 +61,14 @@ class DaemonState:
     """Why the last read of the Deployment failed; None once one succeeded."""
     paused_since: float | None = None
     """When the pause in force began (loop time), as this replica saw it."""
-    patch_error: str | None = None
-    """Why the last patch failed; None once a patch succeeded."""
     patches: int = 0
-    applied: deque[tuple[float, Decision]] = field(default_factory=lambda: deque(maxlen=100))
+    applied: tuple[tuple[float, Decision], ...] = ()
     """The last scale changes made (loop time, decision), oldest first."""
     evaluations: int = 0
-    leader: bool = True
-    """Whether this replica may patch (always True without leader election, never in dry run)."""
-    shadow: bool = False
-    """Dry run: this replica decides and explains, and never patches or touches the Lease."""
+    role: Role = Role.LEADER
     identity: str | None = None
     """Our leader-election identity (None without leader election)."""
     holder: str | None = None
     """The Lease holder we last saw."""
-    watch_task: asyncio.Task[None] | None = field(default=None, repr=False)
-    """The running watch (``/healthz`` fails when it has ended)."""
+    watching: bool = False
+    """Whether the Consul watch runs (``/healthz`` fails when it has ended)."""
