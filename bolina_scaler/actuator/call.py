@@ -216,7 +216,7 @@ class KubeApi:
                 _preload_content=False,
                 _request_timeout=self.config.request_timeout if request_timeout is None else request_timeout,
             )
-        except ApiException as exc:  # the library refuses to send what it cannot encode
+        except ApiException as exc:  # the library raises it only for a body it cannot encode (ours is JSON)
             raise Refused(status=int(exc.status or 0), reason=exc.reason) from exc
         if not 200 <= response.status <= 299:
             async with response:

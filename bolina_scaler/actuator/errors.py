@@ -88,7 +88,9 @@ class Subject:
 class Refused(Exception):
     """A non-2xx answer, as received (``call`` turns it into the tree above with ``refusal``)."""
 
-    def __init__(self, *, status: int, reason: str | None, body: bytes = b"", headers: Mapping[str, str] | None = None):
+    def __init__(
+        self, *, status: int, reason: str | None, body: bytes = b"", headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"HTTP {status} {reason or ''}".strip())
         self.status = status
         self.reason = reason
