@@ -124,7 +124,9 @@ class TestScaleDown:
             async with running(world.config()):
                 await until(lambda: world.replicas() == 2, within=120)
         warnings = [e for e in logs if e["event"] == "deletion_cost.failing" and e["log_level"] == "warning"]
-        assert [w["error"] for w in warnings] == ["malformed pod list (KeyError: 'metadata')"]
+        assert [w["error"] for w in warnings] == [
+            f"malformed answer: list pods in namespace '{NS}' returned no items[0].metadata"
+        ]
 
     async def test_switch_off(self, world: World):
         """policy.scale_down.deletion_cost.enabled: false never touches pods."""

@@ -323,6 +323,23 @@ class TestRetries:
         assert started["first"] - started["down"] >= settings.retry_initial  # it waited for its turn
         assert started["second"] == pytest.approx(started["first"] + 0.1)  # the first answer, not a turn later
 
+    async def test_a_malformed_answer_after_a_failure_lets_every_waiting_request_go(
+        self, kube: FakeKubernetes, settings: KubernetesConfig
+    ) -> None:
+        """A malformed answer is an answer all the same: the API server is back, so the requests
+        waiting for their turn go at once, not one probe turn after the other."""
+        kube.inject_error(503, method="GET", path_contains="/scale")
+        kube.inject_response({"kind": "Scale", "status": {"replicas": 3}}, method="GET", path_contains="/scale")
+        async with target_for(settings, max_attempts=1) as target:
+            with pytest.raises(Unavailable):  # the API server fails: requests now take turns
+                await target.read()
+            reads = [asyncio.create_task(target.read()) for _ in range(2)]
+            outcomes = await asyncio.gather(*reads, return_exceptions=True)
+        assert sorted(type(outcome).__name__ for outcome in outcomes) == ["Malformed", "Scale"]
+        failed, malformed, then = (arrival.at for arrival in kube.arrivals)
+        assert malformed - failed >= settings.retry_initial  # the probe waited for its turn
+        assert then - malformed < settings.retry_initial / 10  # the malformed answer opened the gate
+
     async def test_unreachable_server_is_unavailable(self, tmp_path: Path) -> None:
         """Connection refused on every attempt ends in Unavailable naming a connection error."""
         async with FakeKubernetes() as kube:

@@ -1,12 +1,13 @@
 """One way to send a Kubernetes API request: typed errors, retries, metrics, each problem logged once.
 
 Does I/O (through the ``kubernetes_asyncio`` ``ApiClient`` of a ``connection.Connection``). Every
-request of the daemon (scale, Lease, Events, pods, the Deployment) goes through ``KubeApi.call``,
-so each verb module only says what to send. A request is sent by ``KubeApi.request`` (or ``open``
-for a stream): a method, a path and a body through the library's REST client, the answer read as
-JSON with orjson, at most ``MAX_ANSWER_BYTES``. The library's generated API classes and models
-are never imported (``lazy_client``: ~37 MB and ~850 modules the daemon does not need).
-``call``:
+request of the daemon (scale, Lease, Events, pods, the Deployment) goes through ``KubeApi.call``;
+a verb module asks ``KubeApi.resource`` for a ``Resource`` (an object, or a collection, at one
+path) and says only the operation and the body: ``await leases.item(name).put(UPDATE, body=...,
+answer=schema.LEASE)``. A request is sent by ``KubeApi.request`` (or ``open`` for a stream): a
+method, a path and a body through the library's REST client, the answer read by its ``schema``
+decoder, at most ``MAX_ANSWER_BYTES``. The library's generated API classes and models are never
+imported (``lazy_client``: ~37 MB and ~850 modules the daemon does not need). ``call``:
 
 * times the request (retries included) in ``bolina_scaler_kubernetes_request_duration_seconds``
   and counts a failure in ``bolina_scaler_kubernetes_errors_total``, by operation;
@@ -15,41 +16,43 @@ are never imported (``lazy_client``: ~37 MB and ~850 modules the daemon does not
 * while the API server fails, lets one request through at a time, every ``retry_initial`` to
   ``retry_max`` (a probe shared by the scale, the Lease, Events and pods: with the shipped
   0.5-1 s, at most two requests a second from the whole daemon), and opens again at the first
-  answer, waking every request that waits for its turn;
-* turns every ``ApiException`` into the exception tree below, whose ``str()`` is one line naming
-  the object, the HTTP status and what to do;
+  answer (a refusal or a malformed answer is an answer too), waking every request that waits
+  for its turn;
+* turns every failure into the exception tree of ``errors`` (re-exported here), whose ``str()``
+  is one line naming the object, the HTTP status and what to do;
 * with a ``ProblemLog``, logs a failure once per distinct problem (an error when an essential
   operation meets 401/403/404, a warning otherwise) and the recovery once; ``expected`` errors
   (a 404 that means "create it", a 409 that means "decide again") are raised without a line.
-
-The exception tree, independent of the HTTP library underneath::
-
-    KubernetesError         .status: the HTTP status, or None (no answer)
-    ├── Forbidden           401/403: credentials or RBAC. Not retried.
-    ├── NotFound            404: the object (or namespace) does not exist. Not retried.
-    ├── Conflict            409: the object changed after the resourceVersion sent. Not retried.
-    ├── Unavailable         429/5xx/timeouts/connection errors that outlasted every attempt.
-    └── Malformed           the answer is not the object asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 import aiohttp
-import orjson
 import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from bolina_scaler.actuator import schema
 from bolina_scaler.actuator.connection import SERVICE_ACCOUNT_DIR, Connection, KubeConfigError, connect
+from bolina_scaler.actuator.errors import (
+    Conflict,
+    Forbidden,
+    KubernetesError,
+    Malformed,
+    NotFound,
+    Refused,
+    Subject,
+    Unavailable,
+    refusal,
+)
 from bolina_scaler.config import KubernetesConfig
 from bolina_scaler.core.pacing import Backoff
 from bolina_scaler.logs import ProblemLog
@@ -65,6 +68,7 @@ __all__ = [
     "Malformed",
     "NotFound",
     "Operation",
+    "Resource",
     "Subject",
     "Unavailable",
     "read_capped",
@@ -78,59 +82,6 @@ MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
 _T = TypeVar("_T")
 _TURN_SLACK: Final = 1e-3
 _log = structlog.get_logger("bolina_scaler.actuator")
-
-
-class KubernetesError(Exception):
-    """A Kubernetes request failed; ``str()`` is one line that says what to do."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Forbidden(KubernetesError):
-    """401/403: the credentials are wrong or RBAC does not allow the call. Not retried."""
-
-
-class NotFound(KubernetesError):
-    """404: the object (or its namespace) does not exist. Not retried."""
-
-
-class Conflict(KubernetesError):
-    """409: the object changed after the given resourceVersion (or already exists)."""
-
-
-class Unavailable(KubernetesError):
-    """429/5xx/timeouts/connection errors that persisted through every attempt."""
-
-    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message, status=status)
-        self.retry_after = retry_after
-        """How long the API server asked us to wait (``Retry-After``), when it asked."""
-
-
-class Malformed(KubernetesError):
-    """The API server answered something that is not the object asked for."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Subject:
-    """What requests are about, for their error messages: ``deployments/scale 'bolina' in namespace 'x'``."""
-
-    resource: str
-    """As the Role names it: ``deployments/scale``, ``leases``, ``events``, ``pods``."""
-    kind: str
-    """What a person calls the object: ``deployment``, ``lease``, ``event``, ``pod``."""
-    namespace: str
-    name: str | None = None
-    """One object's name, or None for requests about many (Events, pods): one message for all of them,
-    so a problem that hits each one is still logged once."""
-    missing: str = ""
-    """What to check when it does not exist (the 404 message's hint)."""
-
-    def doing(self, verb: str) -> str:
-        named = f" '{self.name}'" if self.name else ""
-        return f"{verb} {self.resource}{named} in namespace '{self.namespace}'"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,22 +169,25 @@ class KubeApi:
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
+    def resource(self, subject: Subject, path: str, *, problems: ProblemLog | None = None) -> Resource:
+        """The requests about ``subject`` at ``path`` (relative to the API server), sent through ``call``."""
+        return Resource(api=self, subject=subject, path=path, problems=problems)
+
     async def request(
         self,
         method: str,
         path: str,
         *,
-        body: Any = None,
-        content_type: str = "application/json",
-        query: list[tuple[str, str]] | None = None,
-        accept: str = "application/json",
-    ) -> Any:
-        """Send one request and return its JSON answer; a non-2xx answer raises ``ApiException``
-        (``call`` turns it into the exception tree), an answer that is not JSON ``ValueError``."""
-        response = await self.open(method, path, body=body, content_type=content_type, query=query, accept=accept)
+        answer: schema.Answer[_T],
+        limit: int = MAX_ANSWER_BYTES,
+        **sending: Any,
+    ) -> _T:
+        """Send one request (``sending``: as ``open`` takes it) and read its answer with ``answer``:
+        a non-2xx answer raises ``Refused``, one that ``answer`` cannot read ``ValueError``."""
+        response = await self.open(method, path, **sending)
         async with response:
-            data = await read_capped(response, MAX_ANSWER_BYTES)
-        return orjson.loads(data)
+            data = await read_capped(response, limit)
+        return answer.decode(data)
 
     async def open(
         self,
@@ -246,30 +200,31 @@ class KubeApi:
         accept: str = "application/json",
         request_timeout: Any = None,
     ) -> Any:
-        """Send one request and return the open ``aiohttp`` response (a 2xx one: else ``ApiException``).
+        """Send one request and return the open ``aiohttp`` response (a 2xx one: else ``Refused``).
         ``request_timeout`` defaults to ``kubernetes.request_timeout``; a watch passes its own."""
         headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
-        response = await self.api_client.call_api(
-            path,
-            method,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=self.config.request_timeout if request_timeout is None else request_timeout,
-        )
+        try:
+            response = await self.api_client.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=self.config.request_timeout if request_timeout is None else request_timeout,
+            )
+        except ApiException as exc:  # the library raises it only for a body it cannot encode (ours is JSON)
+            raise Refused(status=int(exc.status or 0), reason=exc.reason) from exc
         if not 200 <= response.status <= 299:
             async with response:
                 try:
                     text = await read_capped(response, 64 * 1024)
                 except (ValueError, aiohttp.ClientError):
                     text = b""  # the status alone says enough
-            error = ApiException(status=response.status, reason=response.reason)
-            error.body, error.headers = text, response.headers
-            raise error
+            raise Refused(status=response.status, reason=response.reason, body=text, headers=response.headers)
         return response
 
     async def call(
@@ -313,43 +268,24 @@ class KubeApi:
         subject: Subject,
         resource_version: str | None,
     ) -> _T:
-        retry_max = self.config.retry_max
         doing = subject.doing(operation.verb)
         for attempt in range(1, operation.attempts + 1):
             await self._turn()
             try:
                 answer = await request()
-            except ApiException as exc:
-                status = int(exc.status or 0)
-                if status != 429 and status < 500:
+            except Refused as exc:
+                if not exc.transient:
                     self._answered()
-                    raise _failure(operation, subject, exc, resource_version) from exc
-                problem = f"HTTP {status} {_status_reason(exc)}"
-                retry_after = _retry_after(exc)
-                self._failing(retry_after)
-                if retry_after is not None and retry_after > retry_max:
-                    raise Unavailable(
-                        f"unavailable: could not {doing}: {problem}, and the API server asks "
-                        f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again then",
-                        status=status,
-                        retry_after=retry_after,
-                    ) from exc
-                last_status: int | None = status
-            except TimeoutError:
-                problem = f"no answer within {self.config.request_timeout:g}s (kubernetes.request_timeout)"
-                last_status = None
+                    raise refusal(exc, subject=subject, verb=operation.verb, resource_version=resource_version) from exc
+                problem, last_status = f"HTTP {exc.status} {exc.why}", exc.status
+                self._failing(exc.retry_after)
+                self._check_retry_after(doing, problem, exc)
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                problem, last_status = self._no_answer(exc), None
                 self._failing(None)
-            except aiohttp.ClientError as exc:
-                problem = f"connection error: {' '.join(str(exc).split()) or type(exc).__name__}"
-                last_status = None
-                self._failing(None)
-            except (ValueError, TypeError) as exc:
-                # The library could not turn the body into its model (e.g. status.replicas missing).
+            except (ValueError, TypeError) as exc:  # an answer all the same: the gate opens
                 self._answered()
-                raise Malformed(
-                    f"malformed answer: {doing} returned something that is not a {subject.kind} "
-                    f"({' '.join(str(exc).split())[:200]})"
-                ) from exc
+                raise Malformed(f"malformed answer: {doing} returned {schema.problem(exc)}") from exc
             else:
                 self._answered()
                 return answer
@@ -370,6 +306,22 @@ class KubeApi:
                 delay=round(max(0.0, (self._not_before or 0.0) - self.now()), 3),
             )
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_retry_after(self, doing: str, problem: str, refused: Refused) -> None:
+        """A ``Retry-After`` beyond ``kubernetes.retry_max`` is not waited for here: ``Unavailable``."""
+        retry_after = refused.retry_after
+        if retry_after is not None and retry_after > self.config.retry_max:
+            raise Unavailable(
+                f"unavailable: could not {doing}: {problem}, and the API server asks "
+                f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again then",
+                status=refused.status,
+                retry_after=retry_after,
+            ) from refused
+
+    def _no_answer(self, exc: TimeoutError | aiohttp.ClientError) -> str:
+        if isinstance(exc, TimeoutError):
+            return f"no answer within {self.config.request_timeout:g}s (kubernetes.request_timeout)"
+        return f"connection error: {' '.join(str(exc).split()) or type(exc).__name__}"
 
     # -- the probe while the API server fails -------------------------------------------------
 
@@ -405,71 +357,70 @@ class KubeApi:
             self._reopened.set()
 
 
-def _failure(
-    operation: Operation, subject: Subject, exc: ApiException, resource_version: str | None
-) -> KubernetesError:
-    status = int(exc.status or 0)
-    doing = subject.doing(operation.verb)
-    if status == 401:
-        return Forbidden(
-            f"unauthorized (HTTP 401): the API server rejected our credentials trying to {doing} "
-            "(check the service-account token or the kubeconfig user)",
-            status=status,
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resource:
+    """The requests about one subject at one path (``KubeApi.resource``): each verb sends through
+    ``call`` with the subject and the ``ProblemLog``, and reads the answer with its ``schema`` decoder."""
+
+    api: KubeApi
+    subject: Subject
+    path: str
+    problems: ProblemLog | None = None
+
+    def item(self, name: str) -> Resource:
+        """The object ``name`` of this collection (same subject: one message for all of them)."""
+        return replace(self, path=f"{self.path}/{name}")
+
+    async def get(self, operation: Operation, *, answer: schema.Answer[_T], **sending: Any) -> _T:
+        return await self._send(operation, "GET", answer=answer, **sending)
+
+    async def post(self, operation: Operation, *, body: Any, answer: schema.Answer[_T]) -> _T:
+        return await self._send(operation, "POST", answer=answer, body=body)
+
+    async def put(self, operation: Operation, *, body: Any, answer: schema.Answer[_T]) -> _T:
+        return await self._send(operation, "PUT", answer=answer, body=body)
+
+    async def patch(
+        self, operation: Operation, *, body: Any, answer: schema.Answer[_T], resource_version: str | None = None
+    ) -> _T:
+        """A JSON merge patch; ``resource_version`` names the precondition in a 409's message."""
+        return await self._send(
+            operation, "PATCH", answer=answer, body=body, content_type=MERGE_PATCH, resource_version=resource_version
         )
-    if status == 403:
-        return Forbidden(
-            f"forbidden (HTTP 403): the service account cannot {doing} "
-            f"(check the Role grants '{operation.verb}' on {subject.resource} and its RoleBinding)",
-            status=status,
+
+    async def watch(self, operation: Operation, *, query: list[tuple[str, str]], request_timeout: Any) -> Any:
+        """Open a watch stream: the open ``aiohttp`` response, read by the caller."""
+        return await self.api.call(
+            operation,
+            lambda: self.api.open("GET", self.path, query=query, request_timeout=request_timeout),
+            subject=self.subject,
+            problems=self.problems,
         )
-    where = f"{subject.kind} '{subject.name}' in namespace '{subject.namespace}'"
-    if status == 404:
-        hint = f" ({subject.missing})" if subject.missing else ""
-        return NotFound(f"not found (HTTP 404): no {where}{hint}", status=status)
-    if status == 409:
-        since = f"after resourceVersion {resource_version} was read" if resource_version else "concurrently"
-        return Conflict(f"conflict (HTTP 409): {where} changed {since} (re-read it and decide again)", status=status)
-    return KubernetesError(
-        f"rejected (HTTP {status} {_status_reason(exc)}): could not {doing}: {_server_message(exc)}",
-        status=status,
-    )
+
+    async def _send(
+        self,
+        operation: Operation,
+        method: str,
+        *,
+        answer: schema.Answer[_T],
+        resource_version: str | None = None,
+        **request: Any,
+    ) -> _T:
+        return await self.api.call(
+            operation,
+            lambda: self.api.request(method, self.path, answer=answer, **request),
+            subject=self.subject,
+            resource_version=resource_version,
+            problems=self.problems,
+        )
 
 
 async def read_capped(response: Any, limit: int) -> bytes:
     """The whole body of an ``aiohttp`` response (``content.read(n)`` returns whatever has
-    arrived), at most ``limit`` bytes: ``ValueError`` beyond."""
+    arrived), at most ``limit`` bytes: ``schema.AnswerError`` beyond."""
     body = bytearray()
     while chunk := await response.content.read(64 * 1024):
         body += chunk
         if len(body) > limit:
-            raise ValueError(f"the answer is larger than {limit} bytes")
+            raise schema.AnswerError(f"an answer larger than {limit} bytes")
     return bytes(body)
-
-
-def _status_object(exc: ApiException) -> dict[str, Any]:
-    try:
-        body = json.loads(exc.body) if exc.body else {}
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _status_reason(exc: ApiException) -> str:
-    return str(_status_object(exc).get("reason") or exc.reason or "error")
-
-
-def _server_message(exc: ApiException) -> str:
-    message = str(_status_object(exc).get("message") or exc.reason or "no details")
-    return " ".join(message.split())[:300]
-
-
-def _retry_after(exc: ApiException) -> float | None:
-    headers: Mapping[str, str] = exc.headers or {}
-    value = headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None  # an HTTP date; the API server sends seconds
-    return seconds if seconds >= 0 else None

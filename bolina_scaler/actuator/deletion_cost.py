@@ -33,7 +33,8 @@ from typing import Any, Final
 
 import structlog
 
-from bolina_scaler.actuator.call import MERGE_PATCH, KubeApi, KubernetesError, Malformed, NotFound, Operation, Subject
+from bolina_scaler.actuator import schema
+from bolina_scaler.actuator.call import KubeApi, KubernetesError, NotFound, Operation, Subject
 from bolina_scaler.core.model import Server, Status
 from bolina_scaler.logs import ProblemLog
 
@@ -93,14 +94,14 @@ class DeletionCostSteering:
     def __init__(self, *, api: KubeApi) -> None:
         self.namespace = api.namespace
         self._api = api
-        self._path = f"/api/v1/namespaces/{self.namespace}/pods"
-        self._pods = Subject(resource="pods", kind="pod", namespace=self.namespace)
-        self._problems = ProblemLog(
+        problems = ProblemLog(
             log,
             failing="deletion_cost.failing",
             recovered="deletion_cost.recovered",
             message="could not set pod deletion costs; Kubernetes picks the pods to remove (scaling goes on)",
         )
+        subject = Subject(resource="pods", kind="pod", namespace=self.namespace)
+        self._pods = api.resource(subject, f"/api/v1/namespaces/{self.namespace}/pods", problems=problems)
 
     async def steer(self, servers: Sequence[Server], *, selector: str | None, remove: int) -> int:
         """Annotate so the ``remove`` cheapest pods go; return how many were patched. Never raises."""
@@ -108,9 +109,7 @@ class DeletionCostSteering:
             return 0
         patched = 0
         try:
-            current = await self._api.call(
-                _LIST, lambda: self._live_pods(selector), subject=self._pods, problems=self._problems
-            )
+            current = await self._live_pods(selector)
             # Cost only the servers whose pod is live: the others cannot be annotated.
             writes = changes(costs(servers, among=current), current, remove=remove)
             limit = asyncio.Semaphore(_CONCURRENT_PATCHES)
@@ -120,9 +119,7 @@ class DeletionCostSteering:
                 body = {"metadata": {"annotations": {DELETION_COST: str(cost)}}}
                 async with limit:
                     try:
-                        await self._api.call(_PATCH, lambda: self._api.request(
-                            "PATCH", f"{self._path}/{name}", body=body, content_type=MERGE_PATCH),
-                            subject=self._pods, problems=self._problems)  # fmt: skip
+                        await self._pods.item(name).patch(_PATCH, body=body, answer=schema.JSON)
                     except NotFound:
                         return  # deleted since the list: nothing left to steer
                 patched += 1
@@ -141,20 +138,14 @@ class DeletionCostSteering:
 
         Asks for ``PartialObjectMetadataList`` (what client-go's metadata informers use): only
         the pods' metadata crosses the wire, not their specs and statuses (a few hundred bytes
-        per pod instead of several kilobytes), and the answer is read with orjson rather than
-        deserialised into ``V1Pod`` model trees. ``application/json`` after it lets an API
-        server that cannot convert answer with the full ``PodList`` (same shape).
+        per pod instead of several kilobytes), and ``schema.POD_LIST`` builds only the three
+        fields read of each pod. ``application/json`` after it lets an API server that cannot
+        convert answer with the full ``PodList`` (same shape).
         """
-        answer = await self._api.request("GET", self._path, query=[("labelSelector", selector)], accept=_METADATA_LIST)
-        try:
-            items = answer["items"]
-            return {
-                item["metadata"]["name"]: (item["metadata"].get("annotations") or {}).get(DELETION_COST)
-                for item in items
-                if item["metadata"].get("deletionTimestamp") is None
-            }
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise Malformed(f"malformed pod list ({type(exc).__name__}: {exc})") from None
+        query = [("labelSelector", selector)]
+        pods = await self._pods.get(_LIST, answer=schema.POD_LIST, query=query, accept=_METADATA_LIST)
+        live = (pod.metadata for pod in pods.items if pod.metadata.deletionTimestamp is None)
+        return {pod.name: (pod.annotations or {}).get(DELETION_COST) for pod in live}
 
     def _count(self, outcome: str) -> None:
         if self._api.metrics is not None:

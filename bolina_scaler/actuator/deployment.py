@@ -16,7 +16,7 @@ belongs to a Deployment that is gone, and waiting for ``kubernetes.resync`` to f
 The Role grants ``get`` and ``watch`` on this one name only: the API server authorizes a watch
 filtered on ``metadata.name`` as a request for that name, so no ``list`` and no other Deployment.
 
-Only ``metadata`` is read from each object (orjson on the raw JSON, no model classes), and a line
+Only ``metadata`` is read from each object (``schema.DEPLOYMENT``, no model classes), and a line
 of the watch stream may not exceed ``MAX_EVENT_BYTES``. The pause state survives errors: the last
 one read stays in force until a read says otherwise; before the first read it is unknown
 (``known`` is False) and the daemon scales as if not paused, saying so on ``/readyz``.
@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
-import orjson
+import msgspec
 import structlog
 
-from bolina_scaler.actuator.call import KubeApi, KubernetesError, Malformed, NotFound, Operation, Subject, read_capped
+from bolina_scaler.actuator import schema
+from bolina_scaler.actuator.call import KubeApi, KubernetesError, Malformed, NotFound, Operation, Subject
 from bolina_scaler.core.pacing import Backoff
 from bolina_scaler.core.pause import Pause, pause_of
 from bolina_scaler.logs import ProblemLog
@@ -84,7 +85,7 @@ class DeploymentWatch:
         self._on_missing = on_missing
         self._rng = rng or random.Random()
         self._backoff = Backoff(api.config.retry_initial, api.config.retry_max, rng=self._rng)
-        self._subject = Subject(
+        subject = Subject(
             resource="deployments",
             kind="deployment",
             namespace=self.namespace,
@@ -97,6 +98,9 @@ class DeploymentWatch:
             recovered="pause.read_recovered",
             message="cannot read the Deployment's pause annotations; the last known state stays in force",
         )
+        path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
+        self._deployments = api.resource(subject, path, problems=self._problems)
+        self._deployment = self._deployments.item(self.name)
 
     async def run(self, *, _iterations: int | None = None) -> None:
         """GET, then WATCH until it fails; again after a backoff, forever (``_iterations``: test hook)."""
@@ -130,23 +134,17 @@ class DeploymentWatch:
     async def _get(self) -> str:
         """GET the Deployment; returns its resourceVersion."""
 
-        async def request() -> dict[str, Any]:
-            response = await self._api.open("GET", f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{self.name}")
-            async with response:
-                body = await read_capped(response, MAX_EVENT_BYTES)
-            return self._metadata(body)
-
         try:
-            metadata = await self._api.call(_GET, request, subject=self._subject, problems=self._problems)
+            deployment = await self._deployment.get(_GET, answer=schema.DEPLOYMENT, limit=MAX_EVENT_BYTES)
         except KubernetesError as exc:
             self.read_error = str(exc)
             raise
         finally:
             self.first_look.set()
         self.read_error = None
-        self._seen(metadata, first=not self.known)
+        self._seen(deployment.metadata, first=not self.known)
         self.known = True
-        return str(metadata["resourceVersion"])
+        return deployment.metadata.resourceVersion
 
     async def _watch(self, version: str) -> str:
         """One WATCH from ``version`` until the server ends it; returns the last resourceVersion."""
@@ -159,11 +157,7 @@ class DeploymentWatch:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(seconds)),
         ]
-        path = f"/apis/apps/v1/namespaces/{self.namespace}/deployments"
-        response = await self._api.call(
-            _WATCH, lambda: self._api.open("GET", path, query=query, request_timeout=(timeout, seconds + timeout)),
-            subject=self._subject, problems=self._problems,
-        )  # fmt: skip
+        response = await self._deployments.watch(_WATCH, query=query, request_timeout=(timeout, seconds + timeout))
         try:
             async with response:
                 pending = bytearray()
@@ -190,45 +184,23 @@ class DeploymentWatch:
 
     def _event(self, line: bytes, version: str) -> str:
         try:
-            event = orjson.loads(line)
-            kind, obj = event["type"], event["object"]
-            if not isinstance(obj, dict):
-                raise TypeError("object is not a JSON object")
-        except (ValueError, TypeError, KeyError) as exc:
-            raise Malformed(f"malformed watch event ({type(exc).__name__}: {str(exc)[:200]})") from None
-        if kind == "ERROR":
-            if obj.get("code") == 410:
-                raise _Gone()
-            raise KubernetesError(f"the watch of deployment '{self.name}' ended: {str(obj.get('message'))[:300]}")
-        if kind == "DELETED":
-            raise NotFound(f"deployment '{self.name}' in namespace '{self.namespace}' was deleted", status=404)
-        metadata = self._metadata_of(obj)
-        if kind in {"ADDED", "MODIFIED"}:
+            event = schema.WATCH_EVENT.decode(line)
+            if event.type == "ERROR":
+                status = schema.lenient(schema.WatchStatus, event.object)
+                if status.code == 410:
+                    raise _Gone()
+                raise KubernetesError(f"the watch of deployment '{self.name}' ended: {str(status.message)[:300]}")
+            if event.type == "DELETED":
+                raise NotFound(f"deployment '{self.name}' in namespace '{self.namespace}' was deleted", status=404)
+            metadata = msgspec.convert(event.object, schema.Deployment).metadata
+        except ValueError as exc:
+            raise Malformed(f"malformed watch event: {schema.problem(exc)}") from None
+        if event.type in {"ADDED", "MODIFIED"}:
             self._seen(metadata, first=False)
-        return str(metadata["resourceVersion"])
+        return metadata.resourceVersion
 
-    def _metadata(self, body: bytes) -> dict[str, Any]:
-        if len(body) > MAX_EVENT_BYTES:
-            raise ValueError(f"the Deployment is larger than {MAX_EVENT_BYTES} bytes")
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ValueError(f"not JSON: {exc}") from None
-        return self._metadata_of(obj)
-
-    def _metadata_of(self, obj: Any) -> dict[str, Any]:
-        metadata = obj.get("metadata") if isinstance(obj, dict) else None
-        if not isinstance(metadata, dict) or not isinstance(metadata.get("resourceVersion"), str):
-            raise ValueError("no metadata.resourceVersion")  # call() turns it into Malformed
-        annotations = metadata.get("annotations")
-        if annotations is not None and not (
-            isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
-        ):
-            raise ValueError("metadata.annotations is not a map of strings")
-        return metadata
-
-    def _seen(self, metadata: dict[str, Any], *, first: bool) -> None:
-        pause = pause_of(metadata.get("annotations"))
+    def _seen(self, metadata: schema.DeploymentMetadata, *, first: bool) -> None:
+        pause = pause_of(metadata.annotations)
         if pause == self.pause and not first:
             return
         before, self.pause = self.pause, pause

@@ -33,7 +33,8 @@ from typing import Any, Final, Literal
 
 import structlog
 
-from bolina_scaler.actuator.call import MERGE_PATCH, KubeApi, KubernetesError, NotFound, Operation, Subject
+from bolina_scaler.actuator import schema
+from bolina_scaler.actuator.call import KubeApi, KubernetesError, NotFound, Operation, Subject
 from bolina_scaler.config import EventsConfig
 from bolina_scaler.core.decision import Decision, Direction, Reason
 from bolina_scaler.core.outcome import Outcome
@@ -108,18 +109,18 @@ class EventRecorder:
         self.deployment = api.config.deployment
         self.instance = instance
         self._api = api
-        self._path = f"/api/v1/namespaces/{self.namespace}/events"
-        self._subject = Subject(resource="events", kind="event", namespace=self.namespace)
         self._clock = clock
         self._wall = wall_clock
         self._queue: asyncio.Queue[tuple[EventSpec, str | None, _Sent | None]] = asyncio.Queue(maxsize=100)
         self._recent: dict[tuple[str, str], _Sent] = {}
-        self._problems = ProblemLog(
+        problems = ProblemLog(
             log,
             failing="events.failing",
             recovered="events.recovered",
             message="could not record a Kubernetes Event (scaling goes on)",
         )
+        subject = Subject(resource="events", kind="event", namespace=self.namespace)
+        self._events = api.resource(subject, f"/api/v1/namespaces/{self.namespace}/events", problems=problems)
         self.uid: str | None = None
         """The Deployment's uid (from the Scale): ``kubectl describe`` matches Events by it."""
 
@@ -164,18 +165,14 @@ class EventRecorder:
                 body = {"count": seen.count, "lastTimestamp": stamp, "message": event.message}
                 name = seen.name
                 try:
-                    await self._api.call(_PATCH, lambda: self._api.request(
-                        "PATCH", f"{self._path}/{name}", body=body, content_type=MERGE_PATCH),
-                        subject=self._subject, problems=self._problems)  # fmt: skip
+                    await self._events.item(name).patch(_PATCH, body=body, answer=schema.JSON)
                 except NotFound:
                     seen.name = None  # expired: record it anew
                 else:
                     self._count(event.reason, "aggregated")
                     return
             name = f"{self.deployment}.{time.time_ns():x}"
-            await self._api.call(_CREATE, lambda: self._api.request(
-                "POST", self._path, body=self._body(name, event, uid, stamp)),
-                subject=self._subject, problems=self._problems)  # fmt: skip
+            await self._events.post(_CREATE, body=self._body(name, event, uid, stamp), answer=schema.JSON)
         except KubernetesError:
             self._count(event.reason, "failed")
             return

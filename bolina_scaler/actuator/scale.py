@@ -8,11 +8,12 @@ in a JSON *merge* patch, so a concurrent change — a person running ``kubectl s
 with ``Conflict`` instead of being overwritten. The daemon then re-reads and decides again.
 Every request carries ``_request_timeout`` because the library's default is to wait forever.
 
-An answer is checked before anyone sees it: ``spec.replicas`` and ``status.replicas`` must be
-integers the API allows (0 to 2^31 - 1: kube-apiserver 1.35 refuses -5 and 2^31 with a 422),
-else the read is ``Malformed`` and the daemon holds and says why. What "missing" means, as
-kube-apiserver 1.35 answers: a Deployment at 0 replicas reads ``"spec": {}`` (``replicas`` is
-``omitempty``), so a missing ``spec.replicas`` is 0; a missing ``spec`` is malformed.
+An answer is checked before anyone sees it (``schema.SCALE``, then the counts): ``spec.replicas``
+and ``status.replicas`` must be integers the API allows (0 to 2^31 - 1: kube-apiserver 1.35
+refuses -5 and 2^31 with a 422), else the read is ``Malformed`` and the daemon holds and says
+why. What "missing" means, as kube-apiserver 1.35 answers: a Deployment at 0 replicas reads
+``"spec": {}`` (``replicas`` is ``omitempty``), so a missing ``spec.replicas`` is 0; a missing
+``spec`` is malformed.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bolina_scaler.actuator.call import MERGE_PATCH, Conflict, KubeApi, Malformed, Operation, Subject
+from bolina_scaler.actuator import schema
+from bolina_scaler.actuator.call import Conflict, KubeApi, Operation, Resource, Subject
 from bolina_scaler.logs import ProblemLog
 
 __all__ = ["DEFAULT_MAX_ATTEMPTS", "Scale", "ScaleTarget"]
 
 DEFAULT_MAX_ATTEMPTS: Final = 5
-_PARTS: Final = ("spec", "status", "metadata")
 MAX_REPLICAS: Final = 2**31 - 1
 """``spec.replicas`` is an int32 that the API server keeps at 0 or more."""
 
@@ -84,11 +85,7 @@ class ScaleTarget:
 
     async def read(self) -> Scale:
         """GET the scale subresource."""
-
-        async def request() -> Scale:
-            return self._scale("get", await self.api.request("GET", self.path))
-
-        return await self.api.call(self._read, request, subject=self.subject, problems=self._problems)
+        return await self._resource().get(self._read, answer=_SCALE_ANSWER)
 
     async def patch(self, replicas: int, *, resource_version: str | None) -> Scale:
         """Set ``spec.replicas``; with ``resource_version``, only if nothing changed since (else Conflict)."""
@@ -97,45 +94,36 @@ class ScaleTarget:
         body: dict[str, Any] = {"spec": {"replicas": replicas}}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
+        scale = self._resource()
+        return await scale.patch(self._patch, body=body, answer=_SCALE_ANSWER, resource_version=resource_version)
 
-        async def request() -> Scale:
-            return self._scale("patch", await self.api.request("PATCH", self.path, body=body, content_type=MERGE_PATCH))
+    def _resource(self) -> Resource:
+        # Built per request: the namespace is known only once the KubeApi is connected.
+        return self.api.resource(self.subject, self.path, problems=self._problems)
 
-        return await self.api.call(
-            self._patch, request, subject=self.subject, resource_version=resource_version, problems=self._problems
-        )
 
-    def _scale(self, verb: str, answer: Any) -> Scale:
-        """An ``autoscaling/v1`` Scale from its JSON (``spec``, ``status``, ``metadata`` as the API names them)."""
-        spec, status, metadata = (answer.get(key) if isinstance(answer, dict) else None for key in _PARTS)
-        status = status if isinstance(status, dict) else {}
-        metadata = metadata if isinstance(metadata, dict) else {}
-        resource_version = metadata.get("resourceVersion")
-        selector = status.get("selector") or None
-        uid = metadata.get("uid") or None
-        if not isinstance(spec, dict) or not isinstance(resource_version, str) or not resource_version:
-            raise Malformed(
-                f"malformed answer: {self.subject.doing(verb)} returned no spec or resourceVersion "
-                "(is kubernetes.kubeconfig pointing at a Kubernetes API server?)"
-            )
-        # autoscaling/v1 ScaleSpec.replicas is omitempty (a Deployment at 0 answers "spec": {});
-        # ScaleStatus.replicas is not: it is always there.
-        replicas = self._count(verb, "spec.replicas", spec.get("replicas", 0))
-        status_replicas = self._count(verb, "status.replicas", status.get("replicas"))
+class _ScaleAnswer:
+    """An answer read as a ``Scale``, its counts checked (inside the request: a bad one is ``Malformed``)."""
+
+    def decode(self, buf: bytes, /) -> Scale:
+        answer = schema.SCALE.decode(buf)
         return Scale(
-            replicas=replicas,
-            status_replicas=status_replicas,
-            resource_version=resource_version,
-            selector=selector if isinstance(selector, str) else None,
-            uid=uid if isinstance(uid, str) else None,
+            replicas=_count("spec.replicas", answer.spec.replicas),
+            status_replicas=_count("status.replicas", answer.status.replicas),
+            resource_version=answer.metadata.resourceVersion,
+            selector=schema.text(answer.status.selector),
+            uid=schema.text(answer.metadata.uid),
         )
 
-    def _count(self, verb: str, field: str, value: Any) -> int:
-        """A replica count as the API allows it; else Malformed."""
-        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_REPLICAS:
-            return value
-        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
-        raise Malformed(
-            f"malformed answer: {self.subject.doing(verb)} returned {field} {shown}, which no API server "
-            f"allows (0 to {MAX_REPLICAS}); holding until the scale reads sensibly"
-        )
+
+_SCALE_ANSWER: Final = _ScaleAnswer()
+
+
+def _count(field: str, value: int) -> int:
+    """A replica count as the API allows it; else ``AnswerError``."""
+    if 0 <= value <= MAX_REPLICAS:
+        return value
+    shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}…"
+    raise schema.AnswerError(
+        f"{field} {shown}, which no API server allows (0 to {MAX_REPLICAS}); holding until the scale reads sensibly"
+    )

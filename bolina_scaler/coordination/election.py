@@ -43,6 +43,7 @@ from typing import Any
 
 import structlog
 
+from bolina_scaler.actuator import schema
 from bolina_scaler.actuator.call import Conflict, KubeApi, KubernetesError, NotFound, Operation, Subject
 from bolina_scaler.config import LeaderElectionConfig
 from bolina_scaler.coordination import lease
@@ -86,8 +87,8 @@ class Leadership:
         self.holder: str | None = None
         """The holder we last saw (ourselves included); None before the first read."""
         self._api = api
-        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
-        self._subject = Subject(resource="leases", kind="lease", namespace=self.namespace, name=config.lease_name)
+        subject = Subject(resource="leases", kind="lease", namespace=self.namespace, name=config.lease_name)
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases"
         self._clock = clock
         self._wall = wall_clock
         self._on_change = on_change
@@ -104,6 +105,8 @@ class Leadership:
             recovered="leader.lease_recovered",
             message="a Lease request failed; a leader steps down after renew_deadline",
         )
+        self._leases = api.resource(subject, path, problems=self._problems)
+        self._lease = self._leases.item(config.lease_name)
 
     # -- what the daemon asks --------------------------------------------------------------
 
@@ -218,28 +221,22 @@ class Leadership:
             leading=self._leading,
         )
 
-    async def _read(self) -> Any:
-        return await self._api.call(_GET, lambda: self._api.request(
-            "GET", f"{self._path}/{self.config.lease_name}"),
-            subject=self._subject, problems=self._problems)  # fmt: skip
+    async def _read(self) -> schema.Lease:
+        return await self._lease.get(_GET, answer=schema.LEASE)
 
-    async def _update(self, body: dict[str, Any]) -> Any:
-        return await self._api.call(_UPDATE, lambda: self._api.request(
-            "PUT", f"{self._path}/{self.config.lease_name}", body=body),
-            subject=self._subject, problems=self._problems)  # fmt: skip
+    async def _update(self, body: dict[str, Any]) -> schema.Lease:
+        return await self._lease.put(_UPDATE, body=body, answer=schema.LEASE)
 
     async def _create(self, started: float) -> bool:
-        body = self._claim(None)
         try:
-            created = await self._api.call(_CREATE, lambda: self._api.request("POST", self._path, body=body),
-                subject=self._subject, problems=self._problems)  # fmt: skip
+            created = await self._leases.post(_CREATE, body=self._claim(None), answer=schema.LEASE)
         except Conflict:
             return False  # created by another candidate meanwhile
         except KubernetesError:
             return self._check_deadline()
         return self._won(started, created)
 
-    def _won(self, started: float, written: Any) -> bool:
+    def _won(self, started: float, written: schema.Lease) -> bool:
         self._renewed_at = started
         self._written = lease.LeaseRecord.of(written)
         self._observed = lease.Observation(self._written.version, self._clock())

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock reads (times and the wall-clock moment are passed in). ``election``
 does the requests; this module says what a Lease read means and what to write back:
 
-* ``LeaseRecord.of`` reads the fields that matter from the API object;
+* ``LeaseRecord.of`` reads the fields that matter from the answer (``actuator.schema.Lease``);
 * ``Observation`` judges expiry on *our* clock: a holder's Lease expires ``leaseDurationSeconds``
   after we last saw the record change, so a skewed clock elsewhere cannot make us steal a live
   Lease (client-go's ``observedTime``);
@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from bolina_scaler.actuator import schema
 
 __all__ = ["LeaseRecord", "Observation", "claim", "micro_time", "release"]
 
@@ -44,23 +46,18 @@ class LeaseRecord:
     """``acquireTime`` as the API server wrote it (MicroTime), kept verbatim across renewals."""
 
     @classmethod
-    def of(cls, lease: Any) -> LeaseRecord:
-        """The record of a Lease answer; fields of the wrong type read as absent (a Lease written
-        by something else must not stop the election: it is judged as "not held" at worst)."""
-        spec = lease.get("spec") if isinstance(lease, dict) else None
-        spec = spec if isinstance(spec, dict) else {}
-        metadata = lease.get("metadata") if isinstance(lease, dict) else None
-        metadata = metadata if isinstance(metadata, dict) else {}
-        holder, renewed, acquired = (spec.get(key) for key in ("holderIdentity", "renewTime", "acquireTime"))
-        duration, transitions = _count(spec.get("leaseDurationSeconds")), _count(spec.get("leaseTransitions"))
-        version = metadata.get("resourceVersion")
+    def of(cls, lease: schema.Lease) -> LeaseRecord:
+        """The record of a Lease answer (``schema.LEASE``: fields of the wrong type read as absent,
+        since a Lease written by something else must not stop the election: it is judged as
+        "not held" at worst)."""
+        spec = lease.spec
         return cls(
-            holder=holder if isinstance(holder, str) else "",
-            renew_time=renewed if isinstance(renewed, str) else None,
-            resource_version=version if isinstance(version, str) and version else None,
-            duration=float(duration) if duration else None,
-            transitions=transitions or 0,
-            acquire_time=acquired if isinstance(acquired, str) and acquired else None,
+            holder=spec.holderIdentity,
+            renew_time=spec.renewTime,
+            resource_version=lease.metadata.resourceVersion,
+            duration=float(spec.leaseDurationSeconds) if spec.leaseDurationSeconds else None,
+            transitions=spec.leaseTransitions,
+            acquire_time=spec.acquireTime,
         )
 
     @property
@@ -123,11 +120,6 @@ def claim(
             "leaseTransitions": transitions,
         },
     }
-
-
-def _count(value: Any) -> int | None:
-    """A non-negative JSON integer, else None."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def release(*, name: str, namespace: str, record: LeaseRecord, wall: datetime) -> dict[str, Any]:

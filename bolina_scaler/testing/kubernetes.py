@@ -526,7 +526,8 @@ class FakeKubernetes(LocalServer):
         method: str | None = None,
         path_contains: str | None = None,
     ) -> None:
-        """Answer the next ``count`` matching requests with ``body`` as JSON (e.g. a malformed Scale)."""
+        """Answer the next ``count`` matching requests with ``body`` as JSON (e.g. a malformed Scale);
+        ``bytes`` are sent as they are (an answer that is not JSON at all)."""
         self._faults.append(_Fault(status=status, body=body, **_where(method, path_contains, count)))
 
     def delay_next(
@@ -789,6 +790,8 @@ class FakeKubernetes(LocalServer):
         try:
             if request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise _ApiError(401, "Unauthorized")
+            if fault is not None and isinstance(fault.body, bytes):
+                return web.Response(body=fault.body, status=fault.status, content_type="application/json")
             if fault is not None and fault.body is not None:
                 return web.json_response(fault.body, status=fault.status)
             if fault is not None:
