@@ -3,6 +3,9 @@
 Does I/O (argument parsing, signals, stdout). Commands: ``run`` (the daemon), ``plan``,
 ``check-config``, ``demo``, ``simulate`` and ``report`` (the server-side sidecar). Exit codes are
 part of the interface: 0 success, 2 bad configuration or usage, 1 runtime failure.
+
+* ``run``, ``plan``, ``check_config``, ``demo``, ``simulate``, ``report``: one command each;
+* ``common``: what they share: exit codes, the one-line error format, the argument parser.
 """
 
 from __future__ import annotations

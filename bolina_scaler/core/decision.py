@@ -36,7 +36,6 @@ class Reason(enum.StrEnum):
     """The servers' demand needs more replicas than there are, before the Available share drops."""
     ABOVE_SCALE_DOWN_RATIO = "above_scale_down_ratio"
     WITHIN_TARGET = "within_target"
-    WAITING_FOR_STARTUP = "waiting_for_startup"
     STABILIZING = "stabilizing"
     AT_MAX = "at_max"
     AT_MIN = "at_min"

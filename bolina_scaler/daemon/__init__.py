@@ -9,7 +9,8 @@ and the HTTP API (``http_api``: health, metrics, servers, "explain") over the ``
 * ``evaluator``: one evaluation (``core.evaluation.step`` against the scale) and its ``Outcome``;
 * ``mailbox``: the newest snapshot, from the watch to the evaluator;
 * ``state``: what the daemon knows right now, a view assembled from the parts that own each fact;
-* ``http_api``: the HTTP server; ``servers_view``: its servers API answers, encoded once per fleet.
+* ``http_api``: the HTTP server; ``servers_view``: its servers API answers, encoded once per fleet;
+  ``connections``: the bound on its clients' connections (how many, how long idle).
 """
 
 from bolina_scaler.daemon.daemon import Daemon, open_daemon
