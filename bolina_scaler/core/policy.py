@@ -27,6 +27,8 @@ __all__ = ["Grant", "Memory", "ScaleChange", "decide", "record_scale"]
 
 @dataclass(frozen=True, slots=True)
 class _Step:
+    """What a rule decided; ``decide`` adds the inputs and the notes to make it a ``Decision``."""
+
     desired: int
     direction: Direction
     reason: Reason
@@ -49,15 +51,19 @@ class _Look:
     """The replica count of our last look when someone else has changed it since; else None."""
     config: PolicyConfig
     now: float
+    notes: tuple[str, ...]
+    """What the decision should tell besides its message (a hand change, expired grants, unused demand)."""
 
     @property
     def target(self) -> Fraction:
         return Fraction(str(self.config.target_available_ratio))
 
     def hold(self, reason: Reason, why: str) -> _Step:
+        """HOLD at the current count, saying ``why``."""
         return _Step(self.current, Direction.HOLD, reason, f"holding at {self.current}: {why}")
 
     def keep(self, reason: Reason, message: str) -> _Step:
+        """NONE: keep the current count."""
         return _Step(self.current, Direction.NONE, reason, message)
 
 
@@ -76,6 +82,32 @@ def decide(
     ``wall_now`` the wall-clock time (unix seconds) to judge the age of the servers' demand
     (None: demand is not used).
     """
+    look, memory = _look(fleet=fleet, current=current, config=config, memory=memory, now=now, wall_now=wall_now)
+    step, memory = _evaluate(look, memory)
+    decision = Decision(
+        desired=step.desired,
+        current=current,
+        direction=step.direction,
+        reason=step.reason,
+        message=step.message,
+        inputs=_inputs(look),
+        clamps=step.clamps,
+        recheck_at=_earliest(step.recheck_at, next_grant_expiry(memory, config) if look.pending else None),
+        notes=look.notes,
+    )
+    return decision, memory
+
+
+def _look(
+    *,
+    fleet: FleetSnapshot,
+    current: int,
+    config: PolicyConfig,
+    memory: Memory,
+    now: float,
+    wall_now: float | None,
+) -> tuple[_Look, Memory]:
+    """Take in the replica count, the servers still starting and the demand; note what the decision should say."""
     notes: list[str] = []
     memory, external_change = _note_replicas(prune(memory, config, now), fleet, current, now, notes)
 
@@ -94,7 +126,7 @@ def decide(
     if demand.usable and fleet.trusted:
         memory = note_demand(memory, demand.total, config, now)
 
-    look = _Look(
+    return _Look(
         fleet=fleet,
         current=current,
         pending=pending,
@@ -104,20 +136,8 @@ def decide(
         external_change=external_change,
         config=config,
         now=now,
-    )
-    step, memory = _evaluate(look, memory)
-    decision = Decision(
-        desired=step.desired,
-        current=current,
-        direction=step.direction,
-        reason=step.reason,
-        message=step.message,
-        inputs=_inputs(look),
-        clamps=step.clamps,
-        recheck_at=_earliest(step.recheck_at, next_grant_expiry(memory, config) if pending else None),
         notes=tuple(notes),
-    )
-    return decision, memory
+    ), memory
 
 
 def _note_replicas(
@@ -177,7 +197,7 @@ def _evaluate(look: _Look, memory: Memory) -> tuple[_Step, Memory]:
         step = look.hold(Reason.NO_SERVERS_REGISTERED, "no server is registered in Consul and none is starting")
     if step is None:
         sizing = _Sizing.of(look, demand_peak(memory)) if look.demand.usable else None
-        step = _short_of_capacity(look, sizing, memory) or _nothing_to_remove(look)
+        step = _up_or_keep(look, sizing, memory)
     since: float | None = None
     if step is None:  # the scale-down window: the one rule that keeps it open
         since = memory.above_since if memory.above_since is not None and look.external_change is None else look.now
@@ -191,9 +211,8 @@ def _out_of_bounds(look: _Look) -> _Step | None:
     if current < config.min_replicas:
         reason = Reason.COLD_START if current == 0 else Reason.BELOW_MIN
         message = f"{current} replicas is below min_replicas {config.min_replicas}"
-        return _Step(
-            config.min_replicas, Direction.UP, reason, message, (Clamp("min_replicas", current, config.min_replicas),)
-        )
+        clamp = Clamp("min_replicas", current, config.min_replicas)
+        return _Step(config.min_replicas, Direction.UP, reason, message, (clamp,))
     if current > config.max_replicas:
         message = f"{current} replicas is above max_replicas {config.max_replicas}"
         clamp = Clamp("max_replicas", current, config.max_replicas)
@@ -212,9 +231,9 @@ def _unusable_data(look: _Look) -> _Step | None:
     return None
 
 
-def _short_of_capacity(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step | None:
-    """UP (or a HOLD at a limit) when the demand or the share needs more; NONE when the share
-    rules out a scale-down; None: the fleet is in the scale-down window."""
+def _up_or_keep(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step | None:
+    """UP (or a HOLD at a limit) when the demand or the share needs more; NONE when nothing may go;
+    None when the fleet is in the scale-down window."""
     current, pending, target = look.current, look.pending, look.target
     registered, available = look.fleet.registered, look.fleet.available
     share = Fraction(available + pending, registered + pending)
@@ -234,13 +253,8 @@ def _short_of_capacity(look: _Look, sizing: _Sizing | None, memory: Memory) -> _
         return look.keep(
             Reason.WITHIN_TARGET, f"share {float(share):.2f} meets target {float(target):g}; keeping {current} ({why})"
         )
-    return None
-
-
-def _nothing_to_remove(look: _Look) -> _Step | None:
-    if look.current <= look.config.min_replicas:
-        message = f"share {look.fleet.available}/{look.fleet.registered} is high but {look.current} is min_replicas"
-        return look.keep(Reason.AT_MIN, message)
+    if current <= look.config.min_replicas:
+        return look.keep(Reason.AT_MIN, f"share {available}/{registered} is high but {current} is min_replicas")
     return None
 
 
@@ -299,8 +313,7 @@ class _Sizing:
 def _scale_up(look: _Look, memory: Memory) -> _Step:
     registered, available, pending, target = look.fleet.registered, look.fleet.available, look.pending, look.target
     # Smallest n with (available + pending + n) / (registered + pending + n) >= target.
-    need = math.ceil((target * (registered + pending) - (available + pending)) / (1 - target))
-    need = max(1, need)
+    need = max(1, math.ceil((target * (registered + pending) - (available + pending)) / (1 - target)))
     starting = f" (+{pending} starting, counted as Available)" if pending else ""
     share = (available + pending) / (registered + pending)
     message = (
