@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from fractions import Fraction
 
 import msgspec
 import pytest
-from hypothesis import find, given, settings
+from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
 
 from bolina_scaler.config import DemandConfig, MassChangeConfig, PolicyConfig, ScaleDownConfig, ScaleUpConfig
 from bolina_scaler.core.decision import Direction, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import Server, Status
-from bolina_scaler.core.policy import Memory, decide, record_scale
+from bolina_scaler.core.policy import Memory, ScaleChange, decide, record_scale
 from tests.builders import fleet, server
 
 CONFIG = PolicyConfig(
@@ -446,6 +447,145 @@ class TestInvariants:
         one = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
         two = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
         assert one == two
+
+
+# The stabilization window over runs of evaluations ------------------------------------------
+
+
+@st.composite
+def runs(draw: st.DrawFn):
+    """A config and a run of evaluations: each a fleet, the seconds since the last one, the replica
+    count (None: the one the scaler left; a number: someone else set it) and whether the daemon
+    applied the decision (``record_scale``), as the daemon and the simulator drive ``decide``."""
+    min_r = draw(st.integers(0, 4))
+    config = CONFIG.model_copy(
+        update={
+            "min_replicas": min_r,
+            "max_replicas": draw(st.integers(max(1, min_r), 30)),
+            "target_available_ratio": draw(st.sampled_from([0.3, 0.5, 0.7])),
+            "scale_down_stabilization": draw(st.sampled_from([0.0, 30.0, 300.0])),
+            "scale_down_max_load": draw(st.sampled_from([None, 0.6])),
+        }
+    )
+    steps = []
+    for _ in range(draw(st.integers(1, 20))):
+        counts = (draw(st.integers(0, 12)), draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        kinds = [Status.AVAILABLE] * counts[0] + [Status.WARNING] * counts[1] + [Status.CRITICAL] * counts[2]
+        fig = draw(figures)
+        servers = [with_figures(i, status, fig) for i, status in enumerate(kinds)]
+        problems = draw(st.sampled_from([(), (), (), ("x",)]))
+        wait = draw(st.sampled_from([0.0, 1.0, 15.0, 31.0, 61.0, 121.0, 301.0]))
+        hand = draw(st.one_of(st.none(), st.none(), st.none(), st.integers(0, 32)))
+        steps.append((servers, problems, wait, hand, draw(st.booleans())))
+    return config, steps
+
+
+def evaluations(run):
+    """Drive ``decide`` through a run; yields (window before, decision, window after, now) per evaluation."""
+    config, steps = run
+    memory, now, current = Memory(), 0.0, 3
+    for servers, problems, wait, hand, applied in steps:
+        now += wait
+        current = current if hand is None else hand
+        snapshot = FleetSnapshot.of(servers, index=5, observed_at=now, problems=problems)
+        before = memory.above_since
+        decision, memory = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now, wall_now=WALL)
+        yield before, decision, memory.above_since, now
+        if applied:
+            memory = record_scale(memory, decision, now=now)
+            current = decision.desired
+
+
+def in_the_window(decision, config) -> bool:
+    """Whether the decision came from the scale-down window, read from the decision alone."""
+    if decision.reason in (Reason.STABILIZING, Reason.ABOVE_SCALE_DOWN_RATIO):
+        return True
+    if decision.reason is Reason.STEP_LIMITED:
+        return any(clamp.name == "scale_down_step" for clamp in decision.clamps)
+    if decision.reason is Reason.WITHIN_TARGET:
+        inputs = decision.inputs
+        return (
+            inputs.pending == 0
+            and inputs.registered > 0
+            and inputs.available >= inputs.registered * Fraction(str(config.scale_down_ratio))
+        )
+    return False
+
+
+class TestStabilizationWindow:
+    @settings(max_examples=300, deadline=None)
+    @given(runs())
+    def test_the_window_is_open_only_while_the_last_step_was_stabilizing(self, run):
+        """The window is ``Memory.above_since``: since when the Available share has stayed at or above
+        scale_down_ratio (None: closed). After every evaluation it is open exactly when the decision
+        came from the scale-down window, which is:
+
+        * ``STABILIZING`` while the window runs: above_since ≤ now < above_since + scale_down_stabilization,
+          which is the decision's ``recheck_at``;
+        * once it has run its length (now ≥ above_since + scale_down_stabilization), the scale-down's answer:
+          ``ABOVE_SCALE_DOWN_RATIO``, ``STEP_LIMITED`` by the ``scale_down_step`` clamp, or ``WITHIN_TARGET``
+          with nothing starting and the Available share at or above scale_down_ratio.
+
+        Every other decision closes it. It opens at the evaluation's ``now`` and keeps its start only
+        from an open window, when nobody else changed the replica count since.
+        """
+        config, _ = run
+        length = config.scale_down_stabilization
+        for before, decision, since, now in evaluations(run):
+            assert (since is not None) == in_the_window(decision, config), decision
+            if since is None:
+                continue
+            kept = before is not None and decision.inputs.external_change is None
+            assert since == (before if kept else now)
+            if decision.reason is Reason.STABILIZING:
+                assert since <= now < since + length == decision.recheck_at
+            else:
+                assert now >= since + length
+
+    @settings(max_examples=400, deadline=None)
+    @given(situations(), st.sampled_from([0, 4, -1]))
+    def test_every_other_rule_closes_an_open_window(self, case, moved):
+        """From any memory (the window open since 0.0 in two cases of three; a step of ``moved`` replicas
+        made a second ago, so that the step limits bite), one evaluation leaves the window open exactly
+        when it decided in the scale-down window (see the test above)."""
+        config, current, snapshot, memory, now = case
+        if moved:
+            memory = replace(memory, changes=(ScaleChange(now - 1.0, current - moved, current),))
+        decision, memory = decide_at((config, current, snapshot, memory, now))
+        assert (memory.above_since is not None) == in_the_window(decision, config), decision
+
+    @pytest.mark.parametrize(
+        "reached",
+        [
+            pytest.param(
+                lambda before, d, since, now: d.reason is Reason.STABILIZING and since < now, id="stabilizing"
+            ),
+            pytest.param(
+                lambda before, d, since, now: d.reason is Reason.ABOVE_SCALE_DOWN_RATIO and since < now, id="down"
+            ),
+            pytest.param(
+                lambda before, d, since, now: d.reason is Reason.STEP_LIMITED and since is not None, id="limited"
+            ),
+            pytest.param(
+                lambda before, d, since, now: d.reason is Reason.WITHIN_TARGET and since is not None, id="within"
+            ),
+            pytest.param(lambda before, d, since, now: before is not None and since is None, id="closed"),
+            pytest.param(
+                lambda before, d, since, now: before is not None and since == now > before and d.inputs.external_change,
+                id="reopened-after-a-hand-change",
+            ),
+        ],
+    )
+    # The run found is not shrunk (only that one exists matters): hypothesis warns that its repr is long.
+    @pytest.mark.filterwarnings("ignore:Generating overly large repr")
+    def test_the_runs_reach_every_way_through_the_window(self, reached):
+        """The strategy is not vacuous: its runs reach each of the window's decisions, and close and reopen it."""
+        run = find(
+            runs(),
+            lambda r: any(reached(*evaluation) for evaluation in evaluations(r)),
+            settings=settings(max_examples=10_000, database=None, phases=[Phase.generate]),
+        )
+        assert any(reached(*evaluation) for evaluation in evaluations(run))
 
 
 def loaded(available: int, load: float, *, critical: int = 0) -> FleetSnapshot:

@@ -1,39 +1,3 @@
-"""The scaling policy: from a fleet snapshot and the current replica count to a ``Decision``.
-
-Pure: no I/O, no clock reads, no randomness. Time comes in as ``now`` (the event-loop clock in
-the daemon, virtual time in the simulator) and the policy's small memory comes in and goes out
-as an immutable ``Memory`` value, so identical inputs always give identical decisions and every
-rule is tested with plain numbers.
-
-One evaluation, in order (the first rule that decides wins)::
-
-    prune memory (grants past startup_grace, step history past its period)
-    note a hand-made replica change ─────────────► start from it, new pods count as starting
-    below min_replicas / above max_replicas ─────► go to the bound (config, not data: always)
-    data untrusted or older than max_snapshot_age ► HOLD
-    mass change since the last trusted look ─────► HOLD until confirmed (recheck_at)
-    demand usable and it needs more replicas ────► UP in one step to what the demand needs at
-                                                  demand.target_load (+ servers out of service),
-                                                  clamped by max_replicas and the up step
-    share (counting starting servers) < target ──► UP by the smallest n that restores it (the
-                                                  probe when demand is missing or says enough)
-    share ≥ scale_down_ratio, nothing starting ──► after the stabilization window: DOWN by the
-                                                  most that keeps the predicted share ≥ target
-                                                  and, with demand, the highest demand of the
-                                                  window at target_load (else the mean load ≤
-                                                  scale_down_max_load); clamped by min_replicas
-                                                  and the down step
-    otherwise ───────────────────────────────────► NONE
-
-Demand (``core.demand``) is usable only when every non-Critical server reports one measured
-within ``policy.demand.max_age`` of ``wall_now``; otherwise the policy is exactly the share-based
-policy it was before it read demand, and the decision's notes say why demand was not used.
-
-After the daemon has applied a decision it calls ``record_scale`` so that the step limits and
-the in-flight ledger know about it; a decision that was not applied (dry run, error) is not
-recorded.
-"""
-
 from __future__ import annotations
 
 import math
@@ -63,12 +27,44 @@ __all__ = ["Grant", "Memory", "ScaleChange", "decide", "record_scale"]
 
 @dataclass(frozen=True, slots=True)
 class _Step:
+    """What a rule decided; ``decide`` adds the inputs and the notes to make it a ``Decision``."""
+
     desired: int
     direction: Direction
     reason: Reason
     message: str
     clamps: tuple[Clamp, ...] = ()
     recheck_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Look:
+    """What one evaluation's rules read, once the memory has taken in the replica count and the demand."""
+
+    fleet: FleetSnapshot
+    current: int
+    pending: int
+    expired: int
+    mean_load: float | None
+    demand: DemandEstimate
+    external_change: int | None
+    """The replica count of our last look when someone else has changed it since; else None."""
+    config: PolicyConfig
+    now: float
+    notes: tuple[str, ...]
+    """What the decision should tell besides its message (a hand change, expired grants, unused demand)."""
+
+    @property
+    def target(self) -> Fraction:
+        return Fraction(str(self.config.target_available_ratio))
+
+    def hold(self, reason: Reason, why: str) -> _Step:
+        """HOLD at the current count, saying ``why``."""
+        return _Step(self.current, Direction.HOLD, reason, f"holding at {self.current}: {why}")
+
+    def keep(self, reason: Reason, message: str) -> _Step:
+        """NONE: keep the current count."""
+        return _Step(self.current, Direction.NONE, reason, message)
 
 
 def decide(
@@ -86,31 +82,37 @@ def decide(
     ``wall_now`` the wall-clock time (unix seconds) to judge the age of the servers' demand
     (None: demand is not used).
     """
-    notes: list[str] = []
-    memory = prune(memory, config, now)
+    look, memory = _look(fleet=fleet, current=current, config=config, memory=memory, now=now, wall_now=wall_now)
+    step, memory = _evaluate(look, memory)
+    decision = Decision(
+        desired=step.desired,
+        current=current,
+        direction=step.direction,
+        reason=step.reason,
+        message=step.message,
+        inputs=_inputs(look),
+        clamps=step.clamps,
+        recheck_at=_earliest(step.recheck_at, next_grant_expiry(memory, config) if look.pending else None),
+        notes=look.notes,
+    )
+    return decision, memory
 
-    external_change: int | None = None
-    if memory.last_replicas is None and current > fleet.registered:
-        # First look (a fresh process, e.g. after a restart or a takeover): replicas that are not
-        # registered yet may have been requested a moment ago. Count them as starting, as if
-        # requested now, rather than ordering them a second time.
-        unregistered = current - fleet.registered
-        notes.append(f"first evaluation: {unregistered} unregistered replica(s) counted as starting")
-        memory = replace(memory, grants=(*memory.grants, Grant(now, unregistered)))
-    if memory.last_replicas is not None and current != memory.last_replicas:
-        external_change = memory.last_replicas
-        notes.append(
-            f"replicas changed from {memory.last_replicas} to {current} by someone else; starting from {current}"
-        )
-        grants = memory.grants
-        if current > memory.last_replicas:
-            grants = (*grants, Grant(now, current - memory.last_replicas))
-        memory = replace(memory, grants=grants, above_since=None)
-    memory = replace(memory, last_replicas=current)
+
+def _look(
+    *,
+    fleet: FleetSnapshot,
+    current: int,
+    config: PolicyConfig,
+    memory: Memory,
+    now: float,
+    wall_now: float | None,
+) -> tuple[_Look, Memory]:
+    """Take in the replica count, the servers still starting and the demand; note what the decision should say."""
+    notes: list[str] = []
+    memory, external_change = _note_replicas(prune(memory, config, now), fleet, current, now, notes)
 
     unregistered = max(0, current - fleet.registered)
-    granted = sum(grant.count for grant in memory.grants)
-    pending = min(unregistered, granted)
+    pending = min(unregistered, sum(grant.count for grant in memory.grants))
     expired = unregistered - pending
     if expired:
         notes.append(
@@ -124,141 +126,149 @@ def decide(
     if demand.usable and fleet.trusted:
         memory = note_demand(memory, demand.total, config, now)
 
-    inputs = Inputs(
-        consul_index=fleet.index,
-        trusted=fleet.trusted,
-        trust_problems=fleet.trust.problems,
-        snapshot_age=max(0.0, now - fleet.observed_at),
-        registered=fleet.registered,
-        available=fleet.available,
-        warning=fleet.warning,
-        critical=fleet.critical,
-        pending=pending,
-        pending_expired=expired,
-        current_replicas=current,
-        available_ratio=fleet.available_ratio,
-        mean_load=_mean_load(fleet),
-        demand=demand.total if demand.usable else None,
-        out_of_service=demand.out_of_service if demand.usable else None,
-        external_change=external_change,
-    )
-
-    step, memory = _evaluate(
+    return _Look(
         fleet=fleet,
         current=current,
         pending=pending,
         expired=expired,
-        mean_load=inputs.mean_load,
+        mean_load=_mean_load(fleet),
         demand=demand,
+        external_change=external_change,
         config=config,
-        memory=memory,
         now=now,
-    )
-    decision = Decision(
-        desired=step.desired,
-        current=current,
-        direction=step.direction,
-        reason=step.reason,
-        message=step.message,
-        inputs=inputs,
-        clamps=step.clamps,
-        recheck_at=_earliest(step.recheck_at, next_grant_expiry(memory, config) if pending else None),
         notes=tuple(notes),
+    ), memory
+
+
+def _note_replicas(
+    memory: Memory, fleet: FleetSnapshot, current: int, now: float, notes: list[str]
+) -> tuple[Memory, int | None]:
+    """Take in the replica count; returns the memory and, when someone else changed the count, our last one."""
+    last = memory.last_replicas
+    if last is None and current > fleet.registered:
+        # First look (a fresh process, e.g. after a restart or a takeover): replicas that are not
+        # registered yet may have been requested a moment ago. Count them as starting, as if
+        # requested now, rather than ordering them a second time.
+        unregistered = current - fleet.registered
+        notes.append(f"first evaluation: {unregistered} unregistered replica(s) counted as starting")
+        memory = replace(memory, grants=(*memory.grants, Grant(now, unregistered)))
+    if last is None or last == current:
+        return replace(memory, last_replicas=current), None
+    notes.append(f"replicas changed from {last} to {current} by someone else; starting from {current}")
+    grants = (*memory.grants, Grant(now, current - last)) if current > last else memory.grants
+    return replace(memory, grants=grants, last_replicas=current), last
+
+
+def _inputs(look: _Look) -> Inputs:
+    fleet, demand = look.fleet, look.demand
+    return Inputs(
+        consul_index=fleet.index,
+        trusted=fleet.trusted,
+        trust_problems=fleet.trust.problems,
+        snapshot_age=max(0.0, look.now - fleet.observed_at),
+        registered=fleet.registered,
+        available=fleet.available,
+        warning=fleet.warning,
+        critical=fleet.critical,
+        pending=look.pending,
+        pending_expired=look.expired,
+        current_replicas=look.current,
+        available_ratio=fleet.available_ratio,
+        mean_load=look.mean_load,
+        demand=demand.total if demand.usable else None,
+        out_of_service=demand.out_of_service if demand.usable else None,
+        external_change=look.external_change,
     )
-    return decision, memory
 
 
-def _evaluate(
-    *,
-    fleet: FleetSnapshot,
-    current: int,
-    pending: int,
-    expired: int,
-    mean_load: float | None,
-    demand: DemandEstimate,
-    config: PolicyConfig,
-    memory: Memory,
-    now: float,
-) -> tuple[_Step, Memory]:
-    # Bounds come from the configuration, not from Consul's data: enforce them even on untrusted data.
+def _evaluate(look: _Look, memory: Memory) -> tuple[_Step, Memory]:
+    """The rules of the module docstring, in order; the first that gives a step decides.
+
+    The stabilization window (``Memory.above_since``) is set here and nowhere else in the
+    evaluation: it stays open only while the fleet is in the scale-down window (stabilizing, or
+    the scale-down that follows it), opening on the first such evaluation and again after someone
+    else changed the replica count; every other rule closes it.
+    """
+    step = _out_of_bounds(look) or _unusable_data(look)
+    sizing = None
+    if step is None:
+        step, memory = _mass_change_guard(look, memory)
+    if step is None and look.fleet.registered + look.pending == 0:
+        step = look.hold(Reason.NO_SERVERS_REGISTERED, "no server is registered in Consul and none is starting")
+    if step is None:
+        sizing = _Sizing.of(look, demand_peak(memory)) if look.demand.usable else None
+        step = _up_or_keep(look, sizing, memory)
+    since: float | None = None
+    if step is None:  # the scale-down window: the one rule that keeps it open
+        since = memory.above_since if memory.above_since is not None and look.external_change is None else look.now
+        step = _stabilizing(look, since) or _scale_down(look, sizing, memory)
+    return step, replace(memory, above_since=since)
+
+
+def _out_of_bounds(look: _Look) -> _Step | None:
+    """Bounds come from the configuration, not from Consul's data: enforced even on untrusted data."""
+    current, config = look.current, look.config
     if current < config.min_replicas:
         reason = Reason.COLD_START if current == 0 else Reason.BELOW_MIN
-        step = _Step(
-            config.min_replicas,
-            Direction.UP,
-            reason,
-            f"{current} replicas is below min_replicas {config.min_replicas}",
-            (Clamp("min_replicas", current, config.min_replicas),),
-        )
-        return step, replace(memory, above_since=None)
+        message = f"{current} replicas is below min_replicas {config.min_replicas}"
+        clamp = Clamp("min_replicas", current, config.min_replicas)
+        return _Step(config.min_replicas, Direction.UP, reason, message, (clamp,))
     if current > config.max_replicas:
-        step = _Step(
-            config.max_replicas,
-            Direction.DOWN,
-            Reason.ABOVE_MAX,
-            f"{current} replicas is above max_replicas {config.max_replicas}",
-            (Clamp("max_replicas", current, config.max_replicas),),
-        )
-        return step, replace(memory, above_since=None)
+        message = f"{current} replicas is above max_replicas {config.max_replicas}"
+        clamp = Clamp("max_replicas", current, config.max_replicas)
+        return _Step(config.max_replicas, Direction.DOWN, Reason.ABOVE_MAX, message, (clamp,))
+    return None
 
+
+def _unusable_data(look: _Look) -> _Step | None:
+    fleet = look.fleet
     if not fleet.trusted:
-        message = f"holding at {current}: Consul data cannot be trusted ({fleet.trust})"
-        return _Step(current, Direction.HOLD, Reason.UNTRUSTED_DATA, message), replace(memory, above_since=None)
-    age = now - fleet.observed_at
-    if age > config.max_snapshot_age:
-        message = (
-            f"holding at {current}: the last Consul answer is {age:.0f}s old "
-            f"(max_snapshot_age {config.max_snapshot_age:g}s)"
-        )
-        return _Step(current, Direction.HOLD, Reason.STALE_DATA, message), replace(memory, above_since=None)
+        return look.hold(Reason.UNTRUSTED_DATA, f"Consul data cannot be trusted ({fleet.trust})")
+    age = look.now - fleet.observed_at
+    if age > look.config.max_snapshot_age:
+        why = f"the last Consul answer is {age:.0f}s old (max_snapshot_age {look.config.max_snapshot_age:g}s)"
+        return look.hold(Reason.STALE_DATA, why)
+    return None
 
-    guard, memory = _mass_change_guard(fleet, config, memory, now)
-    if guard is not None:
-        return _Step(current, Direction.HOLD, Reason.MASS_CHANGE_GUARD, guard[0], recheck_at=guard[1]), memory
 
-    registered, available = fleet.registered, fleet.available
-    if registered + pending == 0:
-        message = f"holding at {current}: no server is registered in Consul and none is starting"
-        return _Step(current, Direction.HOLD, Reason.NO_SERVERS_REGISTERED, message), replace(memory, above_since=None)
-
-    target = Fraction(str(config.target_available_ratio))
+def _up_or_keep(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step | None:
+    """UP (or a HOLD at a limit) when the demand or the share needs more; NONE when nothing may go;
+    None when the fleet is in the scale-down window."""
+    current, pending, target = look.current, look.pending, look.target
+    registered, available = look.fleet.registered, look.fleet.available
     share = Fraction(available + pending, registered + pending)
-    sizing = _Sizing.of(demand, demand_peak(memory), expired, config) if demand.usable else None
     if sizing is not None and sizing.wanted > current:
         reason = Reason.BELOW_TARGET if share < target else Reason.DEMAND_ABOVE_CAPACITY
         starting = f" (+{pending} starting)" if pending else ""
         message = f"{sizing} for {current}; {available} of {registered} Available{starting}"
-        return _limited_up(sizing.wanted, current, reason, message, config, memory, now), replace(
-            memory, above_since=None
-        )
+        return _within_limits(sizing.wanted, look, reason, message, memory, up=True)
     if share < target:
         # The probe stays a safety net with demand too: servers may turn Warning for reasons the
         # demand does not measure (CPU, memory), and then only the share says capacity is short.
-        step = _scale_up(current, registered, available, pending, target, config, memory, now)
-        if sizing is not None:
-            step = replace(step, message=f"{step.message} ({sizing} would keep {current})")
-        return step, replace(memory, above_since=None)
-
-    scale_down_ratio = Fraction(str(config.scale_down_ratio))
+        step = _scale_up(look, memory)
+        return step if sizing is None else replace(step, message=f"{step.message} ({sizing} would keep {current})")
+    scale_down_ratio = Fraction(str(look.config.scale_down_ratio))
     if pending or registered == 0 or Fraction(available, registered) < scale_down_ratio:
         why = f"{pending} server(s) still starting" if pending else "share below scale_down_ratio"
-        message = f"share {float(share):.2f} meets target {float(target):g}; keeping {current} ({why})"
-        return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, message), replace(memory, above_since=None)
-
-    if current <= config.min_replicas:
-        message = f"share {available}/{registered} is high but {current} is min_replicas"
-        return _Step(current, Direction.NONE, Reason.AT_MIN, message), replace(memory, above_since=None)
-
-    above_since = memory.above_since if memory.above_since is not None else now
-    memory = replace(memory, above_since=above_since)
-    window_end = above_since + config.scale_down_stabilization
-    if now < window_end:
-        message = (
-            f"share {available}/{registered} ≥ scale_down_ratio {config.scale_down_ratio:g} for "
-            f"{now - above_since:.0f}s of {config.scale_down_stabilization:g}s"
+        return look.keep(
+            Reason.WITHIN_TARGET, f"share {float(share):.2f} meets target {float(target):g}; keeping {current} ({why})"
         )
-        return _Step(current, Direction.NONE, Reason.STABILIZING, message, recheck_at=window_end), memory
-    return _scale_down(fleet, current, target, mean_load, sizing, config, memory, now), memory
+    if current <= look.config.min_replicas:
+        return look.keep(Reason.AT_MIN, f"share {available}/{registered} is high but {current} is min_replicas")
+    return None
+
+
+def _stabilizing(look: _Look, since: float) -> _Step | None:
+    """NONE until the share has stayed at or above scale_down_ratio for the whole window."""
+    config = look.config
+    window_end = since + config.scale_down_stabilization
+    if look.now >= window_end:
+        return None
+    message = (
+        f"share {look.fleet.available}/{look.fleet.registered} ≥ scale_down_ratio {config.scale_down_ratio:g} for "
+        f"{look.now - since:.0f}s of {config.scale_down_stabilization:g}s"
+    )
+    return _Step(look.current, Direction.NONE, Reason.STABILIZING, message, recheck_at=window_end)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,12 +292,12 @@ class _Sizing:
     target_load: float
 
     @classmethod
-    def of(cls, demand: DemandEstimate, peak: float | None, expired: int, config: PolicyConfig) -> _Sizing:
-        target_load = config.demand.target_load
+    def of(cls, look: _Look, peak: float | None) -> _Sizing:
+        demand, target_load = look.demand, look.config.demand.target_load
         from_peak = peak is not None and peak > demand.total
         size = peak if peak is not None and from_peak else demand.total
         serving = demand.servers_for(size, target_load)
-        return cls(demand, size, from_peak, serving, serving + demand.out_of_service + expired, target_load)
+        return cls(demand, size, from_peak, serving, serving + demand.out_of_service + look.expired, target_load)
 
     def __str__(self) -> str:
         d = self.demand
@@ -300,65 +310,52 @@ class _Sizing:
         )
 
 
-def _scale_up(
-    current: int,
-    registered: int,
-    available: int,
-    pending: int,
-    target: Fraction,
-    config: PolicyConfig,
-    memory: Memory,
-    now: float,
-) -> _Step:
+def _scale_up(look: _Look, memory: Memory) -> _Step:
+    registered, available, pending, target = look.fleet.registered, look.fleet.available, look.pending, look.target
     # Smallest n with (available + pending + n) / (registered + pending + n) >= target.
-    need = math.ceil((target * (registered + pending) - (available + pending)) / (1 - target))
-    need = max(1, need)
-    raw = current + need
+    need = max(1, math.ceil((target * (registered + pending) - (available + pending)) / (1 - target)))
     starting = f" (+{pending} starting, counted as Available)" if pending else ""
     share = (available + pending) / (registered + pending)
     message = (
         f"{available} of {registered} servers Available{starting}: share {share:.2f} is below target "
         f"{float(target):g}; {need} more server(s) needed"
     )
-    return _limited_up(raw, current, Reason.BELOW_TARGET, message, config, memory, now)
+    return _within_limits(look.current + need, look, Reason.BELOW_TARGET, message, memory, up=True)
 
 
-def _limited_up(
-    raw: int, current: int, reason: Reason, message: str, config: PolicyConfig, memory: Memory, now: float
-) -> _Step:
-    """``raw`` replicas within max_replicas and the scale-up step, every clamp recorded."""
+def _within_limits(raw: int, look: _Look, reason: Reason, message: str, memory: Memory, *, up: bool) -> _Step:
+    """``raw`` replicas within the bound and the step limit of its direction, every clamp recorded.
+
+    A HOLD when they leave no room: AT_MAX, or STEP_LIMITED until the step limit frees room.
+    """
+    current, config, now = look.current, look.config, look.now
+    sign, word = (1, "up") if up else (-1, "down")
     clamps: list[Clamp] = []
     desired = raw
-    if desired > config.max_replicas:
-        clamps.append(Clamp("max_replicas", desired, config.max_replicas))
-        desired = config.max_replicas
-    added = moved(memory, now, config.scale_up.period, up=True)
-    room = max(0, config.scale_up.allowed(current) - added)
-    if desired - current > room:
-        detail = f"at most {config.scale_up.allowed(current)} up per {config.scale_up.period:g}s, {added} used"
-        clamps.append(Clamp("scale_up_step", desired, current + room, detail))
-        desired = current + room
-    if desired == current:
-        if current >= config.max_replicas:
-            return _Step(current, Direction.HOLD, Reason.AT_MAX, f"{message}; already at max_replicas", tuple(clamps))
-        recheck = next_room(memory, config, now, up=True)
-        return _Step(
-            current, Direction.HOLD, Reason.STEP_LIMITED, f"{message}; step limit reached", tuple(clamps), recheck
-        )
-    return _Step(desired, Direction.UP, reason, message, tuple(clamps))
+    bound = config.max_replicas if up else config.min_replicas
+    if sign * (desired - bound) > 0:
+        clamps.append(Clamp(f"{'max' if up else 'min'}_replicas", desired, bound))
+        desired = bound
+    limit = config.scale_up if up else config.scale_down
+    used = moved(memory, now, limit.period, up=up)
+    room = max(0, limit.allowed(current) - used)
+    if sign * (desired - current) > room:
+        detail = f"at most {limit.allowed(current)} {word} per {limit.period:g}s, {used} used"
+        clamps.append(Clamp(f"scale_{word}_step", desired, current + sign * room, detail))
+        desired = current + sign * room
+    if desired != current:
+        return _Step(desired, Direction.UP if up else Direction.DOWN, reason, message, tuple(clamps))
+    if up and current >= config.max_replicas:
+        return _Step(current, Direction.HOLD, Reason.AT_MAX, f"{message}; already at max_replicas", tuple(clamps))
+    recheck = next_room(memory, config, now, up=up)
+    return _Step(current, Direction.HOLD, Reason.STEP_LIMITED, f"{message}; step limit reached", tuple(clamps), recheck)
 
 
-def _scale_down(
-    fleet: FleetSnapshot,
-    current: int,
-    target: Fraction,
-    mean_load: float | None,
-    sizing: _Sizing | None,
-    config: PolicyConfig,
-    memory: Memory,
-    now: float,
-) -> _Step:
-    registered, available = fleet.registered, fleet.available
+def _scale_down(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step:
+    """Once the window has run: DOWN by the most that keeps the share, the demand and the load
+    within target, or NONE (WITHIN_TARGET) when nothing can go."""
+    config, current, target = look.config, look.current, look.target
+    registered, available = look.fleet.registered, look.fleet.available
     # Kubernetes may remove any pod, so assume the removed servers were Available: the largest
     # y with (available - y) / (registered - y) >= target.
     most = math.floor((available - target * registered) / (1 - target))
@@ -368,38 +365,22 @@ def _scale_down(
         f"for {config.scale_down_stabilization:g}s"
     )
     if most < 1:
-        return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; removing one would go below target")
+        return look.keep(Reason.WITHIN_TARGET, f"{message}; removing one would go below target")
     by_load = None
     if sizing is not None:
         most = min(most, current - sizing.wanted)
         if most < 1:
-            return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; {sizing}")
+            return look.keep(Reason.WITHIN_TARGET, f"{message}; {sizing}")
         message += f"; {sizing}"
     else:
-        by_load = _removable_by_load(fleet, mean_load, config)
+        by_load = _removable_by_load(look.fleet, look.mean_load, config)
     if by_load is not None and by_load[0] < most:
         most, mean = by_load
         if most < 1:
             detail = f"mean load {mean:.2f} leaves no room under scale_down_max_load {config.scale_down_max_load:g}"
-            return _Step(current, Direction.NONE, Reason.WITHIN_TARGET, f"{message}; {detail}")
+            return look.keep(Reason.WITHIN_TARGET, f"{message}; {detail}")
         message += f"; mean load {mean:.2f} allows removing {most}"
-    clamps: list[Clamp] = []
-    desired = current - most
-    if desired < config.min_replicas:
-        clamps.append(Clamp("min_replicas", desired, config.min_replicas))
-        desired = config.min_replicas
-    removed = moved(memory, now, config.scale_down.period, up=False)
-    room = max(0, config.scale_down.allowed(current) - removed)
-    if current - desired > room:
-        detail = f"at most {config.scale_down.allowed(current)} down per {config.scale_down.period:g}s, {removed} used"
-        clamps.append(Clamp("scale_down_step", desired, current - room, detail))
-        desired = current - room
-    if desired == current:
-        recheck = next_room(memory, config, now, up=False)
-        return _Step(
-            current, Direction.HOLD, Reason.STEP_LIMITED, f"{message}; step limit reached", tuple(clamps), recheck
-        )
-    return _Step(desired, Direction.DOWN, Reason.ABOVE_SCALE_DOWN_RATIO, message, tuple(clamps))
+    return _within_limits(current - most, look, Reason.ABOVE_SCALE_DOWN_RATIO, message, memory, up=False)
 
 
 def _removable_by_load(fleet: FleetSnapshot, mean: float | None, config: PolicyConfig) -> tuple[int, float] | None:
@@ -430,23 +411,20 @@ def _mean_load(fleet: FleetSnapshot) -> float | None:
     return total / serving if serving else None
 
 
-def _mass_change_guard(
-    fleet: FleetSnapshot, config: PolicyConfig, memory: Memory, now: float
-) -> tuple[tuple[str, float] | None, Memory]:
+def _mass_change_guard(look: _Look, memory: Memory) -> tuple[_Step | None, Memory]:
     """Hold when a large share of the last trusted fleet vanished or turned Critical at once.
 
-    Returns ``((message, recheck_at), memory)`` while holding, ``(None, memory)`` otherwise.
     The baseline stays the pre-change fleet while holding, so a change that persists past the
     confirmation window is accepted and one that reverts clears the guard.
     """
     # Server.key spelled out: the property call per server was 3 of decide()'s ~13 ms at 10,000 servers.
-    critical = Status.CRITICAL
-    healthy = frozenset([(s.node, s.instance_id) for s in fleet.servers if s.status is not critical])
-    guard = config.mass_change
+    critical, now = Status.CRITICAL, look.now
+    healthy = frozenset([(s.node, s.instance_id) for s in look.fleet.servers if s.status is not critical])
+    guard = look.config.mass_change
     baseline = memory.baseline
     if baseline is not None and len(baseline) >= guard.min_fleet:
         # Servers we removed ourselves are expected to vanish.
-        removed = moved(memory, now, config.startup_grace, up=False)
+        removed = moved(memory, now, look.config.startup_grace, up=False)
         lost = max(0, len(baseline - healthy) - removed)
         share = lost / len(baseline)
         if share >= guard.ratio:
@@ -457,7 +435,8 @@ def _mass_change_guard(
                     f"holding: {lost} of {len(baseline)} servers vanished or turned critical in one update "
                     f"(≥ {guard.ratio:g}); waiting {confirm_at - now:.0f}s to confirm"
                 )
-                return (message, confirm_at), replace(memory, guard_since=since, above_since=None)
+                step = _Step(look.current, Direction.HOLD, Reason.MASS_CHANGE_GUARD, message, recheck_at=confirm_at)
+                return step, replace(memory, guard_since=since)
     return None, replace(memory, baseline=healthy, guard_since=None)
 
 
