@@ -17,9 +17,9 @@ from typing import Any, TypedDict
 import aiohttp
 import orjson
 
-from bolina_scaler.config import go_duration
 from bolina_scaler.core.model import Status
 from bolina_scaler.reporter.settings import ReporterSettings
+from bolina_scaler.source.wire import go_duration
 
 __all__ = ["AgentClient", "ConsulAgentError", "check_status", "registration"]
 

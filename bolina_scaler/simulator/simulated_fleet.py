@@ -29,6 +29,9 @@ in the last ``demand_window``, per second, × ``session_mean`` / ``capacity`` (`
 
 Scale-down removes pods as Kubernetes would with ``pod-deletion-cost`` set by stage: pods not yet
 registered first (newest first), then Critical, then Warning, then the least loaded.
+
+The world's parameters are ``fleet_params.FleetParams``; one pod and its server is
+``simulated_server.SimServer``.
 """
 
 from __future__ import annotations
@@ -37,62 +40,25 @@ import heapq
 import math
 import operator
 import random
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bolina_scaler.core.fleet import FleetSnapshot
-from bolina_scaler.core.model import InstanceId, Server, ServerId, Status
-from bolina_scaler.reporter.availability import ClassifierConfig, Stage, Thresholds, classify, quantize_load
-from bolina_scaler.reporter.deadband import Deadband, Published, news, quantize_demand
+from bolina_scaler.core.model import Status
+from bolina_scaler.reporter.availability import Stage, classify, quantize_load
+from bolina_scaler.reporter.deadband import Published, news, quantize_demand
+from bolina_scaler.simulator.fleet_params import SHIPPED_CHECK_UPDATE_INTERVAL, FleetParams
+from bolina_scaler.simulator.simulated_server import SimServer
 from bolina_scaler.simulator.traces import Trace
 
+# FleetParams, SimServer and SHIPPED_CHECK_UPDATE_INTERVAL live in fleet_params and
+# simulated_server; named here too, as the fleet's inputs, for the modules that import them from here.
 __all__ = [
     "SHIPPED_CHECK_UPDATE_INTERVAL",
-    "SIM_CLASSIFIER",
     "ClientStats",
     "FleetParams",
     "SimServer",
     "SimulatedFleet",
 ]
-
-SHIPPED_CHECK_UPDATE_INTERVAL = 30.0
-"""``check_update_interval`` in ``manifests/base/consul/client.json`` (a test holds them equal)."""
-
-SIM_CLASSIFIER = ClassifierConfig(
-    metrics={
-        "connections": Thresholds(warning=0.8, critical=0.95, warning_clear=0.7, critical_clear=0.85),
-        "cpu": Thresholds(warning=0.85, critical=0.95),
-        "errors": Thresholds(warning=0.5, critical=0.5),
-    },
-    hysteresis=0.1,
-    min_dwell=30.0,
-)
-"""The simulated servers' classifier: connections share, CPU (≈ 0.8 × load + noise) and an error flag."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FleetParams:
-    """The simulated world. Defaults: 100-client servers, 5-min sessions, ~45 s from pod to Consul,
-    and the data path as shipped: the reporter's default deadband and the ``check_update_interval``
-    of ``manifests/base/consul/client.json``."""
-
-    capacity: int = 100
-    session_mean: float = 300.0
-    startup_median: float = 45.0
-    startup_sigma: float = 0.35
-    report_interval: float = 5.0
-    cpu_per_load: float = 0.8
-    cpu_noise: float = 0.02
-    tick: float = 1.0
-    classifier: ClassifierConfig = SIM_CLASSIFIER
-    check_update_interval: float = SHIPPED_CHECK_UPDATE_INTERVAL
-    """Consul agent: an output-only check change reaches the catalog after this × U[0.5, 1.5)."""
-    deadband: Deadband = field(default_factory=Deadband)
-    """The reporter's: how much load/demand must move, or how long since the last write."""
-    demand_window: float = 30.0
-    """A server's demand is the clients offered to it within this window, per second × session_mean."""
-    report_demand: bool = True
-    """Whether servers publish their demand (False: the policy falls back to the Available share)."""
 
 
 @dataclass(slots=True)
@@ -110,65 +76,6 @@ class ClientStats:
     """Session time lost by rejected clients."""
     degraded_client_seconds: float = 0.0
     """Session time spent on a server admitted to while it was not Available."""
-
-
-@dataclass(slots=True, eq=False)
-class SimServer:
-    """One pod and the Bolina server in it."""
-
-    n: int
-    created_at: float
-    ready_at: float
-    registered: bool = False
-    failing: bool = False
-    stage: Stage = field(default_factory=lambda: Stage(Status.AVAILABLE, 0.0))
-    next_report: float = 0.0
-    published: Published | None = None
-    """What the reporter last wrote to its Consul agent (status and output)."""
-    catalog: Published | None = None
-    """What the Consul servers hold for this server's check: what the scaler sees."""
-    sync_at: float | None = None
-    """When the agent writes a deferred output-only change to the catalog (``check_update_interval``)."""
-    offered: deque[float] = field(default_factory=deque)
-    """When new clients were offered to this server, accepted or turned away (within ``demand_window``)."""
-    clients: dict[int, float] = field(default_factory=dict)
-    """Connected clients: client id → when its session ends."""
-    count: int = 0
-    """``len(clients)``, kept as a field so the load balancer can sort with a C-level key."""
-
-    @property
-    def pod(self) -> str:
-        return f"bolina-sim-{self.n}"
-
-    @property
-    def server_id(self) -> str:
-        return str(800000 + self.n)
-
-    @property
-    def status(self) -> Status:
-        return self.stage.status
-
-    @property
-    def reported_load(self) -> float:
-        """The load the scaler sees (as last written to the catalog)."""
-        return self.catalog.load if self.catalog is not None and self.catalog.load is not None else 0.0
-
-    def to_server(self) -> Server:
-        """As the daemon's watch would read it from the Consul catalog."""
-        catalog = self.catalog or Published(status=self.stage.status, load=None, demand=None, at=self.created_at)
-        return Server(
-            instance_id=InstanceId(self.pod),
-            server_id=ServerId(self.server_id),
-            address=f"10.{self.n // 250 % 250}.{self.n % 250}.1",
-            tcp_port=9001,
-            udp_port=9002,
-            node=f"node-{self.n}",
-            pod=self.pod,
-            status=catalog.status,
-            load=catalog.load,
-            demand=catalog.demand,
-            demand_at=None if catalog.demand is None else math.floor(catalog.at),
-        )
 
 
 class SimulatedFleet:

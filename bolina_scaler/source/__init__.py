@@ -6,7 +6,9 @@ Does I/O (HTTP to the local Consul agent). Modules, in the order an answer flows
   has an index), read into one buffer;
 * ``answer``: what the status code and headers mean (usable? trusted?);
 * ``schema`` → ``parse`` (with ``memo``): the body's entries become ``Server`` values;
-* ``watch``: the blocking-query loop (pacing, backoff, index rules) that yields snapshots.
+* ``watch``: the blocking-query loop (pacing, backoff, index rules) that yields snapshots;
+* ``wire``: how values are written on Consul's API (Go durations), for the transport and the
+  reporter.
 """
 
 from bolina_scaler.source.parse import parse_health

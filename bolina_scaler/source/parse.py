@@ -40,7 +40,7 @@ import msgspec
 import orjson
 
 from bolina_scaler.core.model import MAX_DEMAND, InstanceId, Server, ServerId, Status
-from bolina_scaler.source.schema import ENTRIES, HealthEntry, HealthNodeMeta, HealthServiceMeta
+from bolina_scaler.source.schema import ENTRIES, HealthEntry, HealthNode, HealthNodeMeta, HealthServiceMeta
 
 __all__ = [
     "Memo",
@@ -158,12 +158,17 @@ def server_of(entry: HealthEntry, notes: list[str]) -> Server | None:
         tcp_port=port,
         udp_port=None if udp_port is None else _udp_port(instance_id, udp_port, notes),
         node=node_name,
-        pod=meta.pod or (node.Meta or _NO_NODE_META).pod or None,
+        pod=_pod(meta, node),
         status=_STATUS_OF_SEVERITY[worst],
         load=None if load is None else _load(instance_id, load, notes),
         demand=demand,
         demand_at=demand_at,
     )
+
+
+def _pod(meta: HealthServiceMeta, node: HealthNode) -> str | None:
+    """``Service.Meta.pod``, else ``Node.Meta.pod``; an empty name is none."""
+    return meta.pod or (node.Meta or _NO_NODE_META).pod or None
 
 
 def parse_checked(body: bytes | bytearray) -> Parsed:

@@ -38,9 +38,10 @@ import aiohttp
 import consul
 import consul.aio
 
-from bolina_scaler.config import ConsulConfig, answer_limit, go_duration
+from bolina_scaler.config import ConsulConfig, answer_limit
 from bolina_scaler.core.model import ConsulIndex
 from bolina_scaler.source.answer import Failure, Response
+from bolina_scaler.source.wire import go_duration
 
 __all__ = ["NON_BLOCKING_TIMEOUT", "HealthTransport"]
 

@@ -1,47 +1,35 @@
-"""The daemon's configuration: a YAML file (mounted from a ConfigMap), validated by pydantic.
+"""The configuration's schema: one frozen pydantic model per section of the YAML file.
 
-Pure apart from ``load_config``, which reads the file and the environment. Every invalid value
-produces a ``ConfigError`` whose message is one line naming the key, e.g.
-``policy.max_replicas: must be >= policy.min_replicas (3), got 2``. Durations accept seconds as a
-number or a Go-style string (``"300ms"``, ``"30s"``, ``"5m"``, ``"1h"``).
-
-Every number has a range, and the message says it (README, "Configuration reference"):
-durations from 1 ms to 24 h (no window or timeout of the scaler needs more, and a value such as
-``1e308`` ends in an overflow); replica counts and steps up to ``MAX_REPLICAS`` (Kubernetes'
-documented limit of pods per cluster); ``max_percent`` up to 1000 (x11 per period: beyond, it
-is no limit at all); the watch's ``rate_per_second`` from 0.01 (one query per 100 s) to 1000.
-Addresses and hosts are checked (``consul.address`` a plain ``http(s)://host[:port]``,
-``http.host`` an IP address or a host name), so ``check-config`` refuses what ``run`` would
-fail on. Loading refuses what YAML alone lets through: a key given twice (YAML would keep the
-last), a file larger than 1 MiB or not UTF-8, nesting deeper than Python can parse; each is a
-one-line ``ConfigError`` (exit 2), never a traceback.
+Pure apart from two reads of the outside: defaults read the environment when a model is built
+(``consul.address`` from ``$CONSUL_HTTP_ADDR``), and ``ConsulConfig.token()`` reads the token
+file. Every number has a range, and the message says it (README, "Configuration reference"):
+durations as in ``checks``; replica counts and steps up to ``MAX_REPLICAS`` (Kubernetes'
+documented limit of pods per cluster); ``max_percent`` up to 1000 (x11 per period: beyond, it is
+no limit at all); the watch's ``rate_per_second`` from 0.01 (one query per 100 s) to 1000. A
+section's own rules (``max_replicas >= min_replicas``) and the rules across sections
+(``Config._check``) raise ``ValueError("key: ...")``, which ``errors.one_line`` turns into the
+one-line message.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
-import re
-import ssl
-import urllib.parse
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bolina_scaler.config.checks import Duration, PositiveDuration, check_address, is_host
+from bolina_scaler.config.errors import short_repr
+from bolina_scaler.config.files import TOKEN_FILE_BYTES, read_small_text
 
 __all__ = [
+    "DEFAULT_CONSUL_ADDRESS",
+    "MAX_ANSWER_BYTES",
+    "MAX_FLEET",
+    "MAX_REPLICAS",
     "Config",
-    "ConfigError",
     "ConsulConfig",
     "DeletionCostConfig",
     "DemandConfig",
@@ -56,28 +44,16 @@ __all__ = [
     "ScaleUpConfig",
     "StepConfig",
     "answer_limit",
-    "go_duration",
-    "is_host",
-    "load_config",
-    "one_line",
-    "parse_config",
-    "read_small_text",
-    "read_yaml",
 ]
 
 DEFAULT_CONSUL_ADDRESS = "http://127.0.0.1:8500"
 
-MAX_DURATION = 86_400.0
-"""24 h: the longest duration any setting takes."""
-MIN_DURATION = 0.001
-"""1 ms: the shortest positive duration (a backoff of 1e-300 s is a busy loop)."""
 MAX_REPLICAS = 150_000
 """Kubernetes' documented limit of pods per cluster ("Considerations for large clusters")."""
 MAX_FLEET = 1_000_000
 """Bound of ``mass_change.min_fleet`` (a number of registered servers, not of replicas)."""
-MAX_CONFIG_BYTES = 1024 * 1024
-"""A config file is a few KB; a larger one (or ``/dev/zero``) is not one."""
 MAX_ANSWER_BYTES = 1024**3
+"""Bound of ``consul.max_answer_bytes``, set or derived."""
 
 ANSWER_BYTES_PER_REPLICA = 16 * 1024
 """Room per ``policy.max_replicas`` in a health answer: twice as many entries as replicas (a
@@ -88,108 +64,9 @@ MIN_ANSWER_BYTES = 1024 * 1024
 
 
 def answer_limit(max_replicas: int) -> int:
-    """The largest health answer the source reads when ``consul.max_answer_bytes`` is not set."""
+    """The default of ``consul.max_answer_bytes``: the largest health answer the source reads when
+    it is not set (``Config`` fills it in, so that ``check-config`` prints it)."""
     return min(MAX_ANSWER_BYTES, max(MIN_ANSWER_BYTES, max_replicas * ANSWER_BYTES_PER_REPLICA))
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.ASCII)
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-class ConfigError(ValueError):
-    """A configuration problem; ``str()`` is one line that names the offending key."""
-
-
-TOKEN_FILE_BYTES = 4096
-"""A Consul token is a 36-character UUID: a token file beyond this is not one."""
-
-
-def read_small_text(path: Path, limit: int) -> str:
-    """A UTF-8 text file of at most ``limit`` bytes (never more is read: it may be ``/dev/zero``).
-
-    Raises ``OSError`` when it cannot be read, ``ValueError`` when it is larger or not UTF-8.
-    """
-    with path.open("rb") as file:
-        data = file.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"larger than {limit} bytes")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})") from None
-
-
-def go_duration(seconds: float) -> str:
-    """A duration as Consul wants it (a Go duration: units required, ``wait=300`` is a 400)."""
-    return f"{seconds:g}s" if seconds == int(seconds) else f"{round(seconds * 1000)}ms"
-
-
-def _parse_duration(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30, '30s' or '5m', got a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError(f"expected a duration such as 30, '30s' or '5m', got {value!r}")
-        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(_parse_duration), Field(ge=0, le=MAX_DURATION, allow_inf_nan=False)]
-PositiveDuration = Annotated[
-    float, BeforeValidator(_parse_duration), Field(ge=MIN_DURATION, le=MAX_DURATION, allow_inf_nan=False)
-]
-Replicas = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
-
-# RFC 1123 host names: labels of letters, digits and hyphens, not starting or ending with one.
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$", re.ASCII)
-
-
-def is_host(text: str) -> bool:
-    """An IP address (v4 or v6) or a DNS host name (RFC 1123, at most 253 characters)."""
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    else:
-        return True
-    name = text.removesuffix(".")
-    return 0 < len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split("."))
-
-
-def _check_address(address: str) -> str:
-    """``http(s)://host[:port]`` with nothing else (py-consul would drop a path without a word)."""
-    wanted = f"expected http://host:port or https://host:port, got {_short(address)}"
-    if any(c.isspace() or not c.isprintable() for c in address):
-        raise ValueError(f"address: {wanted} (it holds spaces or control characters)")
-    url = urllib.parse.urlsplit(address)
-    if url.scheme not in {"http", "https"} or not url.netloc:
-        raise ValueError(f"address: {wanted}")
-    if url.username is not None or url.password is not None:
-        raise ValueError(f"address: {wanted} (no user or password: use consul.token_file)")
-    if url.path not in {"", "/"} or url.query or url.fragment:
-        raise ValueError(f"address: {wanted} (no path, query or fragment)")
-    host = url.hostname or ""
-    if not is_host(host):
-        raise ValueError(f"address: {wanted} ({_short(host)} is not an IP address or a host name)")
-    try:
-        port = url.port
-    except ValueError:
-        raise ValueError(f"address: {wanted} (the port is not a number from 1 to 65535)") from None
-    if port == 0:
-        raise ValueError(f"address: {wanted} (port 0)")
-    return address
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut when long (and never failing: an int of 5,000 digits has no repr)."""
-    try:
-        text = repr(value)
-    except ValueError:
-        return f"<int of {value.bit_length()} bits>" if isinstance(value, int) else "<value>"
-    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 class _Section(BaseModel):
@@ -233,7 +110,7 @@ class ConsulConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> ConsulConfig:
-        _check_address(self.address)
+        check_address(self.address)
         if self.wait > 600:
             raise ValueError(f"wait: Consul caps blocking queries at 10m, got {self.wait:g}s")
         if self.wait < 1:
@@ -386,7 +263,7 @@ class HttpConfig(_Section):
     @model_validator(mode="after")
     def _check(self) -> HttpConfig:
         if not is_host(self.host):
-            raise ValueError(f"host: expected an IP address or a host name, got {_short(self.host)}")
+            raise ValueError(f"host: expected an IP address or a host name, got {short_repr(self.host)}")
         return self
 
 
@@ -475,135 +352,3 @@ class Config(_Section):
     def redacted(self) -> dict[str, Any]:
         """The effective config as plain JSON-able data (no secret ever lives in it: tokens are files)."""
         return self.model_dump(mode="json")
-
-
-def _location(error: Mapping[str, Any]) -> str:
-    parts = [part for part in error["loc"] if not str(part).startswith("function-")]
-    return ".".join(str(part) if _plain_key(part) else _short(part, 40) for part in parts)
-
-
-def _plain_key(part: Any) -> bool:
-    return isinstance(part, str) and 0 < len(part) <= 64 and part.isprintable() and " " not in part
-
-
-def one_line(exc: ValidationError) -> str:
-    """pydantic's errors as one line naming the first offending key (``policy.max_replicas: ...``)."""
-    first = exc.errors()[0]
-    loc = _location(first)
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key (typo?)"
-    elif first["type"] in {"value_error", "assertion_error"} and ": " in message and loc:
-        # Section validators prefix the field themselves: "max_replicas: must be ...".
-        field_name, _, rest = message.partition(": ")
-        loc, message = f"{loc}.{field_name}", rest
-    elif first["type"] in {"value_error", "assertion_error"} and ": " in message:
-        loc, _, message = message.partition(": ")
-    else:
-        given = first.get("input")
-        if not isinstance(given, dict | list) and given is not None and "got " not in message:
-            message = f"{message}, got {_short(given)}"
-    more = len(exc.errors()) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return " ".join(f"{loc or '<root>'}: {message}{suffix}".split())
-
-
-def parse_config(data: Any) -> Config:
-    """Validate already-parsed YAML; raise ``ConfigError`` with a one-line message."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"<root>: expected a mapping of sections, got {type(data).__name__}")
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(one_line(exc)) from None
-    except RecursionError:
-        raise ConfigError("<root>: nested too deeply") from None
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (YAML 1.2
-    says keys are unique; PyYAML keeps the last one, so a second ``policy:`` section silently
-    replaced the first)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        # The keys written in this mapping, before merge keys (<<) bring theirs: those may be
-        # overridden, that is what they are for.
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.setdefault(key, key_node)
-            except TypeError:
-                continue  # unhashable: the base class names that error
-            if first is not key_node:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found the key {_short(key, 40)} twice (first on line {first.start_mark.line + 1})",
-                    key_node.start_mark,
-                )
-        return super().construct_mapping(node, deep=deep)
-
-
-def read_yaml(path: Path | str, *, what: str = "config file") -> Any:
-    """One YAML document from a file, or ``ConfigError`` (one line naming the file and the problem).
-
-    At most ``MAX_CONFIG_BYTES`` are read; the text must be UTF-8; duplicate keys, nesting deeper
-    than the parser's recursion and integers beyond Python's conversion limit are errors.
-    """
-    path = Path(path)
-    try:
-        text = read_small_text(path, MAX_CONFIG_BYTES)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # too large, not UTF-8, a NUL in the path
-        raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: plain data only
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(" ".join(f"{path}:{where}: {problem}".split())) from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a {what}") from None
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
-        raise ConfigError(" ".join(f"{path}: invalid value: {exc}".split())[:300]) from None
-
-
-def _check_file(key: str, path: Path | None, *, limit: int = MAX_CONFIG_BYTES) -> str | None:
-    """The text of a file the config names, or ``ConfigError`` saying why it cannot be used."""
-    if path is None:
-        return None
-    if not path.is_file():
-        raise ConfigError(f"{key}: no such file {_short(str(path))}")
-    try:
-        return read_small_text(path, limit)
-    except OSError as exc:
-        raise ConfigError(f"{key}: cannot read {_short(str(path))}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ConfigError(f"{key}: cannot use {_short(str(path))}: {exc}") from None
-
-
-def load_config(path: Path | str) -> Config:
-    """Read and validate a YAML config file; raise ``ConfigError`` naming the problem.
-
-    The files it names are read too, as the daemon will read them: the token file must hold a
-    token an HTTP header can carry, the CA file must load as PEM certificates.
-    """
-    config = parse_config(read_yaml(path))
-    consul = config.consul
-    token = _check_file("consul.token_file", consul.token_file, limit=TOKEN_FILE_BYTES)
-    if token is not None and (not token.strip().isascii() or not token.strip().isprintable()):
-        raise ConfigError("consul.token_file: the token holds characters an HTTP header cannot carry")
-    if _check_file("consul.ca_file", consul.ca_file) is not None:
-        try:
-            ssl.create_default_context().load_verify_locations(cafile=str(consul.ca_file))
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise ConfigError(f"consul.ca_file: not a PEM CA bundle: {' '.join(str(exc).split())[:200]}") from None
-    _check_file("kubernetes.kubeconfig", config.kubernetes.kubeconfig)
-    return config

@@ -1,0 +1,56 @@
+"""The daemon's configuration: a YAML file (mounted from a ConfigMap), validated by pydantic.
+
+Every invalid value produces a ``ConfigError`` whose message is one line naming the key, e.g.
+``policy.max_replicas: must be >= policy.min_replicas (3), got 2``; a file that cannot be read
+or parsed is one too (exit 2), never a traceback. Modules, lower layers first:
+
+* ``errors``: ``ConfigError`` and the one-line message of a pydantic error (pure);
+* ``checks``: durations (``Duration``, ``PositiveDuration``), host names and Consul addresses
+  (pure);
+* ``files``: a small UTF-8 text file read, never past its limit (does I/O);
+* ``schema``: one model per section, their ranges and rules, ``Config`` (pure apart from
+  defaults read from the environment and ``ConsulConfig.token()`` reading the token file);
+* ``loading``: ``load_config`` (the YAML file and the files it names: does I/O) and
+  ``parse_config`` (data already read, validated).
+
+It imports nothing else of the package: every other part reads its section from here.
+"""
+
+from bolina_scaler.config.checks import Duration, PositiveDuration
+from bolina_scaler.config.errors import ConfigError, one_line
+from bolina_scaler.config.loading import load_config, parse_config
+from bolina_scaler.config.schema import (
+    DEFAULT_CONSUL_ADDRESS,
+    Config,
+    ConsulConfig,
+    DemandConfig,
+    EventsConfig,
+    KubernetesConfig,
+    LeaderElectionConfig,
+    MassChangeConfig,
+    PolicyConfig,
+    ScaleDownConfig,
+    ScaleUpConfig,
+    answer_limit,
+)
+
+__all__ = [
+    "DEFAULT_CONSUL_ADDRESS",
+    "Config",
+    "ConfigError",
+    "ConsulConfig",
+    "DemandConfig",
+    "Duration",
+    "EventsConfig",
+    "KubernetesConfig",
+    "LeaderElectionConfig",
+    "MassChangeConfig",
+    "PolicyConfig",
+    "PositiveDuration",
+    "ScaleDownConfig",
+    "ScaleUpConfig",
+    "answer_limit",
+    "load_config",
+    "one_line",
+    "parse_config",
+]
