@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -259,6 +260,48 @@ class TestRun:
         assert events[-1] == "daemon.stopped"
         assert "daemon.signal_received" in events
         assert kube.patches == []
+
+    @pytest.mark.skipif(not hasattr(signal, "pidfd_send_signal"), reason="needs Linux pidfd_send_signal")
+    async def test_stop_signals_during_teardown_still_exit_0(self, fakes):
+        """SIGTERM, then SIGINT and SIGTERM again and again across the whole teardown (the daemon's
+        shutdown, asyncio closing its loop, the interpreter finishing) until the process is gone:
+        exit 0, 'daemon.stopped', and the Lease released, wherever the later signals land."""
+        _, kube, path = fakes
+        process = await _spawn("run", "--config", str(path))
+        assert process.stdout is not None
+
+        async def read_until_scaled() -> None:
+            assert process.stdout is not None
+            while True:
+                raw = await process.stdout.readline()
+                assert raw, "daemon exited early"
+                if json.loads(raw)["event"] == "scale.patched":
+                    return
+
+        await asyncio.wait_for(read_until_scaled(), 60)
+        assert (kube.lease(NS, "bolina-scaler") or {})["spec"]["holderIdentity"]
+        output = asyncio.create_task(process.communicate())
+        # Through a pidfd: Popen.send_signal polls first, and would reap the child before asyncio does.
+        pidfd = os.pidfd_open(process.pid)
+        sent = 0
+        try:
+            while process.returncode is None and sent < 20_000:
+                try:
+                    signal.pidfd_send_signal(pidfd, signal.SIGINT if sent % 2 else signal.SIGTERM)
+                except ProcessLookupError:
+                    break  # exited and reaped
+                sent += 1
+                await asyncio.sleep(0.0005)
+        finally:
+            os.close(pidfd)
+        rest, err = await asyncio.wait_for(output, 30)
+        events = [json.loads(line)["event"] for line in rest.splitlines() if line.strip()]
+        assert process.returncode == 0, (sent, err.decode()[-2000:], events[-5:])
+        assert sent > 2, "the process exited before a second signal was sent"
+        assert "daemon.stopped" in events
+        lease = kube.lease(NS, "bolina-scaler")
+        assert lease is not None
+        assert not lease["spec"].get("holderIdentity")
 
     def test_stop_signals_are_held_before_the_libraries_load(self, tmp_path: Path):
         """The entry point holds SIGTERM/SIGINT/SIGHUP before pydantic (the first heavy import) loads:

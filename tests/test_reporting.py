@@ -7,7 +7,12 @@ import contextlib
 import gzip
 import json
 import math
-from collections.abc import AsyncIterator
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -19,7 +24,7 @@ from hypothesis import strategies as st
 
 from bolina_scaler.cli import main
 from bolina_scaler.core.model import Status
-from bolina_scaler.reporter.agent import check_status, registration
+from bolina_scaler.reporter.agent import ConsulAgentError, check_status, registration
 from bolina_scaler.reporter.availability import ClassifierConfig, Stage, Thresholds, classify
 from bolina_scaler.reporter.metrics_reading import (
     MAX_DEPTH,
@@ -90,6 +95,93 @@ class MetricsServer:
         await self._runner.cleanup()
 
 
+class HostileAgent:
+    """The three agent endpoints a reporter uses, over real HTTP, answering what the test queues.
+
+    Without a queued answer it behaves: register adds the ID, deregister removes it, an update of
+    a registered check is a 200 (404 otherwise). A queued answer is used once, by the next request
+    to its endpoint (``register``, ``update``, ``deregister``); ``endless`` streams a body until the
+    client hangs up (or ``ENDLESS_LIMIT`` bytes, so a client that reads it all ends the test).
+    """
+
+    ENDLESS_LIMIT = 256 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.registered: set[str] = set()
+        self.calls: Counter[str] = Counter()
+        self.sent = 0
+        """Bytes of endless bodies written."""
+        self.url = ""
+        self._answers: dict[str, list[tuple[int, bytes | None, dict[str, str]]]] = {}
+        self._runner: web.AppRunner | None = None
+
+    def queue(
+        self, endpoint: str, *, status: int = 500, body: bytes | None, headers: dict[str, str] | None = None
+    ) -> None:
+        """Answer the next ``endpoint`` request with this (``body=None``: an endless chunked body)."""
+        self._answers.setdefault(endpoint, []).append((status, body, headers or {}))
+
+    async def _answer(self, request: web.Request, endpoint: str) -> web.StreamResponse | None:
+        self.calls[endpoint] += 1
+        queued = self._answers.get(endpoint)
+        if not queued:
+            return None
+        status, body, headers = queued.pop(0)
+        if body is not None:
+            return web.Response(status=status, body=body, headers=headers)
+        response = web.StreamResponse(status=status, headers={"Content-Type": "text/plain", **headers})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        with contextlib.suppress(ConnectionError):
+            while self.sent < self.ENDLESS_LIMIT:
+                await response.write(chunk)
+                self.sent += len(chunk)
+            await response.write_eof()
+        return response
+
+    async def _register(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        answer = await self._answer(request, "register")
+        if answer is None:
+            self.registered.add(body["ID"])
+        return answer or web.Response()
+
+    async def _update(self, request: web.Request) -> web.StreamResponse:
+        answer = await self._answer(request, "update")
+        known = request.match_info["check_id"].removeprefix("service:") in self.registered
+        return answer or (web.Response() if known else web.Response(status=404, text="Unknown check ID"))
+
+    async def _deregister(self, request: web.Request) -> web.StreamResponse:
+        answer = await self._answer(request, "deregister")
+        if answer is None:
+            self.registered.discard(request.match_info["service_id"])
+        return answer or web.Response()
+
+    async def __aenter__(self) -> HostileAgent:
+        app = web.Application()
+        app.router.add_put("/v1/agent/service/register", self._register)
+        app.router.add_put("/v1/agent/check/update/{check_id}", self._update)
+        app.router.add_put("/v1/agent/service/deregister/{service_id}", self._deregister)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+@pytest.fixture
+async def agent() -> AsyncIterator[HostileAgent]:
+    async with HostileAgent() as fake:
+        yield fake
+
+
 @pytest.fixture
 async def consul() -> AsyncIterator[FakeConsul]:
     async with FakeConsul() as fake:
@@ -102,7 +194,7 @@ async def metrics() -> AsyncIterator[MetricsServer]:
         yield server
 
 
-def settings_for(consul: FakeConsul, metrics: MetricsServer, **overrides: Any) -> ReporterSettings:
+def settings_for(consul: FakeConsul | HostileAgent, metrics: MetricsServer, **overrides: Any) -> ReporterSettings:
     values: dict[str, Any] = {
         "consul_address": consul.url,
         "token": None,
@@ -469,6 +561,197 @@ class TestDemand:
             await reporter.report_once()
             assert "demand=1.30@1320" in reporter.output
             await reporter.deregister()
+
+
+NOT_UTF8 = b"\xff\xfe rpc \x80error\x1b[31m\r\nsecond line\x00"
+
+
+class TestAnyAgentAnswer:
+    """Issue 20, #3 and #4: whatever the agent answers, the sidecar reads at most a few KiB of it
+    and fails with one short ``ConsulAgentError`` line, never a traceback."""
+
+    @pytest.mark.parametrize("kind", ["endless", "large", "gzip-bomb"])
+    async def test_a_refusal_is_read_no_further_than_its_first_line(
+        self, agent: HostileAgent, metrics: MetricsServer, kind: str
+    ):
+        """An endless 500 body, a 48 MB one (Content-Length) and a gzip bomb: one short error line,
+        the endless body abandoned after a few KiB (the agent stops writing when the sidecar hangs up)."""
+        settings = settings_for(agent, metrics)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            await reporter.register()
+            if kind == "endless":
+                agent.queue("update", body=None)
+            elif kind == "large":
+                agent.queue("update", body=b"x" * 48_000_000)
+            else:
+                bomb = gzip.compress(b"#" * 50_000_000)
+                agent.queue("update", body=bomb, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+            with pytest.raises(ConsulAgentError) as failed:
+                await reporter.agent.update_check(settings.check_id, status="passing", output="x")
+        message = str(failed.value)
+        assert message.startswith(f"PUT /v1/agent/check/update/{settings.check_id}: 500 ")
+        assert len(message) < 400
+        assert "\n" not in message
+        if kind == "endless":
+            assert agent.sent < 32 * 1024 * 1024, agent.sent
+        if kind == "gzip-bomb":
+            assert "gzip-encoded body not read" in message
+            assert "#" not in message
+
+    async def test_non_utf8_at_registration_is_a_one_line_error(self, agent: HostileAgent, metrics: MetricsServer):
+        """A 500 of bytes that are not UTF-8 (and control characters): the first line, replaced."""
+        settings = settings_for(agent, metrics)
+        agent.queue("register", body=NOT_UTF8)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            with pytest.raises(ConsulAgentError) as failed:
+                await reporter.register()
+            assert not reporter.registered
+        message = str(failed.value)
+        assert message.startswith("PUT /v1/agent/service/register: 500 ")
+        assert "rpc \ufffderror\ufffd[31m" in message
+        assert "second line" not in message
+        assert failed.value.status == 500
+
+    async def test_non_utf8_at_the_first_update_is_a_one_line_error_and_deregisters(
+        self, agent: HostileAgent, metrics: MetricsServer
+    ):
+        """Registered, then the first update answered with non-UTF-8: a ConsulAgentError, and leaving
+        the reporter deregisters the server (it does not linger until DeregisterCriticalServiceAfter)."""
+        settings = settings_for(agent, metrics)
+        agent.queue("update", body=NOT_UTF8)
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            with pytest.raises(ConsulAgentError, match=r"check/update/.*: 500 .*rpc"):
+                await reporter.register()
+            assert agent.registered == {settings.instance_id}
+        assert agent.registered == set()
+        assert agent.calls["deregister"] == 1
+
+
+class TestEveryExitDeregisters:
+    """Issue 20, #4: whatever ends the reporter after a successful registration, it deregisters."""
+
+    async def test_an_error_at_the_first_update(self, agent: HostileAgent, metrics: MetricsServer):
+        settings = settings_for(agent, metrics)
+        agent.queue("update", body=b"rpc error: internal error")
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            with pytest.raises(ConsulAgentError):
+                await reporter.register()
+        assert agent.registered == set()
+        assert agent.calls["deregister"] == 1
+
+    async def test_an_unexpected_exception(self, agent: HostileAgent, metrics: MetricsServer):
+        settings = settings_for(agent, metrics)
+
+        async def fail_once_registered() -> None:
+            async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+                await reporter.register()
+                assert agent.registered == {settings.instance_id}
+                raise ZeroDivisionError  # a bug anywhere in the loop
+
+        with pytest.raises(ZeroDivisionError):
+            await fail_once_registered()
+        assert agent.registered == set()
+        assert agent.calls["deregister"] == 1
+
+    async def test_a_stop_deregisters_once(self, agent: HostileAgent, metrics: MetricsServer):
+        """run() deregisters on stop; leaving the reporter afterwards sends nothing more."""
+        settings = settings_for(agent, metrics)
+        stop = asyncio.Event()
+        async with Reporter(settings, CLASSIFIER, clock=lambda: 0.0) as reporter:
+            await reporter.register()
+            stop.set()
+            await reporter.run(stop)
+        assert agent.registered == set()
+        assert agent.calls["deregister"] == 1
+
+
+async def until_real(condition: Callable[[], bool], *, within: float) -> None:
+    """Poll ``condition`` in real time (a child process runs on its own clock) until it holds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not condition():
+        assert loop.time() < deadline, f"condition not met within {within}s"
+        await asyncio.sleep(0.005)
+
+
+class TestReportProcess:
+    """The real ``bolina-scaler report`` process against the hostile agent: signals and bad answers."""
+
+    @pytest.fixture
+    def spawn(
+        self, agent: HostileAgent, metrics: MetricsServer, tmp_path: Path
+    ) -> Callable[[], asyncio.Future[asyncio.subprocess.Process]]:
+        classifier = tmp_path / "availability.yaml"
+        classifier.write_text("metrics:\n  cpu: {warning: 0.8, critical: 0.95}\n")
+
+        def start() -> asyncio.Future[asyncio.subprocess.Process]:
+            command = [
+                *("report", "--classifier", str(classifier), "--metrics-url", metrics.url, "--consul", agent.url),
+                *("--id", "bolina-0", "--pod", "bolina-0", "--address", "10.0.0.1", "--interval", "1s"),
+            ]
+            return asyncio.ensure_future(
+                asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "bolina_scaler",
+                    *command,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            )
+
+        return start
+
+    @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+    async def test_a_stop_signal_deregisters_and_exits_0(self, agent: HostileAgent, spawn, signum: signal.Signals):
+        process = await spawn()
+        await until_real(lambda: agent.calls["update"] >= 1 and bool(agent.registered), within=30)
+        process.send_signal(signum)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        assert process.returncode == 0, (out + err).decode()[-2000:]
+        assert agent.registered == set()
+        assert agent.calls["deregister"] == 1
+
+    @pytest.mark.skipif(not hasattr(signal, "pidfd_send_signal"), reason="needs Linux pidfd_send_signal")
+    async def test_stop_signals_during_teardown_still_exit_0(self, agent: HostileAgent, spawn):
+        """SIGTERM, then SIGINT and SIGTERM again and again until the process is gone: deregistered, exit 0."""
+        process = await spawn()
+        await until_real(lambda: agent.calls["update"] >= 1 and bool(agent.registered), within=30)
+        output = asyncio.ensure_future(process.communicate())
+        pidfd = os.pidfd_open(process.pid)  # Popen.send_signal would reap the child before asyncio does
+        sent = 0
+        try:
+            while process.returncode is None and sent < 20_000:
+                try:
+                    signal.pidfd_send_signal(pidfd, signal.SIGINT if sent % 2 else signal.SIGTERM)
+                except ProcessLookupError:
+                    break
+                sent += 1
+                await asyncio.sleep(0.0005)
+        finally:
+            os.close(pidfd)
+        out, err = await asyncio.wait_for(output, 30)
+        assert process.returncode == 0, (sent, (out + err).decode()[-2000:])
+        assert sent > 2, "the process exited before a second signal was sent"
+        assert agent.registered == set()
+        assert agent.calls["deregister"] == 1
+
+    async def test_non_utf8_answers_are_one_line_errors_not_a_crash(self, agent: HostileAgent, spawn):
+        """Non-UTF-8 500s at registration and at the first update: the sidecar logs them, registers on
+        its next turn, and on SIGTERM deregisters and exits 0. No traceback anywhere."""
+        agent.queue("register", body=NOT_UTF8)
+        agent.queue("update", body=NOT_UTF8)
+        process = await spawn()
+        await until_real(lambda: agent.calls["update"] >= 2 and bool(agent.registered), within=30)
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+        text = (out + err).decode(errors="replace")
+        assert process.returncode == 0, text[-2000:]
+        assert "Traceback" not in text
+        failing = [line for line in text.splitlines() if "report.register_failing" in line]
+        assert len(failing) == 2, text[-2000:]
+        assert all("500" in line and "second line" not in line for line in failing)
+        assert agent.registered == set()
 
 
 class TestCommand:

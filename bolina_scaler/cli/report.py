@@ -1,6 +1,8 @@
 """``bolina-scaler report``: the server-side sidecar's command line (flags, signals, exit codes).
 
-Does I/O (argument parsing, the token file, signals). The work is ``reporter.Reporter``.
+Does I/O (argument parsing, the token file, signals). The work is ``reporter.Reporter``. SIGTERM,
+SIGINT and SIGHUP stop it (``stop_signals``, as for ``run``): the server is deregistered and the
+exit code is 0, however many stop signals come while it stops.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
+from bolina_scaler import stop_signals
 from bolina_scaler.cli.common import examples
 from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, ConfigError, one_line
 from bolina_scaler.reporter.agent import ConsulAgentError
@@ -38,7 +40,7 @@ def add_report_command(subparsers: Any) -> None:
         description=(
             "Register this Bolina server in the local Consul agent with a TTL check, read the server's "
             "metrics (Prometheus text or JSON) every --interval, classify them (--classifier YAML) and "
-            "update the check on every stage change and as a heartbeat; deregister on SIGTERM."
+            "update the check on every stage change and as a heartbeat; deregister on SIGTERM, SIGINT or SIGHUP."
         ),
         epilog=examples(
             "bolina-scaler report --classifier config/availability.yaml --metrics-url http://127.0.0.1:9100/metrics",
@@ -121,14 +123,16 @@ def _settings_from_args(args: argparse.Namespace) -> ReporterSettings:
 def _cmd_report(args: argparse.Namespace) -> int:
     settings = _settings_from_args(args)
     classifier = load_classifier_config(args.classifier)
-    return asyncio.run(_report_main(settings, classifier))
+    return stop_signals.run_held(_report_main(settings, classifier))
 
 
 async def _report_main(settings: ReporterSettings, classifier: ClassifierConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in stop_signals.STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
+    if stop_signals.received() is not None:  # before the loop had its handlers: never registers
+        stop.set()
     async with Reporter(settings, classifier) as reporter:
         while not reporter.registered and not stop.is_set():
             try:

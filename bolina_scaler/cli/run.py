@@ -3,6 +3,7 @@
 Does I/O (signals, the config file, the process's logging). Each of the three stops the daemon
 cleanly (the patch in flight, the Lease released, ``stopped`` logged), and so does one that came
 before the event loop had its handlers (``stop_signals``): the daemon then starts and stops at once.
+Any number of further stop signals while it stops change nothing: the exit code stays 0.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         config = config.model_copy(update={"dry_run": True})
     configure_logging(level=config.logging.level, fmt=args.log_format or config.logging.format)
-    return asyncio.run(_run(config))
+    return stop_signals.run_held(_run(config))
 
 
 async def _run(config: Config) -> int:

@@ -6,6 +6,11 @@ scaler's source reads (``bolina_scaler.source.schema``): ``Name`` = the service 
 ``bolina``), ``ID`` = unique per server (the pod name), ``Address`` = server IP, ``Port`` = TCP
 port, ``Meta``: ``server_id``, ``udp_port``, ``pod``, optionally ``load`` (0..1). The TTL check's
 status is the stage: passing = Available, warning = Warning, critical = Critical.
+
+Whatever the agent answers is input: a refusal's body is read for its first line only, at most
+``ERROR_BODY_BYTES`` of it, never inflated (the requests ask for ``identity``) and decoded with
+``errors="replace"``, so no answer (an endless 500, non-UTF-8 bytes, a gzip bomb) can grow the
+sidecar's memory or end it with anything but a ``ConsulAgentError``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from bolina_scaler.core.model import Status
 from bolina_scaler.reporter.settings import ReporterSettings
 from bolina_scaler.source.wire import go_duration
 
-__all__ = ["AgentClient", "ConsulAgentError", "check_status", "registration"]
+__all__ = ["ERROR_BODY_BYTES", "AgentClient", "ConsulAgentError", "check_status", "registration"]
+
+ERROR_BODY_BYTES = 4096
+"""The most of a refusal's body read: its first line is all an error message needs."""
+_DETAIL_CHARS = 300
 
 _CHECK_STATUS = {Status.AVAILABLE: "passing", Status.WARNING: "warning", Status.CRITICAL: "critical"}
 
@@ -86,23 +95,42 @@ class ConsulAgentError(RuntimeError):
         self.status = status
 
 
+async def _first_line(response: aiohttp.ClientResponse) -> str:
+    """The first line of a refusal's body, from at most ``ERROR_BODY_BYTES`` of it, printable."""
+    encoding = response.headers.get("Content-Encoding", "identity").lower()
+    if encoding not in ("", "identity"):
+        return f"({encoding}-encoded body not read)"
+    head = bytearray()
+    while len(head) < ERROR_BODY_BYTES and b"\n" not in head.lstrip():
+        chunk = await response.content.read(ERROR_BODY_BYTES - len(head))
+        if not chunk:
+            break
+        head += chunk
+    lines = head.decode("utf-8", errors="replace").strip().splitlines()
+    line = "".join(c if c.isprintable() else "\ufffd" for c in lines[0]) if lines else ""
+    return line if len(line) <= _DETAIL_CHARS else line[: _DETAIL_CHARS - 1] + "…"
+
+
 class AgentClient:
     """The three agent endpoints a reporter needs, over aiohttp."""
 
     def __init__(self, session: aiohttp.ClientSession, *, address: str, token: str | None, timeout: float) -> None:
         self._session = session
         self._base = address.rstrip("/")
-        self._headers = {"X-Consul-Token": token} if token else {}
+        self._headers = {"Accept-Encoding": "identity"}
+        if token:
+            self._headers["X-Consul-Token"] = token
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     async def _put(self, path: str, body: Mapping[str, Any] | None = None) -> None:
         url = f"{self._base}{path}"
         data = orjson.dumps(body) if body is not None else None
         try:
-            async with self._session.put(url, data=data, headers=self._headers, timeout=self._timeout) as response:
+            async with self._session.put(
+                url, data=data, headers=self._headers, timeout=self._timeout, auto_decompress=False
+            ) as response:
                 if response.status != 200:
-                    text = (await response.text()).strip().splitlines()
-                    detail = text[0] if text else ""
+                    detail = await _first_line(response)
                     raise ConsulAgentError(f"PUT {path}: {response.status} {detail}", status=response.status)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ConsulAgentError(f"PUT {path}: {type(exc).__name__}: {exc}") from None

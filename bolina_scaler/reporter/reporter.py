@@ -55,7 +55,8 @@ class _Reading:
 class Reporter:
     """Register one server, keep its TTL check at its stage, deregister on stop.
 
-    ``async with Reporter(settings, classifier) as reporter: await reporter.run(stop)``. Time is
+    ``async with Reporter(settings, classifier) as reporter: await reporter.run(stop)``; leaving
+    the ``async with`` for any reason deregisters a server still registered. Time is
     the event loop's clock (``loop.time()``), so ``looptime`` fast-forwards the heartbeats; the
     demand's time stamp and the refresh use ``wall_clock`` (``time.time``: the scaler compares the
     stamp with its own wall clock).
@@ -100,9 +101,13 @@ class Reporter:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        # Every way out deregisters what was registered: a stop, an error at the first update, a bug.
+        try:
+            await self.deregister()
+        finally:
+            if self._own_session and self._session is not None:
+                await self._session.close()
+                self._session = None
 
     def _now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
