@@ -10,10 +10,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from bolina_scaler.core.decision import Direction, Reason
-from bolina_scaler.core.pause import PAUSED, PAUSED_REPLICAS, Pause, pause_of, paused_decision
+from bolina_scaler.core.pause import MAX_HELD_REPLICAS, PAUSED, PAUSED_REPLICAS, Pause, pause_of, paused_decision
 from tests.harness import NS, World, logged, running, until
 from tests.test_http import decision
 
@@ -61,7 +63,7 @@ class TestPausedDecision:
     def test_holds_and_explains_what_the_policy_wanted(self):
         """Paused without a count: desired = current, reason paused, the policy's view in the message."""
         wanted = decision(current=4, desired=6)
-        held = paused_decision(wanted, Pause(f"{PAUSED}=true"))
+        held = paused_decision(wanted, Pause(f"{PAUSED}=true"), max_replicas=20)
         assert (held.desired, held.direction, held.reason) == (4, Direction.HOLD, Reason.PAUSED)
         assert not held.changes_scale
         assert "the policy would scale 4 → 6 (below_target" in held.message
@@ -70,8 +72,34 @@ class TestPausedDecision:
     @pytest.mark.parametrize(("held", "direction"), [(8, Direction.UP), (2, Direction.DOWN), (4, Direction.HOLD)])
     def test_goes_to_the_held_count(self, held: int, direction: Direction):
         """Paused with a count: desired = that count, whatever the policy wanted."""
-        result = paused_decision(decision(current=4, desired=6), Pause(f"{PAUSED_REPLICAS}={held}", replicas=held))
+        result = paused_decision(
+            decision(current=4, desired=6), Pause(f"{PAUSED_REPLICAS}={held}", replicas=held), max_replicas=20
+        )
         assert (result.desired, result.direction, result.reason) == (held, direction, Reason.PAUSED)
+        assert result.clamps == ()
+
+    @given(held=st.integers(0, MAX_HELD_REPLICAS), current=st.integers(0, 200), max_replicas=st.integers(1, 200))
+    def test_the_held_count_never_exceeds_max_replicas(self, held: int, current: int, max_replicas: int):
+        """Any held count: desired is min(held, max_replicas) (0 stays 0); a clamp says so when it bit."""
+        result = paused_decision(
+            decision(current=current, desired=current),
+            Pause(f"{PAUSED_REPLICAS}={held}", replicas=held),
+            max_replicas=max_replicas,
+        )
+        assert result.desired == min(held, max_replicas)
+        assert bool(result.clamps) == (held > max_replicas)
+        if held > max_replicas:
+            assert str(result.clamps[0]) == (
+                f"max_replicas: wanted {held}, limited to {max_replicas} (the held count of {PAUSED_REPLICAS})"
+            )
+            assert f"asks for {held}, above max_replicas {max_replicas}" in result.message
+
+    def test_zero_is_held_below_min_replicas(self):
+        """paused-replicas=0 takes the fleet down on purpose: min_replicas does not apply."""
+        result = paused_decision(
+            decision(current=4, desired=4), Pause(f"{PAUSED_REPLICAS}=0", replicas=0), max_replicas=20
+        )
+        assert (result.desired, result.direction, result.clamps) == (0, Direction.DOWN, ())
 
 
 class TestPausedDaemon:
@@ -115,6 +143,36 @@ class TestPausedDaemon:
             await until(lambda: daemon.state.policy_decision is not None and daemon.state.policy_decision.desired > 3)
             assert world.replicas() == 3
         assert [(p.body["spec"]["replicas"], p.status) for p in world.kube.patches] == [(3, 200)]
+
+    async def test_a_held_count_above_max_replicas_is_held_at_max_replicas(self, world: World):
+        """paused-replicas=2147483647 with max_replicas 12: one patch to 12, the clamp in the log and
+        in /v1/decision (was: spec.replicas patched to 2,147,483,647)."""
+        world.serving(4)
+        config = world.config()
+        config = config.model_copy(
+            update={"http": config.http.model_copy(update={"enabled": True, "port": 0, "host": "127.0.0.1"})}
+        )
+        limit = config.policy.max_replicas
+        with capture_logs() as logs:
+            async with running(config) as daemon:
+                await until(lambda: daemon.http is not None and daemon.state.pause_known)
+                world.kube.annotate(NS, "bolina", {PAUSED_REPLICAS: str(MAX_HELD_REPLICAS)})
+                await until(lambda: world.replicas() == limit)
+                assert daemon.http is not None
+                async with aiohttp.ClientSession() as session, session.get(f"{daemon.http.url}/v1/decision") as answer:
+                    body = await answer.json()
+        assert [p.body["spec"]["replicas"] for p in world.kube.patches] == [limit]
+        clamp = f"max_replicas: wanted {MAX_HELD_REPLICAS}, limited to {limit} (the held count of {PAUSED_REPLICAS})"
+        assert body["decision"]["desired"] == limit
+        assert body["decision"]["clamps"] == [
+            {
+                "name": "max_replicas",
+                "before": MAX_HELD_REPLICAS,
+                "after": limit,
+                "detail": f"the held count of {PAUSED_REPLICAS}",
+            }
+        ]
+        assert any(clamp in line["clamps"] for line in logged(logs, "decision.evaluated"))
 
     async def test_a_restart_never_scales_a_paused_deployment(self, world: World):
         """Already paused at start: the first evaluation is already paused (no cold-start patch)."""

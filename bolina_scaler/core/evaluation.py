@@ -77,7 +77,7 @@ def step(
 ) -> Step:
     """One evaluation (``policy.decide``'s arguments, plus the pause in force and this replica's role)."""
     decision, memory = decide(fleet=fleet, current=current, config=config, memory=memory, now=now, wall_now=wall_now)
-    done = decision if pause is None else paused_decision(decision, pause)
+    done = decision if pause is None else paused_decision(decision, pause, max_replicas=config.max_replicas)
     return Step(decision=done, policy_decision=decision, memory=memory, pause=pause, role=role)
 
 

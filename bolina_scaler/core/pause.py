@@ -11,6 +11,11 @@ While paused the daemon keeps watching Consul, evaluating and explaining (the po
 decision is in the message), and patches nothing, or only to the held count. ``paused-replicas``
 wins over ``paused`` (as in KEDA); ``paused: "false"`` alone resumes.
 
+Bounds apply to the held count too: one above ``max_replicas`` is held at ``max_replicas`` (a
+typo, ``30000`` for ``3``, is not carried out), and the clamp says so in the log line and in
+``/v1/decision``. ``min_replicas`` does not apply: ``paused-replicas: "0"`` is how a person takes
+the fleet down on purpose.
+
 A value that cannot be read still pauses: a person who wrote a pause annotation wanted the
 scaler to stop, and not scaling is the safe reading. The ``problem`` says what was wrong.
 """
@@ -22,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
-from bolina_scaler.core.decision import Decision, Direction, Reason
+from bolina_scaler.core.decision import Clamp, Decision, Direction, Reason
 
 __all__ = ["MAX_HELD_REPLICAS", "PAUSED", "PAUSED_REPLICAS", "Pause", "pause_of", "paused_decision"]
 
@@ -75,10 +80,15 @@ def pause_of(annotations: Mapping[str, str] | None) -> Pause | None:
     return Pause(source, problem=f'{PAUSED}: {_shown(paused)} is not "true" or "false"; paused anyway')
 
 
-def paused_decision(decision: Decision, pause: Pause) -> Decision:
-    """What is done while paused: hold (or go to the held count); the policy's view in the message."""
+def paused_decision(decision: Decision, pause: Pause, *, max_replicas: int) -> Decision:
+    """What is done while paused: hold (or go to the held count, at most ``max_replicas``); the
+    policy's view in the message."""
     current = decision.current
     target = current if pause.replicas is None else pause.replicas
+    clamps: tuple[Clamp, ...] = ()
+    if target > max_replicas and pause.replicas is not None:
+        clamps = (Clamp("max_replicas", target, max_replicas, detail=f"the held count of {PAUSED_REPLICAS}"),)
+        target = max_replicas
     if decision.changes_scale:
         wanted = f"the policy would scale {current} → {decision.desired}"
     else:
@@ -89,6 +99,8 @@ def paused_decision(decision: Decision, pause: Pause) -> Decision:
     else:
         direction = Direction.UP if target > current else Direction.DOWN
         done = f"scaling to the held count {target}"
+    if clamps:
+        done += f" ({PAUSED_REPLICAS} asks for {pause.replicas}, above max_replicas {max_replicas})"
     problem = f"; {pause.problem}" if pause.problem else ""
     return replace(
         decision,
@@ -96,7 +108,7 @@ def paused_decision(decision: Decision, pause: Pause) -> Decision:
         direction=direction,
         reason=Reason.PAUSED,
         message=f"paused by {pause.source}: {done}{problem}; {policy}",
-        clamps=(),
+        clamps=clamps,
     )
 
 
