@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from pathlib import Path
 
@@ -170,6 +171,18 @@ class TestConfig:
         config = load_classifier_config(ROOT / "config" / "availability.yaml")
         assert "bolina_cpu_ratio" in config.metrics
         assert config.min_dwell == 30.0
+
+    def test_a_fifo_or_a_key_given_twice_is_refused_like_the_daemon_config(self, tmp_path):
+        """The sidecar's classifier file is read as the daemon's config is: a FIFO is refused at
+        once (it blocked open()), a key given twice is an error (YAML kept the last one)."""
+        fifo = tmp_path / "fifo.yaml"
+        os.mkfifo(fifo)
+        with pytest.raises(ConfigError, match=r"a FIFO \(named pipe\), not a regular file"):
+            load_classifier_config(fifo)
+        twice = tmp_path / "twice.yaml"
+        twice.write_text("min_dwell: 1m\nmin_dwell: 2m\nmetrics:\n  cpu: {warning: 0.5, critical: 0.9}\n")
+        with pytest.raises(ConfigError, match="found the key 'min_dwell' twice"):
+            load_classifier_config(twice)
 
     def test_availability_section_of_a_bigger_file(self, tmp_path):
         """The classifier may live under an ``availability:`` key; durations take units."""

@@ -44,6 +44,23 @@ class TestCheckConfig:
         assert len(err) == 1
         assert "policy.max_replicas" in err[0]
 
+    @pytest.mark.parametrize("command", ["check-config", "run", "plan"])
+    def test_a_fifo_as_the_config_exits_2_at_once(self, tmp_path: Path, command: str):
+        """A FIFO as the config blocked run and check-config in open(), deaf to SIGTERM: now exit 2,
+        one line, without a writer ever coming (the timeout only bounds a regression)."""
+        fifo = tmp_path / "config.yaml"
+        os.mkfifo(fifo)
+        done = subprocess.run(
+            [sys.executable, "-m", "bolina_scaler", command, "--config", str(fifo)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines() == [
+            f"bolina-scaler: config error: {fifo}: cannot read config file: a FIFO (named pipe), not a regular file"
+        ]
+
     def test_config_flag_works_like_the_other_commands(self, capsys: pytest.CaptureFixture[str]):
         """check-config --config PATH, like run and plan (the positional PATH still works)."""
         path = str(ROOT / "config" / "config.yaml")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -216,10 +217,60 @@ class TestErrors:
         config = load_config(path)
         assert (config.policy.scale_down.max_step, config.policy.scale_down.period) == (1, 5.0)
 
-    def test_a_device_is_read_no_further_than_the_limit(self):
-        """/dev/zero as a config file: refused after 1 MiB, not read forever."""
-        with pytest.raises(ConfigError, match="larger than"):
-            load_config("/dev/zero")
+    @pytest.mark.parametrize(
+        ("special", "kind"),
+        [
+            ("fifo", "a FIFO (named pipe)"),
+            ("socket", "a socket"),
+            ("/dev/zero", "a character device"),
+            ("/dev/null", "a character device"),
+            ("directory", "a directory"),
+        ],
+    )
+    def test_anything_but_a_regular_file_is_refused_at_once(self, tmp_path: Path, special: str, kind: str):
+        """A FIFO (open() blocked until a writer came, SIGTERM unanswered), a socket, a device or a
+        directory as the config file: one line naming what it is, without blocking or reading it."""
+        with contextlib.ExitStack() as stack:
+            path = _special_file(tmp_path, special, stack)
+            with pytest.raises(ConfigError) as caught:
+                load_config(path)
+        assert str(caught.value) == f"{path}: cannot read config file: {kind}, not a regular file"
+
+    def test_a_fifo_named_as_the_token_file_is_refused(self, tmp_path: Path):
+        """The files the config names are read the same way: a FIFO token file does not block check-config."""
+        fifo = tmp_path / "token"
+        os.mkfifo(fifo)
+        path = tmp_path / "c.yaml"
+        path.write_text(f"consul:\n  token_file: {fifo}\n")
+        with pytest.raises(
+            ConfigError, match=r"^consul\.token_file: cannot use .*a FIFO \(named pipe\), not a regular"
+        ):
+            load_config(path)
+
+    def test_a_configmap_symlink_is_followed(self, tmp_path: Path):
+        """A ConfigMap mounts config.yaml as a symlink to ..data/config.yaml: that is a regular file."""
+        (tmp_path / "..data").mkdir()
+        (tmp_path / "..data" / "config.yaml").write_text("policy:\n  max_replicas: 9\n")
+        (tmp_path / "config.yaml").symlink_to(tmp_path / "..data" / "config.yaml")
+        assert load_config(tmp_path / "config.yaml").policy.max_replicas == 9
+
+    @pytest.mark.parametrize(
+        ("content", "line", "what"),
+        [
+            (b"policy:\n  max_replicas: 9\x00\n", 2, "a NUL byte"),
+            (b"\x00", 1, "a NUL byte"),
+            (b"a: 1\nb: 2\nc: \x07\n", 3, "the character U+0007"),
+        ],
+    )
+    def test_a_forbidden_character_names_itself_and_its_line(
+        self, tmp_path: Path, content: bytes, line: int, what: str
+    ):
+        """A NUL byte said 'nul.yaml:: invalid YAML': now the line and the character."""
+        path = tmp_path / "nul.yaml"
+        path.write_bytes(content)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert str(caught.value) == f"{path}: line {line}: invalid YAML: {what} is not allowed in YAML text"
 
     @pytest.mark.parametrize(
         ("content", "expected"),
@@ -328,3 +379,18 @@ class TestAnyFile:
         assert code in {0, 2}
         if code == 2:
             assert len(err.getvalue().strip().splitlines()) == 1
+
+
+def _special_file(tmp_path: Path, special: str, stack: contextlib.ExitStack) -> Path:
+    """A path of the kind asked for: a FIFO or a listening Unix socket made in ``tmp_path``, a device, a directory."""
+    if special == "fifo":
+        os.mkfifo(tmp_path / "fifo.yaml")
+        return tmp_path / "fifo.yaml"
+    if special == "socket":
+        server = stack.enter_context(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+        server.bind(str(tmp_path / "s.yaml"))
+        server.listen()
+        return tmp_path / "s.yaml"
+    if special == "directory":
+        return tmp_path
+    return Path(special)

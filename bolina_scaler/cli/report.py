@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from bolina_scaler import stop_signals
 from bolina_scaler.cli.common import examples
-from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, ConfigError, one_line
+from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, TOKEN_FILE_BYTES, ConfigError, one_line, read_small_text
 from bolina_scaler.reporter.agent import ConsulAgentError
 from bolina_scaler.reporter.availability import ClassifierConfig, load_classifier_config
 from bolina_scaler.reporter.metrics_reading import DEFAULT_MAX_BYTES
@@ -83,8 +83,8 @@ def _settings_from_args(args: argparse.Namespace) -> ReporterSettings:
     token = None
     if args.token_file:
         try:
-            token = Path(args.token_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+            token = read_small_text(Path(args.token_file), TOKEN_FILE_BYTES).strip()
+        except (OSError, ValueError) as exc:
             raise ConfigError(f"report: --token-file {args.token_file}: cannot read it ({exc})") from None
     missing = [
         flag for flag, value in (("--id", args.id), ("--pod", args.pod), ("--address", args.address)) if not value

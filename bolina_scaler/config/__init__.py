@@ -18,7 +18,8 @@ It imports nothing else of the package: every other part reads its section from 
 
 from bolina_scaler.config.checks import Duration, PositiveDuration
 from bolina_scaler.config.errors import ConfigError, one_line
-from bolina_scaler.config.loading import load_config, parse_config
+from bolina_scaler.config.files import TOKEN_FILE_BYTES, read_small_text
+from bolina_scaler.config.loading import load_config, parse_config, read_yaml
 from bolina_scaler.config.schema import (
     DEFAULT_CONSUL_ADDRESS,
     Config,
@@ -36,6 +37,7 @@ from bolina_scaler.config.schema import (
 
 __all__ = [
     "DEFAULT_CONSUL_ADDRESS",
+    "TOKEN_FILE_BYTES",
     "Config",
     "ConfigError",
     "ConsulConfig",
@@ -53,4 +55,6 @@ __all__ = [
     "load_config",
     "one_line",
     "parse_config",
+    "read_small_text",
+    "read_yaml",
 ]

@@ -3,8 +3,9 @@
 Does I/O: ``read_yaml`` reads the file, ``load_config`` also the files the config names (token,
 CA bundle, kubeconfig) as the daemon will read them; ``parse_config`` validates data already read
 (pure apart from the schema's defaults reading the environment). Loading refuses what YAML alone
-lets through: a key given twice (YAML would keep the last), a file larger than 1 MiB or not
-UTF-8, nesting deeper than Python can parse; each is a one-line ``ConfigError`` (exit 2), never a
+lets through: a key given twice (YAML would keep the last), anything but a regular file (a FIFO
+would block), a file larger than 1 MiB or not UTF-8, a character YAML forbids (a NUL byte),
+nesting deeper than Python can parse; each is a one-line ``ConfigError`` (exit 2), never a
 traceback.
 """
 
@@ -79,26 +80,36 @@ def read_yaml(path: Path | str, *, what: str = "config file") -> Any:
         text = read_small_text(path, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    except ValueError as exc:  # too large, not UTF-8, a NUL in the path
+    except ValueError as exc:  # not a regular file, too large, not UTF-8, a NUL in the path
         raise ConfigError(f"{path}: cannot read {what}: {exc}") from None
     try:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass: plain data only
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a NUL byte, a control)
+        line = text.count("\n", 0, exc.position) + 1
+        name = "a NUL byte" if exc.character in (0, "\0") else f"the character {_codepoint(exc.character)}"
+        raise ConfigError(f"{path}: line {line}: invalid YAML: {name} is not allowed in YAML text") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
+        where = f": line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(" ".join(f"{path}:{where}: {problem}".split())) from None
+        raise ConfigError(" ".join(f"{path}{where}: {problem}".split())) from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to be a {what}") from None
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
         raise ConfigError(" ".join(f"{path}: invalid value: {exc}".split())[:300]) from None
 
 
+def _codepoint(character: int | str) -> str:
+    """``U+0007``, for a character that cannot be shown as itself."""
+    code = character if isinstance(character, int) else ord(character)
+    return f"U+{code:04X}"
+
+
 def _check_file(key: str, path: Path | None, *, limit: int = MAX_CONFIG_BYTES) -> str | None:
     """The text of a file the config names, or ``ConfigError`` saying why it cannot be used."""
     if path is None:
         return None
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{key}: no such file {short_repr(str(path))}")
     try:
         return read_small_text(path, limit)

@@ -37,10 +37,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bolina_scaler.config import ConfigError, Duration, one_line
+from bolina_scaler.config import ConfigError, Duration, one_line, read_yaml
 from bolina_scaler.core.model import Status
 
 __all__ = [
@@ -208,13 +207,7 @@ def parse_classifier_config(data: Any) -> ClassifierConfig:
 
 def load_classifier_config(path: Path | str) -> ClassifierConfig:
     """Read a classifier YAML file (the whole file, or its ``availability:`` section)."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    data = read_yaml(path, what="classifier config")  # regular file, bounded, strict YAML
     if isinstance(data, dict) and "availability" in data:
         data = data["availability"]
     return parse_classifier_config(data)
