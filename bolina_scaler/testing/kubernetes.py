@@ -6,7 +6,10 @@ all exercised. It follows the real API server where the scaler depends on it:
 
 * ``/apis/apps/v1/.../deployments/{name}/scale`` (GET, PUT, PATCH) and the Deployment (GET, and
   WATCH with ``fieldSelector=metadata.name=...``, authorized as ``watch`` on that name, as the real
-  API server does; events are JSON lines, ``timeoutSeconds`` ends the stream).
+  API server does; events are JSON lines, ``timeoutSeconds`` ends the stream). ``break_watches``
+  makes watches misbehave the ways a real one can, again and again: an ``ERROR`` event with the
+  410 ``Expired`` Status the API server sends for a resourceVersion too old, a stream a proxy
+  closes at once, a line that is not JSON.
   The Scale's ``resourceVersion`` is the Deployment's; ``spec.replicas`` is ``omitempty`` (a
   Deployment scaled to 0 answers ``"spec": {}``); a PATCH's or PUT's
   ``metadata.resourceVersion`` is a precondition (409 Conflict); a write that changes nothing
@@ -22,7 +25,7 @@ all exercised. It follows the real API server where the scaler depends on it:
   resourceVersion conflicts), pod list with ``labelSelector`` and pod PATCH.
 
 Tests steer it with plain methods (``scale_by_hand``, ``deny``, ``inject_error``,
-``delay_next``, ``drop_next``...) and inspect ``requests``, ``patches`` and ``next_request()``.
+``delay_next``, ``drop_next``, ``break_watches``...) and inspect ``requests``, ``patches`` and ``next_request()``.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
 from aiohttp import web
 
@@ -90,6 +93,8 @@ _GROUPS: Final = {
 _VERBS: Final = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 Json = dict[str, Any]
+WatchFault = Literal["gone", "close", "garbage"]
+"""How ``FakeKubernetes.break_watches`` answers a Deployment watch."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +335,7 @@ class FakeKubernetes(LocalServer):
         self.requests: list[RecordedRequest] = []
         self.deleted_pods: list[str] = []
         self._watchers: list[tuple[str, str, asyncio.Queue[Json]]] = []
+        self._watch_fault: tuple[WatchFault, int | None] | None = None
         self._watch_requests: list[web.Request] = []
 
     # ----------------------------------------------------------------- lifecycle
@@ -466,6 +472,25 @@ class FakeKubernetes(LocalServer):
                 request.transport.abort()
                 cut += 1
         return cut
+
+    def break_watches(self, how: WatchFault | None, *, count: int | None = None) -> None:
+        """How the next Deployment watches answer (``None``: as the API server does, again).
+
+        ``gone``: one ``ERROR`` event holding the 410 ``Expired`` Status a real API server sends
+        for a resourceVersion too old ("too old resource version"), then the end of the stream;
+        ``close``: the stream ends at once, without an event (a proxy cutting watches);
+        ``garbage``: one line that is not JSON, then the end. ``count``: for that many watches
+        (``None``: every one, until ``break_watches(None)``).
+        """
+        self._watch_fault = None if how is None else (how, count)
+
+    def _take_watch_fault(self) -> WatchFault | None:
+        if self._watch_fault is None:
+            return None
+        how, left = self._watch_fault
+        if left is not None:
+            self._watch_fault = (how, left - 1) if left > 1 else None
+        return how
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a Deployment (and its pods), as ``kubectl delete deployment`` would."""
@@ -904,9 +929,12 @@ class FakeKubernetes(LocalServer):
         self._authorize_verb("watch", "deployments", ns, name)
         if name is None:
             raise _ApiError(400, "the fake watches one Deployment: fieldSelector=metadata.name=NAME")
+        since = request.query.get("resourceVersion")
+        fault = self._take_watch_fault()
+        if fault is not None:
+            return await self._broken_watch(request, fault, since)
         queue: asyncio.Queue[Json] = asyncio.Queue()
         deployment = self._store.deployments.get((ns, name))
-        since = request.query.get("resourceVersion")
         if deployment is not None and since and int(since) < int(deployment.resource_version):
             queue.put_nowait({"type": "MODIFIED", "object": self._deployment_json(deployment)})
         watcher = (ns, name, queue)
@@ -932,6 +960,35 @@ class FakeKubernetes(LocalServer):
             self._watchers.remove(watcher)
             self._watch_requests.remove(request)
         with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    async def _broken_watch(self, request: web.Request, fault: WatchFault, since: str | None) -> web.StreamResponse:
+        """A watch answered 200, then ``fault`` (``break_watches``), then the end of the stream."""
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        lines = {
+            "gone": json.dumps(
+                {
+                    "type": "ERROR",
+                    "object": {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Failure",
+                        "message": f"too old resource version: {since} ({self._revision})",
+                        "reason": "Expired",
+                        "code": 410,
+                    },
+                }
+            ).encode()
+            + b"\n",
+            "close": b"",
+            "garbage": b"<html>502 Bad Gateway</html>\n",
+        }
+        with contextlib.suppress(ConnectionResetError):
+            if lines[fault]:
+                await response.write(lines[fault])
             await response.write_eof()
         return response
 
