@@ -10,8 +10,8 @@ next resync, so the Deployment is watched. One turn of the loop::
        │                            │   recovery logged once)
        │                            ▼
        │   ends (timeoutSeconds), having worked ──────────► the next WATCH at once, no GET
-       └── backoff (core.pacing.Pace) ◄── ended sooner; 410 Gone; an ERROR event; DELETED; a
-           line that is not an event; a refusal; no answer (each of these: GET again first)
+       └── backoff (core.pacing.Pace) ◄── ended sooner; no answer (429, 5xx, a stream cut); and,
+           GET again first: 410 Gone, an ERROR event, DELETED, a line that is not an event, a refusal
 
 Every turn that did not work waits (``Pace``): at least ``kubernetes.retry_initial``, growing
 (jittered) to ``kubernetes.retry_max`` while the API server does not answer and to 30 s while it
@@ -21,7 +21,7 @@ requests a minute, not thousands a second; a single 410 after a watch that worke
 resourceVersion compacted away meanwhile) costs one ``retry_initial`` before the fresh read.
 Problems go to one ``ProblemLog`` (``pause.read_failing``): each distinct one once, and the
 recovery once, when a watch works again; a routine one (410, a stream cut or ended early) only
-when it comes twice in a row.
+from the third turn in a row that did not work.
 
 A DELETED event or a GET answered 404 calls ``on_missing`` at once: the daemon's cached scale
 belongs to a Deployment that is gone, and waiting for ``kubernetes.resync`` to find out would keep
@@ -72,6 +72,10 @@ _MIN_WATCH: Final = 300.0
 """client-go's reflector watches for 5 to 10 minutes (jittered) before it asks again."""
 _GET = Operation(name="deployment_get", verb="get", essential=True)
 _WATCH = Operation(name="deployment_watch", verb="watch")
+_ROUTINE_TURNS: Final = 2
+"""A routine end (410, a stream cut or ended early) is a problem from the third turn in a row that
+did not work: an API server restart is a cut, then a 410 (its watch cache starts afresh), then a
+relist that works."""
 _KEY: Final = "pause"
 """The one ``ProblemLog`` key of the loop: its problems, whichever request met them, end together."""
 
@@ -114,6 +118,8 @@ class DeploymentWatch:
         self._on_missing = on_missing
         self._rng = rng or random.Random()
         self._pace = Pace(api.config.retry_initial, api.config.retry_max, rng=self._rng)
+        self._idle_turns = 0
+        """Turns in a row that did not work (reset when a watch works)."""
         subject = Subject(
             resource="deployments",
             kind="deployment",
@@ -139,24 +145,25 @@ class DeploymentWatch:
         while _iterations is None or _iterations > 0:
             if _iterations is not None:
                 _iterations -= 1
-            routine_before = self._pace.failing
             self._pace.begin()
             try:
                 if version is None:
                     version = await self._get()
                 version = await self._watch(version)
             except Exception as exc:  # no answer may end the daemon
-                version = None
                 ending, problem, level, routine = self._judge(exc)
+                if ending is not Ending.UNAVAILABLE:
+                    version = None  # no answer (a 503, a stream cut): the version is still good
             else:
                 ending, problem, level = Ending.NORMAL, self._too_soon, "warning"
                 routine = True
             delay = self._pace.delay(ending)
-            if delay > 0 and (routine_before or not routine):
-                self._problems.failed(problem, key=_KEY, level=level)
-            elif delay > 0:
-                log.debug("pause.watch_ended", message="reading the Deployment again", error=problem)
             if delay > 0:
+                self._idle_turns += 1
+                if routine and self._idle_turns <= _ROUTINE_TURNS:
+                    log.debug("pause.watch_ended", message="reading the Deployment again", error=problem)
+                else:
+                    self._problems.failed(problem, key=_KEY, level=level)
                 await asyncio.sleep(delay)
 
     @property
@@ -187,6 +194,7 @@ class DeploymentWatch:
     def _working(self) -> None:
         """The watch stayed open ``Pace.steady`` seconds: the loop works again."""
         self._pace.progress()
+        self._idle_turns = 0
         self._problems.recovered(key=_KEY)
 
     async def read_pause(self) -> Pause | None:

@@ -39,7 +39,7 @@ import shutil
 import ssl
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,7 +93,7 @@ _GROUPS: Final = {
 _VERBS: Final = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 Json = dict[str, Any]
-WatchFault = Literal["gone", "close", "garbage"]
+WatchFault = Literal["gone", "close", "garbage", "unavailable"]
 """How ``FakeKubernetes.break_watches`` answers a Deployment watch."""
 
 
@@ -335,7 +335,8 @@ class FakeKubernetes(LocalServer):
         self.requests: list[RecordedRequest] = []
         self.deleted_pods: list[str] = []
         self._watchers: list[tuple[str, str, asyncio.Queue[Json]]] = []
-        self._watch_fault: tuple[WatchFault, int | None] | None = None
+        self._watch_faults: tuple[tuple[WatchFault, ...], int | None] | None = None
+        self._watch_turn = 0
         self._watch_requests: list[web.Request] = []
 
     # ----------------------------------------------------------------- lifecycle
@@ -473,24 +474,28 @@ class FakeKubernetes(LocalServer):
                 cut += 1
         return cut
 
-    def break_watches(self, how: WatchFault | None, *, count: int | None = None) -> None:
+    def break_watches(self, how: WatchFault | Sequence[WatchFault] | None, *, count: int | None = None) -> None:
         """How the next Deployment watches answer (``None``: as the API server does, again).
 
         ``gone``: one ``ERROR`` event holding the 410 ``Expired`` Status a real API server sends
         for a resourceVersion too old ("too old resource version"), then the end of the stream;
         ``close``: the stream ends at once, without an event (a proxy cutting watches);
-        ``garbage``: one line that is not JSON, then the end. ``count``: for that many watches
-        (``None``: every one, until ``break_watches(None)``).
+        ``garbage``: one line that is not JSON, then the end; ``unavailable``: a 503 Status
+        instead of the stream. A sequence is used in turn, one watch each, round and round.
+        ``count``: for that many watches (``None``: every one, until ``break_watches(None)``).
         """
-        self._watch_fault = None if how is None else (how, count)
+        hows = (how,) if isinstance(how, str) else tuple(how or ())
+        self._watch_faults = (hows, count) if hows else None
+        self._watch_turn = 0
 
     def _take_watch_fault(self) -> WatchFault | None:
-        if self._watch_fault is None:
+        if self._watch_faults is None:
             return None
-        how, left = self._watch_fault
+        hows, left = self._watch_faults
         if left is not None:
-            self._watch_fault = (how, left - 1) if left > 1 else None
-        return how
+            self._watch_faults = (hows, left - 1) if left > 1 else None
+        self._watch_turn += 1
+        return hows[(self._watch_turn - 1) % len(hows)]
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a Deployment (and its pods), as ``kubectl delete deployment`` would."""
@@ -965,6 +970,8 @@ class FakeKubernetes(LocalServer):
 
     async def _broken_watch(self, request: web.Request, fault: WatchFault, since: str | None) -> web.StreamResponse:
         """A watch answered 200, then ``fault`` (``break_watches``), then the end of the stream."""
+        if fault == "unavailable":
+            raise _ApiError(503, _MESSAGES[503])
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         lines = {
@@ -985,6 +992,7 @@ class FakeKubernetes(LocalServer):
             + b"\n",
             "close": b"",
             "garbage": b"<html>502 Bad Gateway</html>\n",
+            "unavailable": b"",
         }
         with contextlib.suppress(ConnectionResetError):
             if lines[fault]:
