@@ -200,18 +200,23 @@ class ProblemLog:
     """Log each distinct problem once, and the recovery once: one line per change, not per attempt.
 
     ``failed(problem, key=...)`` writes the ``failing`` event (with ``error=problem`` and the
-    ``message`` that says what the daemon does meanwhile) only when ``problem`` differs from the
-    last one seen under ``key``; ``recovered(key=...)`` writes ``recovered`` once when ``key`` had
-    a problem. Keys let one component follow several operations at once (the scale read and the
-    scale patch fail and recover on their own).
+    ``message`` that says what the daemon does meanwhile) only when ``problem`` was not logged
+    under ``key`` since its last recovery; ``recovered(key=...)`` writes ``recovered`` once when
+    ``key`` had a problem. A server that flips between two answers (a 410, then a closed stream,
+    then a 410 again) costs two lines, not one per flip. At most ``PROBLEMS_KEPT`` distinct
+    problems are logged per key and episode: a problem whose text changes every time (a byte
+    offset, a resourceVersion) cannot flood the log either. Keys let one component follow
+    several operations at once (the scale read and the scale patch fail and recover on their own).
     """
+
+    PROBLEMS_KEPT = 8
 
     def __init__(self, logger: Any, *, failing: str, recovered: str, message: str) -> None:
         self._log = logger
         self._failing_event = failing
         self._recovered_event = recovered
         self._message = message
-        self._problems: dict[str, str] = {}
+        self._problems: dict[str, list[str]] = {}
 
     @property
     def failing(self) -> bool:
@@ -220,9 +225,10 @@ class ProblemLog:
 
     def failed(self, problem: str, *, key: str = "", level: str = "warning", **fields: Any) -> bool:
         """Note ``problem`` under ``key``; log it if it is new. Returns whether it was logged."""
-        if self._problems.get(key) == problem:
+        seen = self._problems.setdefault(key, [])
+        if problem in seen or len(seen) >= self.PROBLEMS_KEPT:
             return False
-        self._problems[key] = problem
+        seen.append(problem)
         getattr(self._log, level)(self._failing_event, message=self._message, error=problem, **fields)
         return True
 

@@ -189,7 +189,7 @@ class TestEventNames:
 
     def test_the_scan_finds_the_daemon_s_lines(self) -> None:
         found = {ast.unparse(call.args[0]).strip("'") for _, level, call in _log_calls() if level != "problem"}
-        assert {"decision.evaluated", "scale.patched", "consul.failing", "leader.elected"} <= found
+        assert {"decision.evaluated", "scale.patched", "consul.index_reset", "leader.elected"} <= found
 
     def test_every_event_is_area_dot_what(self) -> None:
         wrong = []

@@ -1,4 +1,5 @@
-"""The pacing arithmetic of the I/O loops: the watch's token bucket and the probe while a server fails."""
+"""The pacing arithmetic of the I/O loops: the watch's token bucket, the probe while a server fails,
+and the pace of a loop's turns (``Pace``: at once after a turn that worked, else a growing backoff)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bolina_scaler.config import parse_config
-from bolina_scaler.core.pacing import Backoff, TokenBucket
+from bolina_scaler.core.pacing import STALL_BACKOFF_MAX, STEADY, Backoff, Ending, Pace, TokenBucket
 
 
 class TestBackoff:
@@ -71,3 +72,73 @@ class TestTokenBucket:
         bucket = TokenBucket(rate=consul.rate_per_second, burst=consul.rate_burst)
         waits = [bucket.delay(t / 4) for t in range(4 * 600)]  # 4 queries/s for 10 minutes
         assert max(waits) == 0.0
+
+
+class _Ceiling(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+_TURN = st.tuples(st.sampled_from(list(Ending)), st.booleans())
+"""How one turn ended, and whether it made progress on the way (a watch open ``steady`` seconds)."""
+
+
+class TestPace:
+    @settings(max_examples=300)
+    @given(st.floats(0.05, 5), st.floats(1, 10), st.lists(_TURN, max_size=60), st.integers(0, 2**32 - 1))
+    def test_only_a_turn_that_worked_is_followed_at_once(self, initial, factor, turns, seed):
+        """Whatever the answers, a turn waits 0 only after it worked and ended normally, and else at
+        least ``initial`` and at most the larger cap: no path repeats faster than retry_initial."""
+        pace = Pace(initial, initial * factor, rng=random.Random(seed))
+        for ending, worked in turns:
+            pace.begin()
+            if worked:
+                pace.progress()
+            delay = pace.delay(ending)
+            if worked and ending is Ending.NORMAL:
+                assert delay == 0.0
+            else:
+                assert initial <= delay <= max(initial * factor, STALL_BACKOFF_MAX)
+            if ending is Ending.UNAVAILABLE:
+                assert delay <= initial * factor, "no answer: the outage probe, never longer"
+            assert pace.failing == (delay > 0)
+
+    @pytest.mark.parametrize("ending", [Ending.UNUSABLE, Ending.NORMAL])
+    def test_useless_answers_back_off_like_client_go_s_reflector(self, ending):
+        """410 after 410 (or a watch closed at once, again and again): 0.5 s, doubling to 30 s."""
+        pace = Pace(0.5, 1.0, rng=_Ceiling())
+        delays = []
+        for _ in range(9):
+            pace.begin()
+            delays.append(pace.delay(ending))
+        assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+
+    def test_no_answer_keeps_the_outage_probe(self):
+        """5xx after 5xx: retry_initial to retry_max, so the first good answer is seen within a second."""
+        pace = Pace(0.5, 1.0, rng=_Ceiling())
+        delays = []
+        for _ in range(6):
+            pace.begin()
+            delays.append(pace.delay(Ending.UNAVAILABLE))
+        assert delays == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+    def test_progress_starts_the_backoff_over(self):
+        """A watch that worked resets the backoff: the next useless turn waits ``initial`` again."""
+        pace = Pace(0.5, 1.0, rng=_Ceiling())
+        for _ in range(5):
+            pace.begin()
+            pace.delay(Ending.UNUSABLE)
+        pace.begin()
+        pace.progress()
+        assert pace.delay(Ending.UNUSABLE) == 0.5, "worked, then a 410: one retry_initial"
+        pace.begin()
+        assert pace.delay(Ending.UNUSABLE) == 1.0
+        pace.begin()
+        pace.progress()
+        assert pace.delay(Ending.NORMAL) == 0.0
+        assert not pace.failing
+
+    def test_steady_is_a_second_or_retry_initial(self):
+        """Open a second (client-go's "very short watch" bound), or retry_initial if longer."""
+        assert Pace(0.5, 1.0).steady == STEADY == 1.0
+        assert Pace(3.0, 5.0).steady == 3.0

@@ -11,6 +11,12 @@ Like client-go's ``EventCorrelator``, repeats are aggregated: the same reason an
 ``count`` and ``lastTimestamp`` of the existing Event with a merge PATCH (or creates a new Event
 when the old one has expired, as Events do after an hour).
 
+The sending task backs off too: after a failed send (a refusal answers at once: 403, 422), the
+next Event waits ``kubernetes.retry_initial`` to ``kubernetes.retry_max`` (jittered, growing),
+reset by the first that is sent; the queue (100) holds what comes meanwhile, and what does not
+fit is counted ``failed``. So Events refused one after another cost at most two requests a
+second, however fast decisions come.
+
 Reasons (stable strings, like the HorizontalPodAutoscaler's):
 
 ======================  ========  ===========================================================
@@ -25,6 +31,7 @@ Reasons (stable strings, like the HorizontalPodAutoscaler's):
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +45,7 @@ from bolina_scaler.actuator.call import KubeApi, KubernetesError, NotFound, Oper
 from bolina_scaler.config import EventsConfig
 from bolina_scaler.core.decision import Decision, Direction, Reason
 from bolina_scaler.core.outcome import Outcome
+from bolina_scaler.core.pacing import Backoff
 from bolina_scaler.logs import ProblemLog
 
 __all__ = ["COMPONENT", "EventRecorder", "EventSpec", "event_for"]
@@ -103,6 +111,7 @@ class EventRecorder:
         instance: str,
         clock: Callable[[], float],
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.namespace = api.namespace
@@ -113,6 +122,7 @@ class EventRecorder:
         self._wall = wall_clock
         self._queue: asyncio.Queue[tuple[EventSpec, str | None, _Sent | None]] = asyncio.Queue(maxsize=100)
         self._recent: dict[tuple[str, str], _Sent] = {}
+        self._backoff = Backoff(api.config.retry_initial, api.config.retry_max, rng or random.Random())
         problems = ProblemLog(
             log,
             failing="events.failing",
@@ -146,19 +156,24 @@ class EventRecorder:
             self._count(event.reason, "failed")
 
     async def run(self) -> None:
-        """Send queued Events forever."""
+        """Send queued Events forever; after a failed one, wait a backoff before the next."""
         while True:
             event, uid, seen = await self._queue.get()
             try:
-                await self._send(event, uid, seen)
+                sent = await self._send(event, uid, seen)
             finally:
                 self._queue.task_done()
+            if sent:
+                self._backoff.reset()
+            else:
+                await asyncio.sleep(self._backoff.next_delay())
 
     async def flush(self) -> None:
         """Wait for the queued Events to be sent (bound it with ``asyncio.timeout`` at shutdown)."""
         await self._queue.join()
 
-    async def _send(self, event: EventSpec, uid: str | None, seen: _Sent | None) -> None:
+    async def _send(self, event: EventSpec, uid: str | None, seen: _Sent | None) -> bool:
+        """Create (or aggregate into) the Event; whether it was sent."""
         stamp = _timestamp(self._wall())
         try:
             if seen is not None and seen.name is not None:
@@ -170,15 +185,16 @@ class EventRecorder:
                     seen.name = None  # expired: record it anew
                 else:
                     self._count(event.reason, "aggregated")
-                    return
+                    return True
             name = f"{self.deployment}.{time.time_ns():x}"
             await self._events.post(_CREATE, body=self._body(name, event, uid, stamp), answer=schema.JSON)
         except KubernetesError:
             self._count(event.reason, "failed")
-            return
+            return False
         if seen is not None:
             seen.name, seen.count = name, 1
         self._count(event.reason, "created")
+        return True
 
     def _body(self, name: str, event: EventSpec, uid: str | None, stamp: str) -> dict[str, Any]:
         involved: dict[str, Any] = {

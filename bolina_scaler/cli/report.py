@@ -9,26 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 
 from bolina_scaler import stop_signals
 from bolina_scaler.cli.common import examples
 from bolina_scaler.config import DEFAULT_CONSUL_ADDRESS, TOKEN_FILE_BYTES, ConfigError, one_line, read_small_text
-from bolina_scaler.reporter.agent import ConsulAgentError
 from bolina_scaler.reporter.availability import ClassifierConfig, load_classifier_config
 from bolina_scaler.reporter.metrics_reading import DEFAULT_MAX_BYTES
 from bolina_scaler.reporter.reporter import Reporter
 from bolina_scaler.reporter.settings import ReporterSettings
 
 __all__ = ["add_report_command"]
-
-log = structlog.get_logger("bolina_scaler.reporter")
 
 
 def add_report_command(subparsers: Any) -> None:
@@ -134,12 +129,5 @@ async def _report_main(settings: ReporterSettings, classifier: ClassifierConfig)
     if stop_signals.received() is not None:  # before the loop had its handlers: never registers
         stop.set()
     async with Reporter(settings, classifier) as reporter:
-        while not reporter.registered and not stop.is_set():
-            try:
-                await reporter.register()
-            except ConsulAgentError as exc:  # the agent sidecar may start after us
-                log.warning("report.register_failing", message="cannot register yet; retrying", error=str(exc))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=settings.interval)
-        await reporter.run(stop)
+        await reporter.run(stop)  # registers first (the agent sidecar may start after us), with backoff
     return 0

@@ -15,6 +15,13 @@ a write the pure ``deadband``. One reporter, one server::
       ▼ (stop: SIGTERM)                                    (the agent drops it: no catalog write)
     deregister
 
+A turn that fails (the agent refuses, times out or is not there yet) is followed by a jittered
+backoff from ``RETRY_INITIAL`` (or ``interval``, if shorter) growing to ``interval``, never by the
+next turn at once: an update that is overdue (the heartbeat) and keeps failing must not turn the
+loop into thousands of metrics reads and agent requests a second. Each distinct problem is logged
+once (``report.register_failing`` before the server is registered, ``report.failing`` after), and
+the recovery once (``report.register_recovered``, ``report.recovered``).
+
 The output is ``load=<share> demand=<share>@<unix seconds> <stage and why>`` (``deadband``);
 ``load=`` and ``demand=`` only when ``--load-metric`` / ``--demand-metric`` name a metric the
 server exports. The scaler reads both (``source.parse``).
@@ -24,24 +31,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Final
 
 import aiohttp
 import structlog
 
 from bolina_scaler.core.model import Status
+from bolina_scaler.core.pacing import Backoff
+from bolina_scaler.logs import ProblemLog
 from bolina_scaler.reporter.agent import AgentClient, ConsulAgentError, check_status, registration
 from bolina_scaler.reporter.availability import ClassifierConfig, Stage, classify, describe, quantize_load
 from bolina_scaler.reporter.deadband import Published, format_output, news, quantize_demand
 from bolina_scaler.reporter.metrics_reading import MetricsError, fetch_metrics
 from bolina_scaler.reporter.settings import ReporterSettings
 
-__all__ = ["Reporter"]
+__all__ = ["RETRY_INITIAL", "Reporter"]
 
 log = structlog.get_logger("bolina_scaler.reporter")
+
+RETRY_INITIAL: Final = 1.0
+"""The first wait after a failed turn: the agent is local, a second is plenty to let it come up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +84,7 @@ class Reporter:
         session: aiohttp.ClientSession | None = None,
         clock: Callable[[], float] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -86,6 +101,19 @@ class Reporter:
         self.output = ""
         """The output last written (heartbeats repeat it, so the agent writes nothing new)."""
         self.updates = 0
+        self._backoff = Backoff(min(RETRY_INITIAL, settings.interval), settings.interval, rng or random.Random())
+        self._registering = ProblemLog(
+            log,
+            failing="report.register_failing",
+            recovered="report.register_recovered",
+            message="cannot register yet; retrying",
+        )
+        self._updating = ProblemLog(
+            log,
+            failing="report.failing",
+            recovered="report.recovered",
+            message="cannot update the check; retrying (Consul turns it critical when its TTL runs out)",
+        )
 
     async def __aenter__(self) -> Reporter:
         if self._session is None:
@@ -222,19 +250,27 @@ class Reporter:
         return max(0.0, min(interval, heartbeat_in))
 
     async def run(self, stop: asyncio.Event, *, _iterations: int | None = None) -> None:
-        """Report until ``stop`` is set (SIGTERM in the CLI), then deregister. Errors are logged and retried."""
+        """Register (if not yet), then report until ``stop`` is set (SIGTERM in the CLI), then
+        deregister. A failed turn is logged once and retried after a backoff."""
         turns = 0
         try:
             while not stop.is_set():
+                problems = self._updating if self.registered else self._registering
                 try:
                     await self.report_once()
                 except (ConsulAgentError, MetricsError) as exc:
-                    log.warning("report.failed", message="retrying", error=str(exc))
+                    problems.failed(str(exc))
+                    wake = self._backoff.next_delay()
+                else:
+                    self._backoff.reset()
+                    self._registering.recovered()
+                    self._updating.recovered()
+                    wake = self._next_wake()
                 turns += 1
                 if _iterations is not None and turns >= _iterations:
                     break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=self._next_wake())
+                    await asyncio.wait_for(stop.wait(), timeout=wake)
         finally:
             await self.deregister()
 

@@ -31,6 +31,18 @@ never blocks::
    |       |              |                        |                                          |
    +-------+--------------+------------------------+------------------------------------------+
 
+Every turn is paced (``core.pacing.Pace``) as well as rate-limited: a blocking query that parks
+``Pace.steady`` (1 s) or brings a newer index is the watch working, and the next query follows at
+once; one answered sooner with the index it was given (a proxy that drops ``?index=``, an agent
+whose queries do not block) or an older one is followed by a jittered backoff of
+``consul.retry_initial`` to ``consul.retry_max``, as a failed query is: so no path through the
+loop repeats faster than ``retry_initial`` while Consul does not work, the watch degrades to
+polling about once a second, and ``consul.blocking_failing`` says so once (and
+``consul.blocking_recovered`` once when a query blocks again). A failed query is logged once
+(``consul.failing``, each distinct problem once), and its recovery once, when the watch works
+again; a non-blocking read (the first, and every re-read after a failure) is never paced: it
+never blocks by design.
+
 An unchanged answer (a wait that ran out, a write that changed nothing the scaler reads) proves
 the data is current: the last fleet is yielded again with a fresh ``observed_at``, so a quiet
 fleet never looks stale to the policy. Whether an answer changed anything is decided once, by
@@ -50,7 +62,8 @@ import structlog
 from bolina_scaler.config import ConsulConfig
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import ConsulIndex
-from bolina_scaler.core.pacing import Backoff, TokenBucket
+from bolina_scaler.core.pacing import Ending, Pace, TokenBucket
+from bolina_scaler.logs import ProblemLog
 from bolina_scaler.metrics import Metrics
 from bolina_scaler.source import parse
 from bolina_scaler.source.answer import Answer, Failure, read_answer
@@ -83,7 +96,22 @@ class ConsulWatch:
         self._config = config
         self._metrics = metrics
         self._clock = clock
-        self._backoff = Backoff(config.retry_initial, config.retry_max, rng or random.Random())
+        # Useless answers are paced like failures, not up to 30 s: the watch then polls, and a
+        # change must still be seen within about a second.
+        self._pace = Pace(config.retry_initial, config.retry_max, config.retry_max, rng or random.Random())
+        self._failing = ProblemLog(
+            log,
+            failing="consul.failing",
+            recovered="consul.recovered",
+            message="holding the last known fleet; not scaling on it",
+        )
+        self._blocking = ProblemLog(
+            log,
+            failing="consul.blocking_failing",
+            recovered="consul.blocking_recovered",
+            message="Consul answers blocking queries at once; reading it every consul.retry_initial to "
+            "consul.retry_max instead, until a query blocks again",
+        )
         self._bucket = TokenBucket(config.rate_per_second, config.rate_burst)
         self._transport = HealthTransport(config)
         self._last: FleetSnapshot | None = None
@@ -135,23 +163,18 @@ class ConsulWatch:
             if delay > 0:
                 await asyncio.sleep(delay)
             try:
-                answer = await self._query(index)
+                answer = await self._paced_query(index)
             except Failure as failure:
                 index = ConsulIndex(0)
+                self._failing.failed(str(failure))
                 if not failing:
                     failing = True
-                    log.warning(
-                        "consul.failing",
-                        message="holding the last known fleet; not scaling on it",
-                        problem=str(failure),
-                    )
                     known = self._last or FleetSnapshot.of((), index=0, observed_at=self._now())
                     yield self._emit(known.untrusted(str(failure), observed_at=self._now()))
-                await asyncio.sleep(self._backoff.next_delay())
+                await asyncio.sleep(self._pace.delay(Ending.UNAVAILABLE))
                 continue
-            if failing:
-                failing = False
-                log.info("consul.recovered", index=answer.index)
+            failing = False
+            pause = self._pause_after(answer, index)
             if index and answer.index < index:
                 # Snapshot restore, KV list deletes, upgrades: the index must restart from 0.
                 self.index_resets += 1
@@ -162,13 +185,12 @@ class ConsulWatch:
                     now=answer.index,
                 )
                 index = ConsulIndex(0)
+                if pause > 0:
+                    await asyncio.sleep(pause)
                 continue
             snapshot = answer.snapshot()
-            if answer.stale:
-                index = ConsulIndex(0)  # the answer may be old: re-read (not block) after a backoff
-            else:
-                index = answer.index
-                self._backoff.reset()
+            # A stale answer may be old: re-read (not block) after a backoff.
+            index = ConsulIndex(0) if answer.stale else answer.index
             last = self._last
             if last is None or snapshot.differs_from(last):
                 if self.notes:
@@ -181,8 +203,43 @@ class ConsulWatch:
                 yield self._emit(snapshot)
             else:
                 yield self._emit(dataclasses.replace(last, observed_at=snapshot.observed_at))
-            if answer.stale:
-                await asyncio.sleep(self._backoff.next_delay())
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    async def _paced_query(self, index: ConsulIndex) -> Answer:
+        """``_query``, as one turn of the ``Pace``: a blocking query that parks ``Pace.steady``
+        seconds, or brings a newer index, is progress."""
+        self._pace.begin()
+        parked = asyncio.get_running_loop().call_later(self._pace.steady, self._working) if index else None
+        try:
+            answer = await self._query(index)
+        finally:
+            if parked is not None:
+                parked.cancel()
+        if index and answer.index > index:
+            self._working()
+        return answer
+
+    def _pause_after(self, answer: Answer, asked: ConsulIndex) -> float:
+        """How long to wait after a usable ``answer`` to a query at index ``asked``."""
+        if answer.stale:
+            return self._pace.delay(Ending.UNAVAILABLE)
+        if not asked:
+            return 0.0  # a non-blocking read answers at once by design
+        pause = self._pace.delay(Ending.NORMAL)
+        if pause > 0:
+            older = "an older index" if answer.index < asked else "the index it was given"
+            self._blocking.failed(
+                f"a blocking query was answered within {self._pace.steady:g}s with {older} "
+                "(does a proxy drop ?index=, or does the agent not block?)"
+            )
+        return pause
+
+    def _working(self) -> None:
+        """A blocking query parked, or brought a newer index: the watch works."""
+        self._pace.progress()
+        self._failing.recovered(index=self.last_index)
+        self._blocking.recovered(index=self.last_index)
 
     def _emit(self, snapshot: FleetSnapshot) -> FleetSnapshot:
         self._last = snapshot

@@ -77,7 +77,7 @@ def parse_go_duration(text: str) -> float:
 class Fault:
     """One injected misbehaviour for the next matching request (see ``FakeConsul.inject``)."""
 
-    kind: Literal["status", "reset", "malformed", "truncated", "slow", "body"]
+    kind: Literal["status", "reset", "malformed", "truncated", "slow", "body", "unblocked"]
     status: int = 500
     body: bytes = b""
     delay: float = 0.0
@@ -111,6 +111,12 @@ class Fault:
     def slow(cls, seconds: float) -> Fault:
         """Hold the request ``seconds`` (loop time) before handling it normally."""
         return cls("slow", delay=seconds)
+
+    @classmethod
+    def unblocked(cls) -> Fault:
+        """Answer a blocking query at once, with the index and entries it would have waited on
+        (a proxy that drops ``?index=``, or an agent whose blocking queries do not block)."""
+        return cls("unblocked")
 
     @classmethod
     def response(cls, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> Fault:
@@ -545,12 +551,12 @@ class FakeConsul(LocalServer):
         keep = _compile_filter(query.get("filter", ""))
         if not self.known_leader and consistency != "stale":
             raise web.HTTPInternalServerError(text="No cluster leader")
-        if index > 0 and not self._closing:
+        if index > 0 and not self._closing and (fault is None or fault.kind != "unblocked"):
             await self._park(service, index, wait)
         passing = "passing" in query and query["passing"].lower() not in ("0", "false")
         body = orjson.dumps([e for e in self._entries(service, passing=passing) if keep(e)])
         headers = self._headers(service, consistency, blocking=index > 0, cached="cached" in query)
-        if fault is not None:
+        if fault is not None and fault.kind != "unblocked":
             return await _apply_fault(fault, request, body, headers)
         response = web.Response(body=body, headers=headers, content_type="application/json")
         if "gzip" in request.headers.get("Accept-Encoding", ""):

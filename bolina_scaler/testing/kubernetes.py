@@ -6,7 +6,10 @@ all exercised. It follows the real API server where the scaler depends on it:
 
 * ``/apis/apps/v1/.../deployments/{name}/scale`` (GET, PUT, PATCH) and the Deployment (GET, and
   WATCH with ``fieldSelector=metadata.name=...``, authorized as ``watch`` on that name, as the real
-  API server does; events are JSON lines, ``timeoutSeconds`` ends the stream).
+  API server does; events are JSON lines, ``timeoutSeconds`` ends the stream). ``break_watches``
+  makes watches misbehave the ways a real one can, again and again: an ``ERROR`` event with the
+  410 ``Expired`` Status the API server sends for a resourceVersion too old, a stream a proxy
+  closes at once, a line that is not JSON.
   The Scale's ``resourceVersion`` is the Deployment's; ``spec.replicas`` is ``omitempty`` (a
   Deployment scaled to 0 answers ``"spec": {}``); a PATCH's or PUT's
   ``metadata.resourceVersion`` is a precondition (409 Conflict); a write that changes nothing
@@ -22,7 +25,7 @@ all exercised. It follows the real API server where the scaler depends on it:
   resourceVersion conflicts), pod list with ``labelSelector`` and pod PATCH.
 
 Tests steer it with plain methods (``scale_by_hand``, ``deny``, ``inject_error``,
-``delay_next``, ``drop_next``...) and inspect ``requests``, ``patches`` and ``next_request()``.
+``delay_next``, ``drop_next``, ``break_watches``...) and inspect ``requests``, ``patches`` and ``next_request()``.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ import shutil
 import ssl
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final, TypedDict
+from typing import Any, Final, Literal, TypedDict
 
 from aiohttp import web
 
@@ -90,6 +93,8 @@ _GROUPS: Final = {
 _VERBS: Final = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 Json = dict[str, Any]
+WatchFault = Literal["gone", "close", "garbage", "unavailable"]
+"""How ``FakeKubernetes.break_watches`` answers a Deployment watch."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +335,8 @@ class FakeKubernetes(LocalServer):
         self.requests: list[RecordedRequest] = []
         self.deleted_pods: list[str] = []
         self._watchers: list[tuple[str, str, asyncio.Queue[Json]]] = []
+        self._watch_faults: tuple[tuple[WatchFault, ...], int | None] | None = None
+        self._watch_turn = 0
         self._watch_requests: list[web.Request] = []
 
     # ----------------------------------------------------------------- lifecycle
@@ -466,6 +473,29 @@ class FakeKubernetes(LocalServer):
                 request.transport.abort()
                 cut += 1
         return cut
+
+    def break_watches(self, how: WatchFault | Sequence[WatchFault] | None, *, count: int | None = None) -> None:
+        """How the next Deployment watches answer (``None``: as the API server does, again).
+
+        ``gone``: one ``ERROR`` event holding the 410 ``Expired`` Status a real API server sends
+        for a resourceVersion too old ("too old resource version"), then the end of the stream;
+        ``close``: the stream ends at once, without an event (a proxy cutting watches);
+        ``garbage``: one line that is not JSON, then the end; ``unavailable``: a 503 Status
+        instead of the stream. A sequence is used in turn, one watch each, round and round.
+        ``count``: for that many watches (``None``: every one, until ``break_watches(None)``).
+        """
+        hows = (how,) if isinstance(how, str) else tuple(how or ())
+        self._watch_faults = (hows, count) if hows else None
+        self._watch_turn = 0
+
+    def _take_watch_fault(self) -> WatchFault | None:
+        if self._watch_faults is None:
+            return None
+        hows, left = self._watch_faults
+        if left is not None:
+            self._watch_faults = (hows, left - 1) if left > 1 else None
+        self._watch_turn += 1
+        return hows[(self._watch_turn - 1) % len(hows)]
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Delete a Deployment (and its pods), as ``kubectl delete deployment`` would."""
@@ -904,9 +934,12 @@ class FakeKubernetes(LocalServer):
         self._authorize_verb("watch", "deployments", ns, name)
         if name is None:
             raise _ApiError(400, "the fake watches one Deployment: fieldSelector=metadata.name=NAME")
+        since = request.query.get("resourceVersion")
+        fault = self._take_watch_fault()
+        if fault is not None:
+            return await self._broken_watch(request, fault, since)
         queue: asyncio.Queue[Json] = asyncio.Queue()
         deployment = self._store.deployments.get((ns, name))
-        since = request.query.get("resourceVersion")
         if deployment is not None and since and int(since) < int(deployment.resource_version):
             queue.put_nowait({"type": "MODIFIED", "object": self._deployment_json(deployment)})
         watcher = (ns, name, queue)
@@ -932,6 +965,38 @@ class FakeKubernetes(LocalServer):
             self._watchers.remove(watcher)
             self._watch_requests.remove(request)
         with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response
+
+    async def _broken_watch(self, request: web.Request, fault: WatchFault, since: str | None) -> web.StreamResponse:
+        """A watch answered 200, then ``fault`` (``break_watches``), then the end of the stream."""
+        if fault == "unavailable":
+            raise _ApiError(503, _MESSAGES[503])
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        lines = {
+            "gone": json.dumps(
+                {
+                    "type": "ERROR",
+                    "object": {
+                        "kind": "Status",
+                        "apiVersion": "v1",
+                        "metadata": {},
+                        "status": "Failure",
+                        "message": f"too old resource version: {since} ({self._revision})",
+                        "reason": "Expired",
+                        "code": 410,
+                    },
+                }
+            ).encode()
+            + b"\n",
+            "close": b"",
+            "garbage": b"<html>502 Bad Gateway</html>\n",
+            "unavailable": b"",
+        }
+        with contextlib.suppress(ConnectionResetError):
+            if lines[fault]:
+                await response.write(lines[fault])
             await response.write_eof()
         return response
 
