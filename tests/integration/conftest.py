@@ -76,6 +76,9 @@ MATRIX = (
     "consul-answer-oversized",
     "consul-answer-gzip-bomb",
     "servers-api-polled-at-10k",
+    # Every loop backs off (issue 20, #2): tests/integration/test_watch_faults.py.
+    "apiserver-watch-gone-10s",
+    "apiserver-watch-closed-10s",
 )
 
 
@@ -357,8 +360,9 @@ def render_doc(rows: dict[str, dict[str, Any]], *, elapsed: float) -> str:
         "     tests' own measurements. Do not edit by hand: run the integration tests instead,",
         "     `python -m pytest tests/integration` (rewritten only when every case below ran). -->",
         "",
-        "Each row is one test in `tests/integration/test_faults.py` (rows 16 and up, hostile input:",
-        "`tests/integration/test_hostile.py`). It runs the real",
+        "Each row is one test in `tests/integration/`: `test_faults.py`, then outages of a given length",
+        "(`test_outages.py`), hostile input (`test_hostile.py`) and watches answered uselessly again and",
+        "again (`test_watch_faults.py`). It runs the real",
         "`bolina-scaler run` process with the scaler ServiceAccount's own token (the shipped RBAC,",
         "server-side applied) against a real `consul agent -dev` with ACLs and a real control plane",
         "(etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok fake nodes), injects",
@@ -367,6 +371,11 @@ def render_doc(rows: dict[str, dict[str, Any]], *, elapsed: float) -> str:
         "row). Timings are real time on the machine that ran the tests. Every case runs the shipped",
         "`config/config.yaml` with only addresses, names and the replica bounds changed; the",
         "**config** column names any other setting a case had to change (and why, in its fault).",
+        "",
+        "Where a server keeps failing or answering uselessly (outages, a watch answered 410 or closed",
+        "at once every time), the row also says how hard the daemon pressed it: every loop of the",
+        "daemon waits at least `retry_initial` between turns that do not work, with growing, jittered",
+        "delays (`bolina_scaler/core/pacing.py`), and logs the problem once and its recovery once.",
         "",
         f"Run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, whole integration session "
         f"{elapsed:.0f} s. {_cell(_versions())}.",

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import yaml
 
@@ -1168,6 +1168,124 @@ class ApiServerProxy(_ProxyThread):
         finally:
             server.close()
             self._cut_all()
+
+
+_EXPIRED: Final = (
+    b'{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+    b'"message":"too old resource version: 1 (2)","reason":"Expired","code":410}}\n'
+)
+"""The line kube-apiserver sends on a watch whose resourceVersion was compacted away."""
+
+
+@dataclass
+class ApiServerHttpProxy(_ProxyThread):
+    """An HTTP reverse proxy in front of the kube-apiserver, in its own thread: the scaler talks plain
+    HTTP to it (its kubeconfig points here), it talks HTTPS to the API server with the cluster's CA,
+    passing the ServiceAccount's token on, and streams every answer (watches included) as it comes.
+
+    ``break_watches("gone")`` answers each watch of a Deployment with what kube-apiserver sends for
+    a resourceVersion too old (a 200, one ``ERROR`` event with the 410 ``Expired`` Status, the end
+    of the stream); ``break_watches("close")`` ends each one at once, without an event (a proxy or
+    load balancer cutting watches); ``break_watches(None)`` passes them through again. Turning a
+    fault on cuts the watches open through the proxy, so the next ones meet it. ``requests`` holds
+    ``(time.monotonic(), what)`` of every request (``what``: ``WATCH <path>`` or ``<method> <path>``).
+    """
+
+    upstream: str
+    ca_file: Path
+    port: int = field(default_factory=free_port)
+    requests: list[tuple[float, str]] = field(default_factory=list)
+    watch_fault: str | None = None
+    broken: int = 0
+    """Watches answered with the fault so far."""
+    _what = "API server HTTP proxy"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._watches: set[Any] = set()
+
+    @property
+    def server(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def break_watches(self, how: str | None) -> float:
+        """Start (``gone``, ``close``) or end (None) the fault; returns when, on ``time.monotonic()``."""
+        at = time.monotonic()
+        self.watch_fault = how
+        if how is not None:
+            self._loop.call_soon_threadsafe(self._cut_watches)
+        return at
+
+    def _cut_watches(self) -> None:
+        for transport in list(self._watches):
+            transport.abort()
+
+    def times(self, *, deployment: bool = False) -> list[float]:
+        """When requests arrived (``deployment``: only the Deployment's GETs and watches)."""
+        return [t for t, what in self.requests if not deployment or _about_the_deployment(what)]
+
+    async def _serve(self) -> None:
+        import asyncio
+
+        import aiohttp
+        from aiohttp import web
+
+        self._stopped = asyncio.Event()
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        dropped = {"host", "content-length", "accept-encoding", "transfer-encoding", "connection"}
+
+        async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
+
+            async def handle(request: web.Request) -> web.StreamResponse:
+                watch = request.query.get("watch") in {"true", "1"}
+                self.requests.append((time.monotonic(), f"{'WATCH' if watch else request.method} {request.path}"))
+                fault = self.watch_fault
+                if watch and fault is not None and "/deployments" in request.path:
+                    self.broken += 1
+                    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+                    await response.prepare(request)
+                    if fault == "gone":
+                        await response.write(_EXPIRED)
+                    await response.write_eof()
+                    return response
+                headers = {k: v for k, v in request.headers.items() if k.lower() not in dropped}
+                body = await request.read() if request.can_read_body else None
+                async with session.request(
+                    request.method, f"{self.upstream}{request.rel_url}", headers=headers, data=body, ssl=context
+                ) as upstream:
+                    answer = {k: v for k, v in upstream.headers.items() if k.lower() not in dropped - {"host"}}
+                    response = web.StreamResponse(status=upstream.status, headers=answer)
+                    await response.prepare(request)
+                    if watch and request.transport is not None:
+                        self._watches.add(request.transport)
+                    try:
+                        async for chunk in upstream.content.iter_any():
+                            await response.write(chunk)
+                        await response.write_eof()
+                    except (ConnectionError, RuntimeError):
+                        pass  # the scaler hung up (or the proxy cut the watch)
+                    finally:
+                        self._watches.discard(request.transport)
+                    return response
+
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", handle)
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5, handler_cancellation=True)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", self.port).start()
+            self._ready.set()
+            try:
+                await self._stopped.wait()
+            finally:
+                self._cut_watches()
+                await runner.cleanup()
+
+
+def _about_the_deployment(what: str) -> bool:
+    """A GET of a Deployment (not its scale) or a watch of Deployments."""
+    method, _, path = what.partition(" ")
+    return "/deployments" in path and not path.endswith("/scale") and method in {"GET", "WATCH"}
 
 
 def rate_while(times: list[float], start: float, end: float) -> tuple[float, int]:
