@@ -209,14 +209,17 @@ class TestFailures:
         ("error", "wait"),
         [
             (Unavailable("unavailable (HTTP 503)", status=503), RETRY_INITIAL),
-            (Unavailable("unavailable (HTTP 429)", status=429, retry_after=7.0), 7.0),
+            (Unavailable("unavailable (HTTP 429)", status=429, retry_after=4.0), 4.0),
+            # Whatever reaches the evaluator, it waits at most kubernetes.retry_after_max (5 s).
+            (Unavailable("unavailable (HTTP 429)", status=429, retry_after=7.0), 5.0),
+            (Unavailable("unavailable (HTTP 503)", status=503, retry_after=1e9), 5.0),
             (Unavailable("unavailable (HTTP 503)", status=503, retry_after=0.1), RETRY_INITIAL),
             (Forbidden("forbidden (HTTP 403)", status=403), RETRY_INITIAL),
         ],
     )
     async def test_an_unreadable_scale_holds_and_retries_after_a_backoff(self, error: KubernetesError, wait: float):
         """No decision; the read is tried again after the backoff, or after Retry-After when it is
-        longer; a Consul change meanwhile does not shorten the wait."""
+        longer (at most kubernetes.retry_after_max); a Consul change meanwhile does not shorten the wait."""
         b = bench()
         b.target.fail("read", error)
         assert await b.evaluate(BELOW) is None

@@ -12,7 +12,9 @@ imported (``lazy_client``: ~37 MB and ~850 modules the daemon does not need). ``
 * times the request (retries included) in ``bolina_scaler_kubernetes_request_duration_seconds``
   and counts a failure in ``bolina_scaler_kubernetes_errors_total``, by operation;
 * retries transient failures (429, 5xx, timeouts, dropped connections) when the operation allows
-  more than one attempt, and honours ``Retry-After``;
+  more than one attempt, and honours ``Retry-After`` up to ``kubernetes.retry_after_max`` (5 s
+  shipped): no delay a server asks for (``inf``, ``1e9``, an hour, an HTTP-date next year) holds
+  a request longer, and when it is up one request probes;
 * while the API server fails, lets one request through at a time, every ``retry_initial`` to
   ``retry_max`` (a probe shared by the scale, the Lease, Events and pods: with the shipped
   0.5-1 s, at most two requests a second from the whole daemon), and opens again at the first
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -112,11 +115,16 @@ class KubeApi:
         rng: random.Random | None = None,
         service_account_dir: Path = SERVICE_ACCOUNT_DIR,
         environ: Mapping[str, str] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """``clock``, ``rng``, ``service_account_dir`` and ``environ`` are test hooks."""
+        """``clock``, ``rng``, ``service_account_dir``, ``environ`` and ``wall_clock`` (Unix time,
+        to read a ``Retry-After`` HTTP-date) are test hooks."""
         self.config = config
         self.metrics = metrics
+        self.succeeded_at: float | None = None
+        """When a request last got a 2xx answer (loop time); None before the first."""
         self._clock = clock
+        self._wall_clock = wall_clock
         self._rng = rng or random.Random()
         self._service_account_dir = service_account_dir
         self._environ = environ
@@ -278,8 +286,10 @@ class KubeApi:
                     self._answered()
                     raise refusal(exc, subject=subject, verb=operation.verb, resource_version=resource_version) from exc
                 problem, last_status = f"HTTP {exc.status} {exc.why}", exc.status
-                self._failing(exc.retry_after)
-                self._check_retry_after(doing, problem, exc)
+                asked = exc.retry_after(wall_now=self._wall_clock())
+                wait = None if asked is None else min(asked, self.config.retry_after_max)
+                self._failing(wait)
+                self._check_retry_after(doing, problem, exc, asked=asked, wait=wait)
             except (TimeoutError, aiohttp.ClientError) as exc:
                 problem, last_status = self._no_answer(exc), None
                 self._failing(None)
@@ -288,6 +298,7 @@ class KubeApi:
                 raise Malformed(f"malformed answer: {doing} returned {schema.problem(exc)}") from exc
             else:
                 self._answered()
+                self.succeeded_at = self.now()
                 return answer
             if attempt == operation.attempts:
                 tries = f" after {attempt} attempts" if attempt > 1 else ""
@@ -307,16 +318,23 @@ class KubeApi:
             )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _check_retry_after(self, doing: str, problem: str, refused: Refused) -> None:
-        """A ``Retry-After`` beyond ``kubernetes.retry_max`` is not waited for here: ``Unavailable``."""
-        retry_after = refused.retry_after
-        if retry_after is not None and retry_after > self.config.retry_max:
-            raise Unavailable(
-                f"unavailable: could not {doing}: {problem}, and the API server asks "
-                f"to wait {retry_after:g}s (more than kubernetes.retry_max); will try again then",
-                status=refused.status,
-                retry_after=retry_after,
-            ) from refused
+    def _check_retry_after(
+        self, doing: str, problem: str, refused: Refused, *, asked: float | None, wait: float | None
+    ) -> None:
+        """A ``Retry-After`` beyond ``kubernetes.retry_max`` is not waited for here: ``Unavailable``,
+        carrying the wait (``asked``, capped at ``kubernetes.retry_after_max``) for the caller."""
+        if asked is None or wait is None or asked <= self.config.retry_max:
+            return
+        if asked > wait:
+            then = f"waiting kubernetes.retry_after_max ({wait:g}s) instead, then trying again"
+        else:
+            then = "will try again then"
+        raise Unavailable(
+            f"unavailable: could not {doing}: {problem}, and the API server asks "
+            f"to wait {asked:.6g}s (more than kubernetes.retry_max); {then}",
+            status=refused.status,
+            retry_after=wait,
+        ) from refused
 
     def _no_answer(self, exc: TimeoutError | aiohttp.ClientError) -> str:
         if isinstance(exc, TimeoutError):
@@ -341,7 +359,11 @@ class KubeApi:
                 await asyncio.wait_for(self._reopened.wait(), self._not_before - now)
 
     def _failing(self, retry_after: float | None) -> None:
-        """No answer (or 429/5xx): from now on, requests take turns; ``Retry-After`` is honoured."""
+        """No answer (or 429/5xx): from now on, requests take turns; ``Retry-After`` (capped by the
+        caller at ``kubernetes.retry_after_max``) is honoured: the gate opens for one probe at most
+        that long from now, whatever was asked before."""
+        if retry_after is not None:
+            retry_after = min(retry_after, self.config.retry_after_max)
         now = self.now()
         earliest = now + (retry_after or 0.0)
         if self._not_before is None:

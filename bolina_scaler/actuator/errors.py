@@ -15,8 +15,11 @@ object, the HTTP status and what to do. The tree is independent of the HTTP libr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 __all__ = [
@@ -28,8 +31,13 @@ __all__ = [
     "Refused",
     "Subject",
     "Unavailable",
+    "parse_retry_after",
     "refusal",
 ]
+
+_DELAY_SECONDS = re.compile(r"[0-9]{1,20}(?:\.[0-9]{1,9})?")
+"""RFC 9110's ``delay-seconds`` (``1*DIGIT``), fractions tolerated; never a sign, an exponent,
+``inf`` or ``nan`` (Python's ``float()`` reads all of those)."""
 
 
 class KubernetesError(Exception):
@@ -112,17 +120,11 @@ class Refused(Exception):
         message = str(self._status().get("message") or self.reason or "no details")
         return " ".join(message.split())[:300]
 
-    @property
-    def retry_after(self) -> float | None:
-        """``Retry-After`` in seconds, when the API server sent it (an HTTP date is ignored)."""
+    def retry_after(self, *, wall_now: float) -> float | None:
+        """``Retry-After`` in seconds as the API server sent it (uncapped: ``KubeApi`` caps it),
+        or None when absent or unreadable (``parse_retry_after``)."""
         value = self.headers.get("Retry-After")
-        if value is None:
-            return None
-        try:
-            seconds = float(value)
-        except ValueError:
-            return None  # an HTTP date; the API server sends seconds
-        return seconds if seconds >= 0 else None
+        return None if value is None else parse_retry_after(value, wall_now=wall_now)
 
     def _status(self) -> dict[str, Any]:
         try:
@@ -130,6 +132,27 @@ class Refused(Exception):
         except (TypeError, ValueError):
             return {}
         return body if isinstance(body, dict) else {}
+
+
+def parse_retry_after(value: str, *, wall_now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value: ``delay-seconds`` (``"1"``, ``"0.5"``) or an
+    HTTP-date (seconds from ``wall_now``, Unix time, to it; 0 when it is past). Anything else
+    (``inf``, ``nan``, ``1e9``, ``-1``, a date that does not parse, 20+ digits) is None: the
+    caller's own backoff applies. The value is not capped here: ``KubeApi`` caps every wait at
+    ``kubernetes.retry_after_max``."""
+    text = value.strip()
+    if _DELAY_SECONDS.fullmatch(text):
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a date without a zone is read as such
+        when = when.replace(tzinfo=UTC)
+    try:
+        return max(0.0, when.timestamp() - wall_now)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def refusal(refused: Refused, *, subject: Subject, verb: str, resource_version: str | None) -> KubernetesError:

@@ -149,6 +149,22 @@ class KubernetesConfig(_Section):
     retry_max: PositiveDuration = 1.0
     """While the API server fails: retry every 0.5-1 s (at most 2 requests/s), so the first good
     answer after an outage of any length comes within about a second."""
+    retry_after_max: PositiveDuration = 5.0
+    """The longest a ``Retry-After`` is honoured. kube-apiserver asks for 1 s when it sheds load
+    (max-in-flight, API Priority and Fairness) and a few seconds at most otherwise; a longer ask
+    (an hour, ``1e9``, an HTTP-date next year) is waited this long, then one request probes. It
+    must stay below ``leader_election.renew_deadline``: one answer must not cost the Lease."""
+
+    @model_validator(mode="after")
+    def _check(self) -> KubernetesConfig:
+        if self.retry_max < self.retry_initial:
+            raise ValueError("retry_max: must be >= retry_initial")
+        if self.retry_after_max > 60:
+            raise ValueError(
+                "retry_after_max: at most 60s (API servers ask for seconds, not minutes), "
+                f"got {self.retry_after_max:g}s"
+            )
+        return self
 
 
 class StepConfig(_Section):
@@ -259,6 +275,12 @@ class HttpConfig(_Section):
     port: int = Field(default=8080, ge=0, le=65535)
     readiness_max_age: PositiveDuration = 600.0
     """``/readyz`` fails when the last trusted Consul answer is older than this."""
+    readiness_max_stuck: PositiveDuration = 60.0
+    """``/readyz`` fails when a scale change this replica wants to make (as leader) has not been
+    made for this long, or an evaluation has waited this long for the API server: the daemon is
+    stuck, whatever the cause (a refusal, a conflict storm, an API server that never answers).
+    It must exceed ``kubernetes.resync``; the shipped 60 s is a few rounds of the slowest retry
+    (``kubernetes.request_timeout`` 10 s, ``kubernetes.retry_after_max`` 5 s)."""
 
     @model_validator(mode="after")
     def _check(self) -> HttpConfig:
@@ -342,6 +364,18 @@ class Config(_Section):
             raise ValueError(
                 f"http.readiness_max_age: must exceed consul.wait × 17/16 ({slowest_answer:g}s), "
                 f"or a quiet fleet looks unready; got {self.http.readiness_max_age:g}s"
+            )
+        if self.http.readiness_max_stuck <= self.kubernetes.resync:
+            raise ValueError(
+                f"http.readiness_max_stuck: must exceed kubernetes.resync ({self.kubernetes.resync:g}s), "
+                f"got {self.http.readiness_max_stuck:g}s"
+            )
+        election = self.leader_election
+        if election.enabled and self.kubernetes.retry_after_max >= election.renew_deadline - election.retry_period:
+            raise ValueError(
+                f"kubernetes.retry_after_max: must stay below leader_election.renew_deadline − retry_period "
+                f"({election.renew_deadline - election.retry_period:g}s), or one Retry-After costs the Lease; "
+                f"got {self.kubernetes.retry_after_max:g}s"
             )
         if self.consul.max_answer_bytes is None:
             # The effective value, so that check-config prints it. A frozen model: set it once, here.

@@ -173,6 +173,8 @@ class Evaluator:
         self._evaluations = 0
         self._patches = 0
         self._applied: deque[tuple[float, Decision]] = deque(maxlen=APPLIED_KEPT)
+        self._evaluating_since: float | None = None
+        self._unapplied_since: float | None = None
 
     # -- what it knows ---------------------------------------------------------------------------
 
@@ -220,6 +222,18 @@ class Evaluator:
         return self._patches
 
     @property
+    def evaluating_since(self) -> float | None:
+        """When the evaluation in progress began (loop time); None between evaluations."""
+        return self._evaluating_since
+
+    @property
+    def unapplied_since(self) -> float | None:
+        """Since when a scale change this replica decided to make has failed or met conflicts,
+        evaluation after evaluation (loop time); None once a change is made, or none is wanted,
+        or it is not ours to make (a follower, a dry run)."""
+        return self._unapplied_since
+
+    @property
     def applied(self) -> tuple[tuple[float, Decision], ...]:
         """The last scale changes made (loop time, decision), oldest first."""
         return tuple(self._applied)
@@ -235,6 +249,13 @@ class Evaluator:
     async def evaluate(self, snapshot: FleetSnapshot, *, reacting_to: float | None = None) -> Evaluation | None:
         """One evaluation; None when the scale could not be read. ``reacting_to``: when the
         Consul change this evaluation answers arrived (None: a timer woke it)."""
+        self._evaluating_since = self._clock()
+        try:
+            return await self._evaluate(snapshot, reacting_to)
+        finally:
+            self._evaluating_since = None
+
+    async def _evaluate(self, snapshot: FleetSnapshot, reacting_to: float | None) -> Evaluation | None:
         self.recheck_at = None
         quiet_until = self._quiet_until
         if quiet_until is not None and self._before(quiet_until):
@@ -372,6 +393,11 @@ class Evaluator:
     def _conclude(self, evaluation: Evaluation) -> Evaluation:
         """Record the outcome once, in the words every reader uses: the evaluator's facts, metric, Event."""
         self._outcome = evaluation.outcome
+        if evaluation.outcome in {Outcome.FAILED, Outcome.CONFLICT} and evaluation.decision.changes_scale:
+            if self._unapplied_since is None:
+                self._unapplied_since = self._decided_at if self._decided_at is not None else self._clock()
+        else:
+            self._unapplied_since = None
         if evaluation.outcome is not Outcome.UNCHANGED:
             self._metrics.patches.labels(outcome=evaluation.outcome).inc()
         if self._events is not None and self._role().may_record:
@@ -399,7 +425,8 @@ class Evaluator:
         self.forget_scale()
         delay = self._backoff.next_delay()
         if isinstance(exc, Unavailable) and exc.retry_after is not None:
-            delay = max(delay, exc.retry_after)
+            # Capped by KubeApi already; capped again here, so no other path can park the evaluator.
+            delay = max(delay, min(exc.retry_after, self.config.kubernetes.retry_after_max))
         self._retry_at = self._clock() + delay
         self._recheck(self._retry_at)
 

@@ -174,7 +174,8 @@ class _Fault:
     method: str | None
     path_contains: str | None
     remaining: int
-    retry_after: int | None = None
+    retry_after: int | float | str | None = None
+    """The ``Retry-After`` header sent, as given (a string: sent verbatim, ``inf``, an HTTP-date, …)."""
     delay: float = 0.0
     body: Any = None
 
@@ -540,7 +541,7 @@ class FakeKubernetes(LocalServer):
         status: int,
         *,
         count: int = 1,
-        retry_after: int | None = None,
+        retry_after: int | float | str | None = None,
         method: str | None = None,
         path_contains: str | None = None,
     ) -> None:
@@ -574,6 +575,10 @@ class FakeKubernetes(LocalServer):
     def patches(self) -> list[RecordedRequest]:
         """Every PATCH answered so far, with content type, body and outcome."""
         return [r for r in self.requests if r.method == "PATCH"]
+
+    def clear_faults(self) -> None:
+        """Forget every injected fault not used up yet: the server answers normally again."""
+        self._faults.clear()
 
     def request_count(self, *, method: str | None = None, path_contains: str | None = None) -> int:
         """How many matching requests arrived (answered or not)."""
@@ -826,7 +831,8 @@ class FakeKubernetes(LocalServer):
                 return web.json_response(fault.body, status=fault.status)
             if fault is not None:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                details = {"retryAfterSeconds": fault.retry_after} if fault.retry_after is not None else None
+                seconds = fault.retry_after
+                details = {"retryAfterSeconds": seconds} if isinstance(seconds, int) else None
                 raise _ApiError(
                     fault.status,
                     _MESSAGES.get(fault.status, f"injected error {fault.status}"),
