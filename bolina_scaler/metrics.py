@@ -66,6 +66,10 @@ class StateReading:
     leader: bool = False
     ready: bool = False
     paused: bool | None = None
+    stuck_seconds: float = 0.0
+    """How long a wanted scale change has gone unmade, or an evaluation has waited (0: neither)."""
+    kube_since_success: float | None = None
+    """Seconds since a Kubernetes request last succeeded (None: none has yet)."""
 
 
 class _StateCollector(Collector):
@@ -97,6 +101,9 @@ class _StateCollector(Collector):
             values[f"{PREFIX}_replicas_pending"] = [((), r.decision.inputs.pending)]
         values[f"{PREFIX}_leader"] = [((), 1 if r.leader else 0)]
         values[f"{PREFIX}_ready"] = [((), 1 if r.ready else 0)]
+        values[f"{PREFIX}_stuck_seconds"] = [((), r.stuck_seconds)]
+        if r.kube_since_success is not None:
+            values[f"{PREFIX}_kubernetes_since_success_seconds"] = [((), r.kube_since_success)]
         if r.paused is not None:
             values[f"{PREFIX}_paused"] = [((), 1 if r.paused else 0)]
         if self.policy is not None:
@@ -134,6 +141,17 @@ _STATE_GAUGES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
         (),
     ),
     (f"{PREFIX}_ready", "1 while /readyz answers 200.", ()),
+    (
+        f"{PREFIX}_stuck_seconds",
+        "How long a scale change this replica wants has not been made, or an evaluation has waited for the "
+        "API server (0: neither); /readyz fails beyond http.readiness_max_stuck.",
+        (),
+    ),
+    (
+        f"{PREFIX}_kubernetes_since_success_seconds",
+        "Seconds since a Kubernetes API request of this replica last succeeded.",
+        (),
+    ),
     (f"{PREFIX}_paused", "1 while a pause annotation on the Deployment holds the scale.", ()),
     (f"{PREFIX}_policy_min_replicas", "policy.min_replicas of the config.", ()),
     (f"{PREFIX}_policy_max_replicas", "policy.max_replicas of the config.", ()),

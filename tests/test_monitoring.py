@@ -109,7 +109,7 @@ class TestRules:
         rules.write_text(yaml.safe_dump(rule_spec()), encoding="utf-8")
         result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 8 rules found" in result.stdout
+        assert "SUCCESS: 9 rules found" in result.stdout
 
     def test_promtool_unit_tests_pass(self, tmp_path: Path) -> None:
         """`promtool test rules tests/monitoring/alerts.test.yaml`: every alert fires when and only when it should."""

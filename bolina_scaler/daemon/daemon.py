@@ -87,6 +87,7 @@ class Daemon:
         """``watch`` and ``kube`` must be entered (``async with``); ``open_daemon`` does both."""
         self.config = config
         self.watch = watch
+        self.kube = kube
         self.metrics = metrics if metrics is not None else kube.metrics or Metrics()
         policy, election, shadow = config.policy, config.leader_election, config.dry_run
         self.metrics.set_policy(
@@ -164,6 +165,9 @@ class Daemon:
             identity=None if leadership is None else leadership.identity,
             holder=None if leadership is None else leadership.holder,
             watching=watching is not None and not watching.done(),
+            evaluating_since=evaluator.evaluating_since,
+            unapplied_since=evaluator.unapplied_since,
+            kube_succeeded_at=self.kube.succeeded_at,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

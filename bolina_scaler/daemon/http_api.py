@@ -9,8 +9,10 @@ build the app around a state they fill by hand; ``HttpServer`` runs it. The API 
 
 =====================  =====================================================================
 ``GET /healthz``       liveness: the event loop answers and the Consul watch task is running
-``GET /readyz``        the last trusted Consul snapshot is younger than ``http.readiness_max_age``
-                       and the Deployment's scale was read; otherwise 503 with the reasons
+``GET /readyz``        the last trusted Consul snapshot is younger than ``http.readiness_max_age``,
+                       the Deployment's scale was read, and the daemon is not stuck (a change it
+                       wants unmade, or an evaluation waiting on the API server, for longer than
+                       ``http.readiness_max_stuck``); otherwise 503 with the reasons
 ``GET /metrics``       Prometheus text format (the README lists every metric)
 ``GET /v1/servers``    the seed's JSON list, best candidate first (Available, then Warning, least
                        loaded first); Critical only with ``?all=1``; ``?status=a,b`` filters
@@ -210,7 +212,30 @@ def readiness_problems(state: DaemonState, config: Config, now: float) -> list[s
         problems.append(f"reading the Deployment's scale failed: {state.read_error}")
     elif state.scale_read_at is None:
         problems.append("the Deployment's scale has not been read yet")
+    stuck = stuck_for(state, now)
+    if stuck is not None and stuck > config.http.readiness_max_stuck:
+        what = (
+            "a scale change it wants has not been made"
+            if state.unapplied_since is not None and now - state.unapplied_since >= stuck
+            else "an evaluation has waited for the Kubernetes API server"
+        )
+        succeeded = state.kube_succeeded_at
+        last = (
+            "no Kubernetes request has succeeded yet"
+            if succeeded is None
+            else f"the last Kubernetes request that succeeded was {now - succeeded:.0f}s ago"
+        )
+        problems.append(
+            f"stuck: {what} for {stuck:.0f}s (limit {config.http.readiness_max_stuck:g}s, "
+            f"http.readiness_max_stuck); {last}"
+        )
     return problems
+
+
+def stuck_for(state: DaemonState, now: float) -> float | None:
+    """How long the daemon has been stuck (``DaemonState.stuck_since``); None when it is not."""
+    since = state.stuck_since()
+    return None if since is None else max(0.0, now - since)
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -224,13 +249,17 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     app = request.app
     state, metrics = app[STATE_KEY](), app[METRICS_KEY]
+    now = app[CLOCK_KEY]()
+    succeeded = state.kube_succeeded_at
     reading = StateReading(
         snapshot=state.snapshot,
+        stuck_seconds=stuck_for(state, now) or 0.0,
+        kube_since_success=None if succeeded is None else max(0.0, now - succeeded),
         last_trusted_at=state.trusted_wall_at,
         current=state.scale.replicas if state.scale is not None else None,
         decision=state.decision,
         leader=state.role is Role.LEADER,
-        ready=not readiness_problems(state, app[CONFIG_KEY], app[CLOCK_KEY]()),
+        ready=not readiness_problems(state, app[CONFIG_KEY], now),
         paused=(state.pause is not None) if state.pause_known else None,
     )
     metrics.refresh(reading)

@@ -10,6 +10,9 @@ fact                   owner
 snapshot, trusted_at   ``Mailbox``: the newest snapshot from the watch, the newest trusted one
 scale, read_error,     ``Evaluator``: the scale it read, what it decided and did, its counters
 decision, outcome, …
+evaluating_since,      ``Evaluator``: an evaluation in progress, a wanted change not made
+unapplied_since
+kube_succeeded_at      ``actuator.KubeApi``: the last request answered 2xx
 pause, pause_known,    ``actuator.DeploymentWatch``: the Deployment's pause annotations as read
 pause_error
 paused_since           ``Daemon``: when it saw the pause begin
@@ -72,3 +75,15 @@ class DaemonState:
     """The Lease holder we last saw."""
     watching: bool = False
     """Whether the Consul watch runs (``/healthz`` fails when it has ended)."""
+    evaluating_since: float | None = None
+    """When the evaluation in progress began; None between evaluations."""
+    unapplied_since: float | None = None
+    """Since when a scale change this replica wants to make has not been made (failed, conflicts)."""
+    kube_succeeded_at: float | None = None
+    """When a Kubernetes request last succeeded (any of them); None before the first."""
+
+    def stuck_since(self) -> float | None:
+        """Since when the daemon has been stuck: a wanted change not made, or an evaluation
+        waiting for the API server (the earlier of the two); None when neither."""
+        moments = [m for m in (self.unapplied_since, self.evaluating_since) if m is not None]
+        return min(moments) if moments else None

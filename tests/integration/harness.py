@@ -747,6 +747,8 @@ FAST_POLICY: dict[str, Any] = {
         "mass_change": {"ratio": 0.5, "min_fleet": 1000, "confirmation": "3s"},
     },
     "leader_election": {"lease_duration": "6s", "renew_deadline": "4s", "retry_period": "1s"},
+    # A Retry-After must stay below renew_deadline − retry_period (config validation).
+    "kubernetes": {"retry_after_max": "2s"},
 }
 
 
@@ -1187,7 +1189,9 @@ class ApiServerHttpProxy(_ProxyThread):
     a resourceVersion too old (a 200, one ``ERROR`` event with the 410 ``Expired`` Status, the end
     of the stream); ``break_watches("close")`` ends each one at once, without an event (a proxy or
     load balancer cutting watches); ``break_watches(None)`` passes them through again. Turning a
-    fault on cuts the watches open through the proxy, so the next ones meet it. ``requests`` holds
+    fault on cuts the watches open through the proxy, so the next ones meet it. ``refuse(...)``
+    answers the next matching request itself, with a status, a ``Retry-After`` sent verbatim and
+    a Status body as kube-apiserver words it (``refused`` records when). ``requests`` holds
     ``(time.monotonic(), what)`` of every request (``what``: ``WATCH <path>`` or ``<method> <path>``).
     """
 
@@ -1203,6 +1207,8 @@ class ApiServerHttpProxy(_ProxyThread):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._watches: set[Any] = set()
+        self._refusals: list[list[Any]] = []
+        self.refused: list[tuple[float, str]] = []
 
     @property
     def server(self) -> str:
@@ -1219,6 +1225,11 @@ class ApiServerHttpProxy(_ProxyThread):
     def _cut_watches(self) -> None:
         for transport in list(self._watches):
             transport.abort()
+
+    def refuse(self, method: str, path_ending: str, *, status: int, retry_after: str | None, count: int = 1) -> None:
+        """Answer the next ``count`` requests ``method`` on a path ending in ``path_ending`` with
+        ``status`` (and ``Retry-After: retry_after``) instead of passing them on."""
+        self._refusals.append([method, path_ending, status, retry_after, count])
 
     def times(self, *, deployment: bool = False) -> list[float]:
         """When requests arrived (``deployment``: only the Deployment's GETs and watches)."""
@@ -1240,6 +1251,22 @@ class ApiServerHttpProxy(_ProxyThread):
             async def handle(request: web.Request) -> web.StreamResponse:
                 watch = request.query.get("watch") in {"true", "1"}
                 self.requests.append((time.monotonic(), f"{'WATCH' if watch else request.method} {request.path}"))
+                for refusal in self._refusals:
+                    method, ending, status, retry_after, left = refusal
+                    if left > 0 and request.method == method and request.path.endswith(ending) and not watch:
+                        refusal[4] -= 1
+                        self.refused.append((time.monotonic(), f"{method} {request.path}"))
+                        reason = {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "InternalError")
+                        status_body = {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "message": "the server is currently unable to handle the request (injected by the proxy)",
+                            "reason": reason,
+                            "code": status,
+                        }
+                        extra = {} if retry_after is None else {"Retry-After": retry_after}
+                        return web.json_response(status_body, status=status, headers=extra)
                 fault = self.watch_fault
                 if watch and fault is not None and "/deployments" in request.path:
                     self.broken += 1
