@@ -79,6 +79,8 @@ MATRIX = (
     # Every loop backs off (issue 20, #2): tests/integration/test_watch_faults.py.
     "apiserver-watch-gone-10s",
     "apiserver-watch-closed-10s",
+    # One leader per Lease (issue 20, #5): tests/integration/test_lease_faults.py.
+    "lease-identity-shared",
 )
 
 
