@@ -20,6 +20,7 @@ from bolina_scaler.actuator.call import KubeApi
 from bolina_scaler.config import parse_config
 from bolina_scaler.coordination.election import Leadership
 from tests.harness import World, logged, until
+from tests.test_leadership import daemon
 
 pytestmark = pytest.mark.looptime
 
@@ -115,3 +116,33 @@ class TestLeaderDeadline:
             await until(lambda: len(a.changes) == 2, within=30)
         stepped_at = a.changes[1][1]
         assert renewed_at + 9 - SLACK <= stepped_at <= renewed_at + 9 + SLACK
+
+
+class TestShutdown:
+    @pytest.mark.parametrize("fault", ["hangs", "parked"])
+    async def test_release_stays_within_shutdown_timeout(self, world: World, fault: str):
+        """At SIGTERM the release PUT hangs, or waits in the gate the renewals closed (503,
+        Retry-After 60 s): the daemon stops within shutdown_timeout (8 s, request_timeout 30 s)."""
+        world.serving(4)
+        loop = asyncio.get_running_loop()
+        config = world.config()
+        config = config.model_copy(
+            update={
+                "leader_election": parse_config({"leader_election": {"identity": "a"}}).leader_election,
+                "kubernetes": config.kubernetes.model_copy(update={"request_timeout": 30.0}),
+            }
+        )
+        assert config.shutdown_timeout == 8
+        async with daemon(config) as (d, stop, task):
+            await until(lambda: d.role.may_patch)
+            if fault == "hangs":
+                world.kube.delay_next(HANGS, count=100, method="PUT", path_contains="/leases")
+            else:
+                world.kube.inject_error(503, retry_after=60, count=100, method="PUT", path_contains="/leases")
+                refused = world.kube.request_count(method="PUT", path_contains="/leases")
+                await until(lambda: world.kube.request_count(method="PUT", path_contains="/leases") > refused)
+            stop.set()
+            stopping = loop.time()
+            await asyncio.wait_for(task, 30)
+            # The release was tried and given what was left of the budget: no more.
+            assert 8 - SLACK <= loop.time() - stopping <= 8 + SLACK
