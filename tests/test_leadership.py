@@ -48,7 +48,7 @@ class TestLeaseLoop:
             assert await a.try_once() is True
             assert a.is_leader()
         spec = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
-        assert spec["holderIdentity"] == "a"
+        assert spec["holderIdentity"] == a.identity
         assert spec["leaseDurationSeconds"] == 15
         assert spec["leaseTransitions"] == 0
         assert MICRO.match(spec["acquireTime"])
@@ -92,7 +92,7 @@ class TestLeaseLoop:
                 await asyncio.sleep(2)
             assert 15 <= loop.time() - start <= 17
         spec = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
-        assert (spec["holderIdentity"], spec["leaseTransitions"]) == ("a", 4)
+        assert (spec["holderIdentity"], spec["leaseTransitions"]) == (a.identity, 4)
 
     async def test_steps_down_before_the_lease_can_be_taken(self, world: World):
         """A leader that cannot renew stops leading after renew_deadline (10 s), before expiry (15 s)."""
@@ -124,12 +124,18 @@ class TestLeaseLoop:
         the release's 409 is followed by a read, and the Lease, still ours, is released."""
         async with candidate(world, "a") as a:
             await a.try_once()
-            spec = world.kube.lease(NS, LEASE)["spec"]  # type: ignore[index]
-            world.kube.set_lease(NS, LEASE, {**spec, "renewTime": micro_time(datetime.now(UTC))})
+            world.kube.delay_next(60, method="PUT", path_contains="/leases")
+            sent = world.kube.next_request(method="PUT", path_contains="/leases")
+            renewing = asyncio.create_task(a.try_once())
+            renewal = await sent
+            renewing.cancel()  # shutdown cancels the round...
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            world.kube.set_lease(NS, LEASE, renewal.body["spec"])  # ...but the API server applied it
             first = len(world.kube.requests)
             with capture_logs() as logs:
                 await a.release()
-        calls = [(r.method, r.status) for r in world.kube.requests[first:] if "/leases" in r.path]
+            calls = [(r.method, r.status) for r in world.kube.requests[first:] if "/leases" in r.path and r.status]
         assert calls == [("PUT", 409), ("GET", 200), ("PUT", 200)]
         assert world.kube.lease(NS, LEASE)["spec"].get("holderIdentity") is None  # type: ignore[index]
         assert [e["event"] for e in logs] == ["leader.released"]

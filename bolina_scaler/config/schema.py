@@ -292,8 +292,11 @@ class HttpConfig(_Section):
 class LeaderElectionConfig(_Section):
     """Run two or more replicas safely: only the holder of a ``coordination.k8s.io/v1`` Lease patches.
 
-    Timings are client-go's defaults. ``identity`` unset: ``$POD_NAME``, else the host name with a
-    random suffix (two processes on one host must never share an identity).
+    Timings are client-go's defaults. The Lease's ``holderIdentity`` is unique to each process, as
+    one leader per Lease needs: a configured ``identity`` becomes ``<identity>_<8 hex>`` (a new
+    random suffix on every start, client-go's host name + "_" + UUID practice), so replicas given
+    the same config never both lead; unset, ``$POD_NAME`` (unique per pod), else the host name
+    with that suffix. ``leader.candidate`` logs the full identity.
     """
 
     enabled: bool = True

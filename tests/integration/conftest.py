@@ -82,6 +82,8 @@ MATRIX = (
     # No delay a server asks for is trusted without a cap (issue 20, #1): test_server_delays.py.
     "apiserver-scale-patch-retry-after-1e9",
     "apiserver-lease-put-retry-after-1e9",
+    # One leader per Lease (issue 20, #5): tests/integration/test_lease_faults.py.
+    "lease-identity-shared",
 )
 
 

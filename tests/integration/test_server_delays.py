@@ -57,8 +57,8 @@ def test_one_retry_after_of_a_billion_seconds(
     method, path, status, what = FAULTS[key]
     reliability.case(
         key,
-        fault=f"an HTTP proxy in front of the real kube-apiserver: {what} with Retry-After: {ASKED} (10^9 s), once; the "
-        f"fleet needs {CHANGE} right after it",
+        fault=f"an HTTP proxy in front of the real kube-apiserver: {what} with Retry-After: {ASKED} (10^9 s), "
+        f"once; the fleet needs {CHANGE} right after it",
         expected=f"{CHANGE} applied within kubernetes.retry_after_max ({CAP:g} s) plus a few seconds; the Lease "
         "renewed again within that; still leader, /readyz 200 (was: no request at all for the rest of the run)",
     )
