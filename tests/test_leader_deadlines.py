@@ -122,7 +122,8 @@ class TestShutdown:
     @pytest.mark.parametrize("fault", ["hangs", "parked"])
     async def test_release_stays_within_shutdown_timeout(self, world: World, fault: str):
         """At SIGTERM the release PUT hangs, or waits in the gate the renewals closed (503,
-        Retry-After 60 s): the daemon stops within shutdown_timeout (8 s, request_timeout 30 s)."""
+        Retry-After 60 s): the daemon stops within shutdown_timeout (8 s, request_timeout 30 s).
+        (The gate parks the release for at most kubernetes.retry_after_max.)"""
         world.serving(4)
         loop = asyncio.get_running_loop()
         config = world.config()
@@ -144,5 +145,9 @@ class TestShutdown:
             stop.set()
             stopping = loop.time()
             await asyncio.wait_for(task, 30)
-            # The release was tried and given what was left of the budget: no more.
-            assert 8 - SLACK <= loop.time() - stopping <= 8 + SLACK
+            took = loop.time() - stopping
+            # The release was tried and given what was left of the budget, no more; a parked one
+            # waits at most kubernetes.retry_after_max (5 s) before its probe, and stops sooner.
+            assert took <= 8 + SLACK
+            if fault == "hangs":
+                assert took >= 8 - SLACK
