@@ -316,7 +316,7 @@ class TestRbac:
             "apiGroups": ["apps"],
             "resources": ["deployments"],
             "resourceNames": ["bolina"],
-            "verbs": ["get", "watch"],
+            "verbs": ["get", "watch", "patch"],
         },
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {

@@ -11,6 +11,7 @@ Does I/O (the Kubernetes API through ``kubernetes_asyncio``), all of it through 
 * ``deletion_cost``: before a scale-down, tell the ReplicaSet which pods to remove first;
 * ``events``: Kubernetes Events on the Deployment (``kubectl describe deploy bolina``);
 * ``deployment``: the Deployment itself, watched for its pause annotations;
+* ``status_annotation``: writes the ``bolina-scaler/status`` annotation on the Deployment;
 * ``lazy_client``: ``kubernetes_asyncio`` without its generated API classes and models, which
   the daemon never uses (installed here, before any module of the package imports the library).
 """

@@ -102,8 +102,14 @@ class DeploymentMetadata(msgspec.Struct, frozen=True, gc=False):
     annotations: dict[str, str] | None = None
 
 
+class DeploymentSpec(msgspec.Struct, frozen=True, gc=False):
+    replicas: int | None = None
+
+
 class Deployment(msgspec.Struct, frozen=True, gc=False):
     metadata: DeploymentMetadata
+    spec: DeploymentSpec | None = None
+    """Read for ``spec.replicas`` only (the status writer's answer); absent in a watch's metadata view."""
 
 
 class WatchEvent(msgspec.Struct, frozen=True, gc=False):

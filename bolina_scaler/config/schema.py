@@ -42,6 +42,7 @@ __all__ = [
     "PolicyConfig",
     "ScaleDownConfig",
     "ScaleUpConfig",
+    "StatusConfig",
     "StepConfig",
     "answer_limit",
 ]
@@ -330,6 +331,25 @@ class EventsConfig(_Section):
     """The same reason and message within this interval make one Event (its count is bumped)."""
 
 
+class StatusConfig(_Section):
+    """The ``bolina-scaler/status`` annotation the leader writes on the Deployment (``core.scaler_status``)."""
+
+    enabled: bool = True
+    min_interval: PositiveDuration = 15.0
+    """A changed status is written at most this often: each write moves the Deployment's
+    resourceVersion (one request; the evaluator adopts the new version)."""
+    refresh: PositiveDuration = 300.0
+    """An unchanged status is written again after this, so its ``updated`` time proves the leader alive."""
+
+    @model_validator(mode="after")
+    def _check(self) -> StatusConfig:
+        if self.min_interval < 1:
+            raise ValueError(f"min_interval: at least 1s (every write is a request), got {self.min_interval:g}s")
+        if self.refresh < self.min_interval:
+            raise ValueError(f"refresh: must be >= min_interval ({self.min_interval:g}s), got {self.refresh:g}s")
+        return self
+
+
 class LoggingConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -346,6 +366,7 @@ class Config(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     leader_election: LeaderElectionConfig = Field(default_factory=LeaderElectionConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+    status: StatusConfig = Field(default_factory=StatusConfig)
     dry_run: bool = False
     shutdown_timeout: PositiveDuration = 8.0
 

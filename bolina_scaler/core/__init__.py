@@ -13,5 +13,6 @@ plain values, and the simulator runs the same code in virtual time.
 * ``role``: leader, follower or shadow, and what each may do;
 * ``decision``: the decision value (desired count, direction, reason, clamps, inputs);
 * ``outcome``: what the daemon did with a decision, one word everywhere;
-* ``pacing``: token bucket and backoff arithmetic for the I/O loops.
+* ``pacing``: token bucket and backoff arithmetic for the I/O loops;
+* ``scaler_status``: the status ``kubectl`` shows (the annotation's content and when to write it).
 """

@@ -8,6 +8,7 @@ and the HTTP API (``http_api``: health, metrics, servers, "explain") over the ``
 * ``daemon``: the tasks (watch, evaluate, leader election, Events, HTTP) and their shutdown;
 * ``evaluator``: one evaluation (``core.evaluation.step`` against the scale) and its ``Outcome``;
 * ``mailbox``: the newest snapshot, from the watch to the evaluator;
+* ``status_writer``: keeps the leader's ``bolina-scaler/status`` annotation current, rate-limited;
 * ``state``: what the daemon knows right now, a view assembled from the parts that own each fact;
 * ``http_api``: the HTTP server; ``servers_view``: its servers API answers, encoded once per fleet;
   ``connections``: the bound on its clients' connections (how many, how long idle).

@@ -7,6 +7,7 @@ Does I/O only through the parts it builds. Named tasks in one ``asyncio.TaskGrou
                                   └── recheck_at timer ◄──┘
     leader-election (Lease loop) ──► leader / follower ──► (wake: re-read the scale, evaluate)
     events (sends queued Kubernetes Events)           HTTP server (reads ``DaemonState``)
+    status (the bolina-scaler/status annotation, poked after every evaluation)
 
 * ``watch`` follows Consul with blocking queries and only keeps the newest snapshot.
 * ``evaluate`` wakes on a new snapshot or when the policy asked to be asked again
@@ -14,6 +15,8 @@ Does I/O only through the parts it builds. Named tasks in one ``asyncio.TaskGrou
   period, of a backoff after a failed request).
 * ``pause`` follows the Deployment's pause annotations (``actuator.deployment``): a change wakes
   the evaluator at once; the first evaluation waits for the first read of them.
+* ``status`` writes what the leader decided onto the Deployment (``status_writer``), rate-limited;
+  the resourceVersion its write moves is adopted by the evaluator.
 
 Only the leader (``coordination.Leadership``; every replica is leader without leader election)
 patches, annotates pods and records Events. Followers keep watching, evaluating (``/v1/decision``
@@ -43,15 +46,18 @@ from bolina_scaler.actuator.deletion_cost import DeletionCostSteering
 from bolina_scaler.actuator.deployment import DeploymentWatch
 from bolina_scaler.actuator.events import EventRecorder, EventSpec
 from bolina_scaler.actuator.scale import ScaleTarget
+from bolina_scaler.actuator.status_annotation import StatusAnnotation, Written
 from bolina_scaler.config import Config
 from bolina_scaler.coordination.election import Leadership, default_identity
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.pause import Pause
 from bolina_scaler.core.role import Role
+from bolina_scaler.core.scaler_status import StatusContent, status_of
 from bolina_scaler.daemon.evaluator import Evaluation, Evaluator, scale_problems
-from bolina_scaler.daemon.http_api import HttpServer, build_app
+from bolina_scaler.daemon.http_api import HttpServer, build_app, readiness_problems
 from bolina_scaler.daemon.mailbox import Mailbox
 from bolina_scaler.daemon.state import DaemonState
+from bolina_scaler.daemon.status_writer import StatusWriter
 from bolina_scaler.metrics import Metrics
 from bolina_scaler.source import ConsulWatch
 
@@ -127,6 +133,16 @@ class Daemon:
             steering=steering,
             wall_clock=wall_clock,
         )
+        self.status: StatusWriter | None = None
+        if config.status.enabled and not shadow:
+            self.status = StatusWriter(
+                config.status,
+                annotation=StatusAnnotation(kube),
+                content=self._status_content,
+                clock=self.now,
+                wall_clock=wall_clock,
+                on_written=self._status_written,
+            )
 
     def now(self) -> float:
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
@@ -192,6 +208,7 @@ class Daemon:
             pausing = group.create_task(self.deployment.run(), name="pause")
             electing = self.leadership and group.create_task(self.leadership.run(), name="leader-election")
             recording = self.events and group.create_task(self.events.run(), name="events")
+            reporting = self.status and group.create_task(self.status.run(), name="status")
             stopping = group.create_task(stop.wait(), name="wait-for-stop")
             if self.config.http.enabled:
                 app = build_app(state=lambda: self.state, config=self.config, metrics=self.metrics, clock=self.now)
@@ -206,6 +223,8 @@ class Daemon:
             await self._finish_pending_patch(deadline)
             evaluating.cancel()
             pausing.cancel()
+            if reporting:
+                reporting.cancel()
             if electing and self.leadership is not None:
                 electing.cancel()
                 await asyncio.wait({electing})
@@ -226,6 +245,28 @@ class Daemon:
     def _leadership_changed(self, leading: bool) -> None:
         if leading:
             self._reread_scale()  # a new leader re-reads the scale before its first patch
+        if self.status is not None:
+            self.status.poke()
+
+    def _status_content(self) -> StatusContent | None:
+        """What ``bolina-scaler/status`` should say now; None unless we lead and have decided."""
+        if not self.role.may_patch:
+            return None
+        state = self.state
+        if state.decision is None:
+            return None
+        return status_of(
+            state.decision,
+            outcome=state.outcome,
+            pause=state.pause,
+            problems=readiness_problems(state, self.config, self.now()),
+            leader=state.identity,
+        )
+
+    def _status_written(self, written: Written) -> None:
+        """Our annotation moved the Deployment's resourceVersion: the evaluator's cached scale adopts it."""
+        if written.replicas is not None:
+            self.evaluator.adopt_version(written.resource_version, replicas=written.replicas)
 
     def _pause_changed(self, before: Pause | None, pause: Pause | None, first: bool) -> None:
         """The Deployment's pause annotations were read and differ from before (or were read at last)."""
@@ -294,5 +335,7 @@ class Daemon:
             if snapshot is None:
                 continue
             await self.evaluator.evaluate(snapshot, reacting_to=reacting_to)
+            if self.status is not None:
+                self.status.poke()
             if _iterations is not None:
                 _iterations -= 1

@@ -36,7 +36,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import structlog
@@ -239,6 +239,18 @@ class Evaluator:
         return tuple(self._applied)
 
     # -- what it does ----------------------------------------------------------------------------
+
+    def adopt_version(self, resource_version: str, *, replicas: int) -> None:
+        """Our own write to the Deployment (the status annotation) moved its resourceVersion: keep
+        the cached scale with the new version while ``spec.replicas`` is still what we read, so the
+        next patch does not meet a 409 of our own making. Anything else: re-read first."""
+        scale = self._scale
+        if scale is None or self.patch_task is not None:
+            return
+        if scale.replicas == replicas:
+            self._scale = replace(scale, resource_version=resource_version)
+        else:
+            self.forget_scale()
 
     def forget_scale(self) -> None:
         """Re-read the scale before the next decision (a new leader, a failed request, the

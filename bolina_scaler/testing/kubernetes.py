@@ -573,8 +573,14 @@ class FakeKubernetes(LocalServer):
 
     @property
     def patches(self) -> list[RecordedRequest]:
-        """Every PATCH answered so far, with content type, body and outcome."""
-        return [r for r in self.requests if r.method == "PATCH"]
+        """Every PATCH answered so far, with content type, body and outcome, but those of a
+        Deployment's annotations (the status writes: ``annotation_patches``)."""
+        return [r for r in self.requests if r.method == "PATCH" and not _is_deployment(r.path)]
+
+    @property
+    def annotation_patches(self) -> list[RecordedRequest]:
+        """Every PATCH of a Deployment itself (not its scale): the scaler's status writes."""
+        return [r for r in self.requests if r.method == "PATCH" and _is_deployment(r.path)]
 
     def clear_faults(self) -> None:
         """Forget every injected fault not used up yet: the server answers normally again."""
@@ -896,6 +902,7 @@ class FakeKubernetes(LocalServer):
             (f"{deployments}/scale", "PATCH"): self._write_scale,
             (f"{deployments}/scale", "PUT"): self._write_scale,
             (deployments, "GET"): self._get_deployment,
+            (deployments, "PATCH"): self._patch_deployment,
             ("apis/apps/v1/namespaces/{ns}/deployments", "GET"): self._watch_deployments,
             ("api/v1/namespaces/{ns}/pods", "GET"): self._list_pods,
             ("api/v1/namespaces/{ns}/pods/{name}", "GET"): self._get_pod,
@@ -929,6 +936,32 @@ class FakeKubernetes(LocalServer):
     async def _get_deployment(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
         self._authorize(request, "deployments", ns, name)
         return web.json_response(self._deployment_json(self._found(ns, name)))
+
+    async def _patch_deployment(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
+        """A patch of the Deployment's annotations (the scaler's status); any other field is 422 here."""
+        self._authorize(request, "deployments", ns, name)
+        deployment = self._found(ns, name)
+        current = self._deployment_json(deployment)
+        updated = await _apply_patch(request, current)
+        meta = dict(updated.get("metadata") or {})
+        annotations = meta.pop("annotations", None) or {}
+        precondition = meta.pop("resourceVersion", None)
+        if precondition and precondition != deployment.resource_version:
+            raise _ApiError(
+                409,
+                f'Operation cannot be fulfilled on deployments.apps "{name}": the object has been '
+                "modified; please apply your changes to the latest version and try again",
+                details={"name": name, "group": "apps", "kind": "deployments"},
+            )
+        if _without_annotations(updated) != _without_annotations(current):
+            raise _ApiError(422, "the fake patches only metadata.annotations of a Deployment")
+        if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
+            raise _ApiError(400, "metadata.annotations: expected a map of strings")
+        if annotations != deployment.annotations:
+            deployment.annotations = dict(annotations)
+            deployment.resource_version = self._bump()
+            self._notify(deployment, "MODIFIED")
+        return web.json_response(self._deployment_json(deployment))
 
     async def _watch_deployments(self, request: web.Request, ns: str) -> web.StreamResponse:
         """``?watch=true&fieldSelector=metadata.name=NAME``: only what the scaler asks (no list)."""
@@ -1235,6 +1268,18 @@ async def _body(request: web.Request) -> Any:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw.decode("utf-8", "replace")
+
+
+def _without_annotations(obj: Json) -> Json:
+    """``obj`` but its annotations and resourceVersion: what an annotations-only patch must not change."""
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in {"annotations", "resourceVersion"}}
+    return {**obj, "metadata": meta}
+
+
+def _is_deployment(path: str) -> bool:
+    """``…/deployments/<name>`` itself, not a subresource."""
+    head, _, name = path.rstrip("/").rpartition("/")
+    return head.endswith("/deployments") and bool(name)
 
 
 async def _apply_patch(request: web.Request, current: Json) -> Json:

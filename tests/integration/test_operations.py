@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ FAST: dict[str, Any] = deep_merge(FAST_POLICY, {"policy": {"min_replicas": 2}})
 
 PAUSED = "bolina-scaler/paused"
 PAUSED_REPLICAS = "bolina-scaler/paused-replicas"
+STATUS = "bolina-scaler/status"
 CRDS = TESTBIN / "share" / "monitoring-crds"
 
 
@@ -48,8 +50,8 @@ def _events(kube: KubeCluster, ns: str, reason: str) -> list[dict[str, Any]]:
 
 
 def test_the_role_grants_get_and_watch_on_the_one_deployment(kube: KubeCluster, bolina_ns: BolinaNamespace) -> None:
-    """With the scaler's own token: GET and a WATCH filtered on metadata.name=bolina work; a list,
-    an unfiltered watch, or another Deployment are forbidden."""
+    """With the scaler's own token: GET, a WATCH filtered on metadata.name=bolina and a PATCH (the
+    status annotation) of bolina work; a list, an unfiltered watch, or another Deployment are forbidden."""
     ns = bolina_ns.name
     kube.kubectl("-n", ns, "create", "deployment", "other", "--image=example.invalid/other:1", "--replicas=0")
     sa = Kube(kube.server, kube.ca_file, bolina_ns.sa_token)
@@ -64,7 +66,11 @@ def test_the_role_grants_get_and_watch_on_the_one_deployment(kube: KubeCluster, 
         "list": sa.call("GET", base).status,
         "list bolina by name": sa.call("GET", f"{base}?fieldSelector=metadata.name%3Dbolina").status,
         "patch bolina": sa.call(
-            "PATCH", f"{base}/bolina", {"metadata": {"annotations": {PAUSED: "true"}}},
+            "PATCH", f"{base}/bolina", {"metadata": {"annotations": {STATUS: "{}"}}},
+            content_type="application/merge-patch+json",
+        ).status,
+        "patch other": sa.call(
+            "PATCH", f"{base}/other", {"metadata": {"annotations": {STATUS: "{}"}}},
             content_type="application/merge-patch+json",
         ).status,
     }  # fmt: skip
@@ -76,7 +82,8 @@ def test_the_role_grants_get_and_watch_on_the_one_deployment(kube: KubeCluster, 
         "watch all": 403,
         "list": 403,
         "list bolina by name": 403,
-        "patch bolina": 403,
+        "patch bolina": 200,
+        "patch other": 403,
     }
 
 
@@ -231,3 +238,44 @@ def test_monitoring_objects_validate_against_the_operator_crds(kube: KubeCluster
     assert result.returncode != 0
     assert "scrapeEvery" in result.stderr
     assert KUBECTL.is_file()
+
+
+def test_the_status_annotation_reads_with_the_documented_kubectl_one_liner(
+    kube: KubeCluster, bolina_ns: BolinaNamespace, consul: ConsulAgent, scalers: Scalers
+) -> None:
+    """With the shipped Role and the scaler's own token, the leader writes bolina-scaler/status;
+    the README's jsonpath one-liner reads it as JSON saying what was decided and done; a pause
+    shows in it; no warning or error is logged."""
+    ns = bolina_ns.name
+    bolina_ns.set_scale(2)
+    pods = bolina_ns.wait_running(2)
+    fleet = Fleet(consul, bolina_ns)
+    fleet.sync("passing")
+    scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST))
+    wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
+    scaler.wait_log(lambda line: line["event"] == "leader.elected", timeout=30, what="'leader.elected'")
+
+    def status() -> dict[str, Any] | None:
+        out = kube.kubectl(
+            "-n", ns, "get", "deploy", "bolina", "-o", "jsonpath={.metadata.annotations.bolina-scaler/status}"
+        ).stdout.strip()
+        return json.loads(out) if out else None
+
+    fleet.set(pods, "warning")  # 0 of 2 Available: 2 → 4
+    wait_until(lambda: bolina_ns.scale() == 4, timeout=20, what="the scale-up", alive=scaler.exited)
+    seen = wait_until(
+        lambda: (s := status()) and s["desired"] == 4 and s["outcome"] == "patched" and s,
+        timeout=30,
+        what="a status saying 2 → 4 patched",
+    )
+    decision = scaler.decision()
+    assert decision is not None
+    assert seen["leader"] == decision["identity"]
+    assert (seen["current"], seen["direction"], seen["ready"], seen["paused"]) == (2, "up", True, False)
+    assert seen["summary"].startswith("up 2→4: ")
+    assert seen["updated"].endswith("Z")
+
+    kube.kubectl("-n", ns, "annotate", "deployment", "bolina", f"{PAUSED}=true")
+    wait_until(lambda: (s := status()) and s["paused"] is True, timeout=30, what="a status saying paused")
+    problems = [line for line in scaler.lines() if line.get("level") in {"warning", "error"}]
+    assert problems == []
