@@ -32,6 +32,7 @@ from bolina_scaler.actuator.errors import parse_retry_after
 from bolina_scaler.actuator.scale import ScaleTarget
 from bolina_scaler.config import KubernetesConfig, parse_config
 from bolina_scaler.daemon.http_api import readiness_problems
+from bolina_scaler.testing.consul import Fault
 from bolina_scaler.testing.kubernetes import FakeKubernetes
 from tests.harness import KUBE_NS, NS, World, logged, running, until
 
@@ -257,3 +258,24 @@ class TestTheDaemon:
                 assert daemon.state.unapplied_since is None
                 assert readiness_problems(daemon.state, config, daemon.now()) == []
         assert not logged(logs, "scale.patched")
+
+
+@pytest.mark.looptime
+class TestConsul:
+    async def test_a_retry_after_from_consul_is_never_waited_for(self, world: World) -> None:
+        """Consul (or a proxy in front of it) answers 429 with Retry-After: 3600, five times: the
+        watch probes on its own backoff (consul.retry_initial to retry_max, 0.5-1 s) and trusts
+        Consul again within seconds, not an hour. No server-given delay is honoured on this side."""
+        world.serving(4)
+        loop = asyncio.get_running_loop()
+        async with running(world.config()) as daemon:
+            await until(lambda: daemon.state.evaluations >= 1)
+            hour = Fault("status", status=429, body=b"rate limit exceeded", headers=(("Retry-After", "3600"),))
+            world.consul.inject(hour, times=5)
+            world.consul.touch("bolina")
+            await until(lambda: daemon.state.snapshot is not None and not daemon.state.snapshot.trusted)
+            began = loop.time()
+            await until(lambda: daemon.state.snapshot is not None and daemon.state.snapshot.trusted, within=30)
+            assert loop.time() - began <= 5 * 1.0 + 0.5
+            world.set_statuses("critical", 1, 2, 3)
+            await until(lambda: world.replicas() == 6, within=10)
