@@ -355,8 +355,11 @@ class KubeApi:
                 return
             # Wait for the turn, or for an answer to someone else's probe (the API server is back:
             # a Lease renewal or a scale read must not sit out the rest of a turn it no longer needs).
+            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for cancelled just as the event
+            # is set swallows the cancellation, and the request would be sent during shutdown.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reopened.wait(), self._not_before - now)
+                async with asyncio.timeout(self._not_before - now):
+                    await self._reopened.wait()
 
     def _failing(self, retry_after: float | None) -> None:
         """No answer (or 429/5xx): from now on, requests take turns; ``Retry-After`` (capped by the

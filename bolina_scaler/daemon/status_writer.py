@@ -89,9 +89,12 @@ class StatusWriter:
         return at if self._not_before is None else max(at, self._not_before)
 
     async def _poked_or(self, seconds: float | None) -> None:
-        """Wait for a poke, or ``seconds`` (None: for ever)."""
+        """Wait for a poke, or ``seconds`` (None: for ever). ``asyncio.timeout``, not ``wait_for``:
+        on Python 3.11 a ``wait_for`` cancelled just as the event is set returns instead of raising,
+        and this loop would outlive the daemon's shutdown (a poke comes with the Lease's release)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._poked.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._poked.wait()
 
     async def _write(self) -> None:
         content = self._seen
