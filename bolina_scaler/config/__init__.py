@@ -32,6 +32,7 @@ from bolina_scaler.config.schema import (
     PolicyConfig,
     ScaleDownConfig,
     ScaleUpConfig,
+    StepRule,
     answer_limit,
 )
 
@@ -51,6 +52,7 @@ __all__ = [
     "PositiveDuration",
     "ScaleDownConfig",
     "ScaleUpConfig",
+    "StepRule",
     "answer_limit",
     "load_config",
     "one_line",
