@@ -8,6 +8,8 @@ or parsed is one too (exit 2), never a traceback. Modules, lower layers first:
 * ``checks``: durations (``Duration``, ``PositiveDuration``), host names and Consul addresses
   (pure);
 * ``files``: a small UTF-8 text file read, never past its limit (does I/O);
+* ``section``: the base of every section model and ``MAX_REPLICAS`` (pure);
+* ``steps``: the step limits of both directions, the HPA's behavior rules (pure);
 * ``schema``: one model per section, their ranges and rules, ``Config`` (pure apart from
   defaults read from the environment and ``ConsulConfig.token()`` reading the token file);
 * ``loading``: ``load_config`` (the YAML file and the files it names: does I/O) and

@@ -3,26 +3,26 @@
 Pure apart from two reads of the outside: defaults read the environment when a model is built
 (``consul.address`` from ``$CONSUL_HTTP_ADDR``), and ``ConsulConfig.token()`` reads the token
 file. Every number has a range, and the message says it (README, "Configuration reference"):
-durations as in ``checks``; replica counts and steps up to ``MAX_REPLICAS`` (Kubernetes'
-documented limit of pods per cluster); ``max_percent`` up to 1000 (x11 per period: beyond, it is
-no limit at all); the watch's ``rate_per_second`` from 0.01 (one query per 100 s) to 1000. A
-section's own rules (``max_replicas >= min_replicas``) and the rules across sections
-(``Config._check``) raise ``ValueError("key: ...")``, which ``errors.one_line`` turns into the
-one-line message.
+durations as in ``checks``; replica counts up to ``MAX_REPLICAS`` (Kubernetes' documented limit
+of pods per cluster); the step limits as in ``steps``; the watch's ``rate_per_second`` from 0.01
+(one query per 100 s) to 1000. A section's own rules (``max_replicas >= min_replicas``) and the
+rules across sections (``Config._check``) raise ``ValueError("key: ...")``, which
+``errors.one_line`` turns into the one-line message.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from bolina_scaler.config.checks import Duration, PositiveDuration, check_address, is_host
 from bolina_scaler.config.errors import short_repr
 from bolina_scaler.config.files import TOKEN_FILE_BYTES, read_small_text
+from bolina_scaler.config.section import MAX_REPLICAS, Section
+from bolina_scaler.config.steps import DeletionCostConfig, ScaleDownConfig, ScaleUpConfig, StepConfig, StepRule
 
 __all__ = [
     "DEFAULT_CONSUL_ADDRESS",
@@ -49,8 +49,6 @@ __all__ = [
 
 DEFAULT_CONSUL_ADDRESS = "http://127.0.0.1:8500"
 
-MAX_REPLICAS = 150_000
-"""Kubernetes' documented limit of pods per cluster ("Considerations for large clusters")."""
 MAX_FLEET = 1_000_000
 """Bound of ``mass_change.min_fleet`` (a number of registered servers, not of replicas)."""
 MAX_ANSWER_BYTES = 1024**3
@@ -64,14 +62,13 @@ MIN_ANSWER_BYTES = 1024 * 1024
 """The smallest derived ``consul.max_answer_bytes``: about 400 real entries."""
 
 
+_Section = Section  # the name every section below was written with
+
+
 def answer_limit(max_replicas: int) -> int:
     """The default of ``consul.max_answer_bytes``: the largest health answer the source reads when
     it is not set (``Config`` fills it in, so that ``check-config`` prints it)."""
     return min(MAX_ANSWER_BYTES, max(MIN_ANSWER_BYTES, max_replicas * ANSWER_BYTES_PER_REPLICA))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class ConsulConfig(_Section):
@@ -166,121 +163,6 @@ class KubernetesConfig(_Section):
                 f"got {self.retry_after_max:g}s"
             )
         return self
-
-
-def _number(value: Any) -> Any:
-    """A YAML number and nothing else: ``true`` is not 1 and ``"4"`` is not 4."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"expected a number, got {short_repr(value)}")
-    return value
-
-
-class StepRule(_Section):
-    """One entry of a direction's ``policies`` list: the HPA's ``HPAScalingPolicy``.
-
-    ``Pods``: at most ``value`` replicas per ``period``; ``Percent``: at most
-    ``ceil(current × value / 100)``. Each rule counts the changes made within its own period.
-    """
-
-    type: Literal["Pods", "Percent"]
-    value: Annotated[int | float, BeforeValidator(_number)]
-    period: PositiveDuration
-
-    @model_validator(mode="after")
-    def _check(self) -> StepRule:
-        if self.type == "Pods" and (not isinstance(self.value, int) or not 1 <= self.value <= MAX_REPLICAS):
-            raise ValueError(f"value: a Pods rule takes a whole number from 1 to {MAX_REPLICAS}, got {self.value!r}")
-        if self.type == "Percent" and not (math.isfinite(self.value) and 0 < self.value <= 1000):
-            raise ValueError(f"value: a Percent rule takes a number above 0 and at most 1000, got {self.value!r}")
-        return self
-
-    def allowed(self, current: int) -> int:
-        """Replicas this rule allows per period from ``current`` (nothing used yet)."""
-        if self.type == "Pods":
-            return int(self.value)
-        return math.ceil(current * self.value / 100)
-
-
-class StepConfig(_Section):
-    """How much one direction may change within a period (the HPA's ``HPAScalingRules``).
-
-    Two forms. The short one: a ``Pods`` rule of ``max_step`` and a ``Percent`` rule of
-    ``max_percent``, both over ``period``. The long one, ``policies``, is the HPA's list: rules of
-    either type, each with its own period (it replaces the three short keys; giving both is an
-    error, so that nobody edits a key that does nothing). Each rule allows its amount minus what
-    was changed within its period; ``select`` combines them: ``max`` the most any rule allows,
-    ``min`` the least, ``disabled`` no change in this direction at all (the bounds still apply).
-    ``core.policy._room`` does the arithmetic.
-    """
-
-    max_step: int = Field(ge=1, le=MAX_REPLICAS)
-    max_percent: float = Field(ge=0, le=1000, allow_inf_nan=False)
-    period: PositiveDuration
-    select: Literal["max", "min", "disabled"] = "max"
-    policies: tuple[StepRule, ...] | None = Field(default=None, min_length=1, max_length=10)
-
-    @model_validator(mode="after")
-    def _check(self) -> StepConfig:
-        short = sorted({"max_step", "max_percent", "period"} & self.model_fields_set)
-        if self.policies is not None and short:
-            raise ValueError(
-                f"policies: replaces max_step, max_percent and period; give one form, not both (also set: "
-                f"{', '.join(short)})"
-            )
-        return self
-
-    @property
-    def rules(self) -> tuple[StepRule, ...]:
-        """The rules in force: ``policies``, or the two of the short form."""
-        if self.policies is not None:
-            return self.policies
-        return (
-            StepRule.model_construct(type="Pods", value=self.max_step, period=self.period),
-            StepRule.model_construct(type="Percent", value=self.max_percent, period=self.period),
-        )
-
-    @property
-    def longest_period(self) -> float:
-        """How long a change made in this direction still counts against some rule."""
-        return max(rule.period for rule in self.rules)
-
-    def allowed(self, current: int) -> int:
-        """The most one decision may change from ``current`` when nothing was changed within any period."""
-        if self.select == "disabled":
-            return 0
-        pick = max if self.select == "max" else min
-        return pick(rule.allowed(current) for rule in self.rules)
-
-
-class ScaleUpConfig(StepConfig):
-    """Scale-up rate limit; defaults are HPA's: max(4 pods, 100 %) per 15 s, no stabilization."""
-
-    max_step: int = Field(default=4, ge=1, le=MAX_REPLICAS)
-    max_percent: float = Field(default=100.0, ge=0, le=1000, allow_inf_nan=False)
-    period: PositiveDuration = 15.0
-    stabilization: Duration = Field(default=0.0, le=3600)
-    """The HPA's ``scaleUp.stabilizationWindowSeconds``: scale up only to the lowest count the
-    scale-up rule recommended over this window (an evaluation wanting no more recommends the
-    current count), so a short burst has to last this long before it adds servers. 0: at once."""
-
-
-class DeletionCostConfig(_Section):
-    """Before a scale-down, steer which pods Kubernetes removes (``controller.kubernetes.io/pod-deletion-cost``).
-
-    Critical servers go first, then Warning, then the least-loaded Available ones; the load is
-    ``Service.Meta.load`` of the registration (see the README's registration convention).
-    """
-
-    enabled: bool = True
-
-
-class ScaleDownConfig(StepConfig):
-    """Scale-down rate limit: slow on purpose (one server or 10 % per minute), capacity is cheap."""
-
-    max_step: int = Field(default=1, ge=1, le=MAX_REPLICAS)
-    max_percent: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
-    period: PositiveDuration = 60.0
-    deletion_cost: DeletionCostConfig = Field(default_factory=DeletionCostConfig)
 
 
 class MassChangeConfig(_Section):
