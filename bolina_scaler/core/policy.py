@@ -5,19 +5,17 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from bolina_scaler.config import PolicyConfig
-from bolina_scaler.config.schema import StepConfig
 from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
 from bolina_scaler.core.demand import DemandEstimate, estimate_demand
 from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.limits import within_limits
 from bolina_scaler.core.memory import (
     Grant,
     Memory,
     ScaleChange,
     demand_peak,
-    lowest_recommendation,
     moved,
     next_grant_expiry,
-    next_room,
     note_demand,
     note_recommendation,
     prune,
@@ -332,78 +330,15 @@ def _scale_up(look: _Look, memory: Memory) -> _Step:
 
 def _within_limits(raw: int, look: _Look, reason: Reason, message: str, memory: Memory, *, up: bool) -> _Step:
     """``raw`` replicas within the bound, the scale-up stabilization and the step limit of its
-    direction, every clamp recorded (the HPA's ``normalizeDesiredReplicasWithBehaviors`` order:
-    stabilize, then limit the rate).
-
-    A HOLD when they leave no room: AT_MAX; STABILIZING while a lower count recommended within
-    ``scale_up.stabilization`` holds the scale-up back; STEP_LIMITED until the step limit frees
-    room (for good when the direction's ``select`` is ``disabled``).
-    """
-    current, config, now = look.current, look.config, look.now
-    sign, word = (1, "up") if up else (-1, "down")
-    clamps: list[Clamp] = []
-    desired = raw
-    bound = config.max_replicas if up else config.min_replicas
-    if sign * (desired - bound) > 0:
-        clamps.append(Clamp(f"{'max' if up else 'min'}_replicas", desired, bound))
-        desired = bound
-    lowest = lowest_recommendation(memory, config, now) if up else None
-    if lowest is not None and lowest[0] < desired:
-        # Never below current: unlike the HPA, this window only slows scale-ups (scale-downs
-        # have their own window and rules).
-        floor = max(current, lowest[0])
-        detail = f"lowest count recommended within scale_up.stabilization {config.scale_up.stabilization:g}s"
-        clamps.append(Clamp("scale_up_stabilization", desired, floor, detail))
-        desired = floor
-    limit = config.scale_up if up else config.scale_down
-    room, detail = _room(limit, current, memory, now, up=up)
-    if sign * (desired - current) > room:
-        clamps.append(Clamp(f"scale_{word}_step", desired, current + sign * room, detail))
-        desired = current + sign * room
+    direction (``core.limits``), every clamp recorded; a HOLD saying why when they leave no room."""
+    current = look.current
+    limited = within_limits(raw, current=current, config=look.config, memory=memory, now=look.now, up=up)
     wanted = raw if up else None
-    if desired != current:
-        return _Step(desired, Direction.UP if up else Direction.DOWN, reason, message, tuple(clamps), wanted=wanted)
-    if up and current >= config.max_replicas:
-        message = f"{message}; already at max_replicas"
-        return _Step(current, Direction.HOLD, Reason.AT_MAX, message, tuple(clamps), wanted=wanted)
-    if lowest is not None and lowest[0] <= current:
-        message = f"{message}; a count of {lowest[0]} was recommended within scale_up.stabilization"
-        return _Step(current, Direction.HOLD, Reason.STABILIZING, message, tuple(clamps), lowest[1], wanted)
-    if limit.select == "disabled":
-        message = f"{message}; scaling {word} is disabled (scale_{word}.select)"
-        return _Step(current, Direction.HOLD, Reason.STEP_LIMITED, message, tuple(clamps), wanted=wanted)
-    recheck = next_room(memory, config, now, up=up)
-    message = f"{message}; step limit reached"
-    return _Step(current, Direction.HOLD, Reason.STEP_LIMITED, message, tuple(clamps), recheck, wanted)
-
-
-def _room(limit: StepConfig, current: int, memory: Memory, now: float, *, up: bool) -> tuple[int, str]:
-    """How many replicas the direction may still change now, and how its rules gave that (a clamp's detail).
-
-    The HPA's ``calculateScaleUpLimitWithScalingRules`` and ``calculateScaleDownLimitWithBehaviors``
-    (pkg/controller/podautoscaler/horizontal.go): each rule allows its amount less the replicas
-    changed in this direction within its own period; ``select: max`` takes the most any rule
-    leaves, ``min`` the least, ``disabled`` none; never below none (the HPA's "limit below
-    current: no change until the events age out"). One difference, kept so that today's figures
-    stay: a Percent rule is a share of the current count, where the HPA takes it of the count at
-    its period's start (docs/migrating.md says what that changes).
-    """
-    word = "up" if up else "down"
-    if limit.select == "disabled":
-        return 0, f"scale_{word}.select: disabled"
-    pick = max if limit.select == "max" else min
-    periods = {rule.period for rule in limit.rules}
-    if len(periods) == 1:
-        (period,) = periods
-        allowed = pick(rule.allowed(current) for rule in limit.rules)
-        used = moved(memory, now, period, up=up)
-        return max(0, allowed - used), f"at most {allowed} {word} per {period:g}s, {used} used"
-    rooms, parts = [], []
-    for rule in limit.rules:
-        allowed, used = rule.allowed(current), moved(memory, now, rule.period, up=up)
-        rooms.append(allowed - used)
-        parts.append(f"{allowed} per {rule.period:g}s, {used} used")
-    return max(0, pick(rooms)), f"{limit.select} of: {'; '.join(parts)}"
+    if limited.desired != current:
+        direction = Direction.UP if up else Direction.DOWN
+        return _Step(limited.desired, direction, reason, message, limited.clamps, wanted=wanted)
+    message = f"{message}; {limited.why}"
+    return _Step(current, Direction.HOLD, limited.held, message, limited.clamps, limited.recheck_at, wanted)
 
 
 def _scale_down(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step:
