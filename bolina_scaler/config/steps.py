@@ -70,10 +70,12 @@ class StepConfig(Section):
     max_percent: float = Field(ge=0, le=1000, allow_inf_nan=False)
     period: PositiveDuration
     select: Literal["max", "min", "disabled"] = "max"
-    policies: tuple[StepRule, ...] | None = Field(default=None, min_length=1, max_length=10)
+    policies: tuple[StepRule, ...] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StepConfig:
+        if self.policies is not None and not 1 <= len(self.policies) <= 10:
+            raise ValueError(f"policies: give 1 to 10 rules, got {len(self.policies)}")
         short = sorted({"max_step", "max_percent", "period"} & self.model_fields_set)
         if self.policies is not None and short:
             raise ValueError(
