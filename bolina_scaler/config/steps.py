@@ -1,6 +1,6 @@
 """The step limits of ``policy.scale_up`` and ``policy.scale_down``: the HPA's ``behavior`` rules.
 
-Pure data and the per-rule arithmetic; ``core.policy`` combines the rules with what the memory
+Pure data and the per-rule arithmetic; ``core.limits`` combines the rules with what the memory
 says was changed within their periods. Ranges: ``max_step`` and a Pods rule's ``value`` up to
 ``MAX_REPLICAS``; ``max_percent`` up to 1000 and a Percent rule's ``value`` above 0 up to 1000
 (x11 per period: beyond, it is no limit at all); ``scale_up.stabilization`` up to 1 h (the HPA's
@@ -63,7 +63,7 @@ class StepConfig(Section):
     error, so that nobody edits a key that does nothing). Each rule allows its amount minus what
     was changed within its period; ``select`` combines them: ``max`` the most any rule allows,
     ``min`` the least, ``disabled`` no change in this direction at all (the bounds still apply).
-    ``core.policy._room`` does the arithmetic.
+    ``core.limits.room`` does the arithmetic.
     """
 
     max_step: int = Field(ge=1, le=MAX_REPLICAS)
