@@ -8,6 +8,8 @@ or parsed is one too (exit 2), never a traceback. Modules, lower layers first:
 * ``checks``: durations (``Duration``, ``PositiveDuration``), host names and Consul addresses
   (pure);
 * ``files``: a small UTF-8 text file read, never past its limit (does I/O);
+* ``section``: the base of every section model and ``MAX_REPLICAS`` (pure);
+* ``steps``: the step limits of both directions, the HPA's behavior rules (pure);
 * ``schema``: one model per section, their ranges and rules, ``Config`` (pure apart from
   defaults read from the environment and ``ConsulConfig.token()`` reading the token file);
 * ``loading``: ``load_config`` (the YAML file and the files it names: does I/O) and
@@ -33,6 +35,7 @@ from bolina_scaler.config.schema import (
     ScaleDownConfig,
     ScaleUpConfig,
     StatusConfig,
+    StepRule,
     answer_limit,
 )
 
@@ -53,6 +56,7 @@ __all__ = [
     "ScaleDownConfig",
     "ScaleUpConfig",
     "StatusConfig",
+    "StepRule",
     "answer_limit",
     "load_config",
     "one_line",

@@ -3,26 +3,26 @@
 Pure apart from two reads of the outside: defaults read the environment when a model is built
 (``consul.address`` from ``$CONSUL_HTTP_ADDR``), and ``ConsulConfig.token()`` reads the token
 file. Every number has a range, and the message says it (README, "Configuration reference"):
-durations as in ``checks``; replica counts and steps up to ``MAX_REPLICAS`` (Kubernetes'
-documented limit of pods per cluster); ``max_percent`` up to 1000 (x11 per period: beyond, it is
-no limit at all); the watch's ``rate_per_second`` from 0.01 (one query per 100 s) to 1000. A
-section's own rules (``max_replicas >= min_replicas``) and the rules across sections
-(``Config._check``) raise ``ValueError("key: ...")``, which ``errors.one_line`` turns into the
-one-line message.
+durations as in ``checks``; replica counts up to ``MAX_REPLICAS`` (Kubernetes' documented limit
+of pods per cluster); the step limits as in ``steps``; the watch's ``rate_per_second`` from 0.01
+(one query per 100 s) to 1000. A section's own rules (``max_replicas >= min_replicas``) and the
+rules across sections (``Config._check``) raise ``ValueError("key: ...")``, which
+``errors.one_line`` turns into the one-line message.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from bolina_scaler.config.checks import Duration, PositiveDuration, check_address, is_host
 from bolina_scaler.config.errors import short_repr
 from bolina_scaler.config.files import TOKEN_FILE_BYTES, read_small_text
+from bolina_scaler.config.section import MAX_REPLICAS, Section
+from bolina_scaler.config.steps import DeletionCostConfig, ScaleDownConfig, ScaleUpConfig, StepConfig, StepRule
 
 __all__ = [
     "DEFAULT_CONSUL_ADDRESS",
@@ -44,13 +44,12 @@ __all__ = [
     "ScaleUpConfig",
     "StatusConfig",
     "StepConfig",
+    "StepRule",
     "answer_limit",
 ]
 
 DEFAULT_CONSUL_ADDRESS = "http://127.0.0.1:8500"
 
-MAX_REPLICAS = 150_000
-"""Kubernetes' documented limit of pods per cluster ("Considerations for large clusters")."""
 MAX_FLEET = 1_000_000
 """Bound of ``mass_change.min_fleet`` (a number of registered servers, not of replicas)."""
 MAX_ANSWER_BYTES = 1024**3
@@ -64,14 +63,13 @@ MIN_ANSWER_BYTES = 1024 * 1024
 """The smallest derived ``consul.max_answer_bytes``: about 400 real entries."""
 
 
+_Section = Section  # the name every section below was written with
+
+
 def answer_limit(max_replicas: int) -> int:
     """The default of ``consul.max_answer_bytes``: the largest health answer the source reads when
     it is not set (``Config`` fills it in, so that ``check-config`` prints it)."""
     return min(MAX_ANSWER_BYTES, max(MIN_ANSWER_BYTES, max_replicas * ANSWER_BYTES_PER_REPLICA))
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class ConsulConfig(_Section):
@@ -166,48 +164,6 @@ class KubernetesConfig(_Section):
                 f"got {self.retry_after_max:g}s"
             )
         return self
-
-
-class StepConfig(_Section):
-    """How much one direction may change within one period (like an HPA scaling policy).
-
-    The allowed change is ``max(max_step, ceil(current * max_percent / 100))`` replicas per
-    ``period`` seconds, counted over all changes made within the last ``period``.
-    """
-
-    max_step: int = Field(ge=1, le=MAX_REPLICAS)
-    max_percent: float = Field(ge=0, le=1000, allow_inf_nan=False)
-    period: PositiveDuration
-
-    def allowed(self, current: int) -> int:
-        return max(self.max_step, math.ceil(current * self.max_percent / 100))
-
-
-class ScaleUpConfig(StepConfig):
-    """Scale-up rate limit; defaults are HPA's: max(4 pods, 100 %) per 15 s."""
-
-    max_step: int = Field(default=4, ge=1, le=MAX_REPLICAS)
-    max_percent: float = Field(default=100.0, ge=0, le=1000, allow_inf_nan=False)
-    period: PositiveDuration = 15.0
-
-
-class DeletionCostConfig(_Section):
-    """Before a scale-down, steer which pods Kubernetes removes (``controller.kubernetes.io/pod-deletion-cost``).
-
-    Critical servers go first, then Warning, then the least-loaded Available ones; the load is
-    ``Service.Meta.load`` of the registration (see the README's registration convention).
-    """
-
-    enabled: bool = True
-
-
-class ScaleDownConfig(StepConfig):
-    """Scale-down rate limit: slow on purpose (one server or 10 % per minute), capacity is cheap."""
-
-    max_step: int = Field(default=1, ge=1, le=MAX_REPLICAS)
-    max_percent: float = Field(default=10.0, ge=0, le=1000, allow_inf_nan=False)
-    period: PositiveDuration = 60.0
-    deletion_cost: DeletionCostConfig = Field(default_factory=DeletionCostConfig)
 
 
 class MassChangeConfig(_Section):

@@ -7,8 +7,10 @@ plain values, and the simulator runs the same code in virtual time.
 * ``evaluation``: the one evaluation step the daemon, ``plan`` and the simulator take
   (decide, apply the pause, say what would be sent);
 * ``policy``: ``decide`` (snapshot, replicas, config, memory, now → ``Decision``, memory);
+* ``limits``: how far one decision may move (bounds, scale-up stabilization, step limits);
 * ``demand``: the fleet's demand from what its servers report, and whether it may be sized from;
-* ``memory``: what the policy remembers between evaluations (in-flight grants, scale changes);
+* ``memory``: what the policy remembers between evaluations (in-flight grants, scale changes,
+  the recommendation windows);
 * ``pause``: the pause annotations and the decision taken while paused;
 * ``role``: leader, follower or shadow, and what each may do;
 * ``decision``: the decision value (desired count, direction, reason, clamps, inputs);

@@ -3,7 +3,10 @@
 Pure: an immutable ``Memory`` value goes into ``policy.decide`` and a new one comes out; time is
 always passed in. Two ledgers live here: the *grants* (replicas requested and not registered
 yet, counted as capacity until ``startup_grace`` ends: no runaway scale-up while pods start)
-and the *scale changes* the scaler made (the step limits count them over their period).
+and the *scale changes* the scaler made (the step limits count them over their period). Two
+sliding windows keep what the policy recommended: the demand's highest estimate over
+``scale_down_stabilization`` and the lowest scale-up count over ``scale_up.stabilization``, each
+as a short run of (time, value) pairs whose first is the window's extreme.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ __all__ = [
     "Memory",
     "ScaleChange",
     "demand_peak",
+    "lowest_recommendation",
     "moved",
     "next_grant_expiry",
     "next_room",
     "note_demand",
+    "note_recommendation",
     "prune",
     "record_scale",
 ]
@@ -61,6 +66,11 @@ class Memory:
     """``(time, demand)``: the fleet's demand estimate (servers' worth) at evaluations with usable
     demand within the last ``scale_down_stabilization``, each higher than every later one; the
     first is the window's highest (a sliding-window maximum, kept short)."""
+    up_recommendations: tuple[tuple[float, int], ...] = ()
+    """``(time, count)``: the replica counts the scale-up rule recommended within the last
+    ``scale_up.stabilization``, each lower than every later one; the first is the window's lowest
+    (a sliding-window minimum). Counts are capped at ``max_replicas``, so there are at most
+    ``max_replicas + 1`` of them whatever the evaluation rate. Empty while the window is 0."""
     baseline: frozenset[ServerKey] | None = None
     """Servers (node, Service.ID) not Critical at the last trusted evaluation (mass-change guard)."""
     guard_since: float | None = None
@@ -94,7 +104,7 @@ def record_scale(memory: Memory, decision: Decision, *, now: float) -> Memory:
 
 def prune(memory: Memory, config: PolicyConfig, now: float) -> Memory:
     """Forget grants past ``startup_grace`` and scale changes no window looks at any more."""
-    horizon = max(config.scale_up.period, config.scale_down.period, config.startup_grace)
+    horizon = max(config.scale_up.longest_period, config.scale_down.longest_period, config.startup_grace)
     grants = tuple(g for g in memory.grants if now - g.at < config.startup_grace)
     changes = tuple(c for c in memory.changes if now - c.at < horizon)
     if grants == memory.grants and changes == memory.changes:
@@ -114,6 +124,31 @@ def demand_peak(memory: Memory) -> float | None:
     return memory.demand_peaks[0][1] if memory.demand_peaks else None
 
 
+def note_recommendation(memory: Memory, count: int, config: PolicyConfig, now: float) -> Memory:
+    """Add the count one evaluation's scale-up rule recommended (the current count when it wants no more).
+
+    Like the HPA's ``stabilizeRecommendationWithBehaviors``, but kept as a sliding minimum: a
+    recommendation no lower than a later one can never be the window's lowest again, so it goes.
+    """
+    window = config.scale_up.stabilization
+    if window <= 0:
+        return memory
+    count = min(count, config.max_replicas)
+    horizon = now - window
+    kept = tuple((t, value) for t, value in memory.up_recommendations if t > horizon and value < count)
+    return replace(memory, up_recommendations=(*kept, (now, count)))
+
+
+def lowest_recommendation(memory: Memory, config: PolicyConfig, now: float) -> tuple[int, float] | None:
+    """The lowest scale-up count recommended within the window, and when it leaves the window."""
+    window = config.scale_up.stabilization
+    horizon = now - window
+    for t, value in memory.up_recommendations:
+        if t > horizon:
+            return value, t + window
+    return None
+
+
 def moved(memory: Memory, now: float, window: float, *, up: bool) -> int:
     """Replicas the scaler added (``up``) or removed within the last ``window`` seconds."""
     return sum(abs(c.after - c.before) for c in memory.changes if c.up == up and now - c.at < window)
@@ -125,7 +160,8 @@ def next_grant_expiry(memory: Memory, config: PolicyConfig) -> float | None:
 
 
 def next_room(memory: Memory, config: PolicyConfig, now: float, *, up: bool) -> float | None:
-    """When the step limit of that direction next frees room (a change leaves its period)."""
-    period = config.scale_up.period if up else config.scale_down.period
-    times = [c.at + period for c in memory.changes if c.up == up and c.at + period > now]
+    """When the step limit of that direction next frees room (a change leaves one rule's period)."""
+    limit = config.scale_up if up else config.scale_down
+    periods = {rule.period for rule in limit.rules}
+    times = [c.at + p for c in memory.changes if c.up == up for p in periods if c.at + p > now]
     return min(times, default=None)

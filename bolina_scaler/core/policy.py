@@ -8,6 +8,7 @@ from bolina_scaler.config import PolicyConfig
 from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
 from bolina_scaler.core.demand import DemandEstimate, estimate_demand
 from bolina_scaler.core.fleet import FleetSnapshot
+from bolina_scaler.core.limits import within_limits
 from bolina_scaler.core.memory import (
     Grant,
     Memory,
@@ -15,8 +16,8 @@ from bolina_scaler.core.memory import (
     demand_peak,
     moved,
     next_grant_expiry,
-    next_room,
     note_demand,
+    note_recommendation,
     prune,
     record_scale,
 )
@@ -35,6 +36,8 @@ class _Step:
     message: str
     clamps: tuple[Clamp, ...] = ()
     recheck_at: float | None = None
+    wanted: int | None = None
+    """The count the scale-up rule recommended, before stabilization and limits (None: no more)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,6 +201,8 @@ def _evaluate(look: _Look, memory: Memory) -> tuple[_Step, Memory]:
     if step is None:
         sizing = _Sizing.of(look, demand_peak(memory)) if look.demand.usable else None
         step = _up_or_keep(look, sizing, memory)
+        wanted = step.wanted if step is not None and step.wanted is not None else look.current
+        memory = note_recommendation(memory, wanted, look.config, look.now)
     since: float | None = None
     if step is None:  # the scale-down window: the one rule that keeps it open
         since = memory.above_since if memory.above_since is not None and look.external_change is None else look.now
@@ -324,31 +329,16 @@ def _scale_up(look: _Look, memory: Memory) -> _Step:
 
 
 def _within_limits(raw: int, look: _Look, reason: Reason, message: str, memory: Memory, *, up: bool) -> _Step:
-    """``raw`` replicas within the bound and the step limit of its direction, every clamp recorded.
-
-    A HOLD when they leave no room: AT_MAX, or STEP_LIMITED until the step limit frees room.
-    """
-    current, config, now = look.current, look.config, look.now
-    sign, word = (1, "up") if up else (-1, "down")
-    clamps: list[Clamp] = []
-    desired = raw
-    bound = config.max_replicas if up else config.min_replicas
-    if sign * (desired - bound) > 0:
-        clamps.append(Clamp(f"{'max' if up else 'min'}_replicas", desired, bound))
-        desired = bound
-    limit = config.scale_up if up else config.scale_down
-    used = moved(memory, now, limit.period, up=up)
-    room = max(0, limit.allowed(current) - used)
-    if sign * (desired - current) > room:
-        detail = f"at most {limit.allowed(current)} {word} per {limit.period:g}s, {used} used"
-        clamps.append(Clamp(f"scale_{word}_step", desired, current + sign * room, detail))
-        desired = current + sign * room
-    if desired != current:
-        return _Step(desired, Direction.UP if up else Direction.DOWN, reason, message, tuple(clamps))
-    if up and current >= config.max_replicas:
-        return _Step(current, Direction.HOLD, Reason.AT_MAX, f"{message}; already at max_replicas", tuple(clamps))
-    recheck = next_room(memory, config, now, up=up)
-    return _Step(current, Direction.HOLD, Reason.STEP_LIMITED, f"{message}; step limit reached", tuple(clamps), recheck)
+    """``raw`` replicas within the bound, the scale-up stabilization and the step limit of its
+    direction (``core.limits``), every clamp recorded; a HOLD saying why when they leave no room."""
+    current = look.current
+    limited = within_limits(raw, current=current, config=look.config, memory=memory, now=look.now, up=up)
+    wanted = raw if up else None
+    if limited.desired != current:
+        direction = Direction.UP if up else Direction.DOWN
+        return _Step(limited.desired, direction, reason, message, limited.clamps, wanted=wanted)
+    message = f"{message}; {limited.why}"
+    return _Step(current, Direction.HOLD, limited.held, message, limited.clamps, limited.recheck_at, wanted)
 
 
 def _scale_down(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step:

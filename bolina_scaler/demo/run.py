@@ -11,11 +11,13 @@ import asyncio
 import json
 import tempfile
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 import structlog
 
 from bolina_scaler.config import Config, parse_config
+from bolina_scaler.config.schema import StepConfig
 from bolina_scaler.daemon import Daemon, open_daemon
 from bolina_scaler.demo.output import Action, plot, print_report
 from bolina_scaler.demo.scenario import DEMO_CONFIG, NAMESPACE, Scenario
@@ -84,6 +86,9 @@ async def _play(
         actions.append((when, decision.current, decision.desired, str(decision.reason), decision.message))
 
 
+_Steps = TypeVar("_Steps", bound=StepConfig)
+
+
 def _scaled_config(speed: float) -> Config:
     config = parse_config(DEMO_CONFIG)
     if speed == 1.0:
@@ -93,12 +98,22 @@ def _scaled_config(speed: float) -> Config:
         update={
             "scale_down_stabilization": p.scale_down_stabilization / speed,
             "startup_grace": p.startup_grace / speed,
-            "scale_up": p.scale_up.model_copy(update={"period": p.scale_up.period / speed}),
-            "scale_down": p.scale_down.model_copy(update={"period": p.scale_down.period / speed}),
+            "scale_up": _scaled_steps(p.scale_up, speed).model_copy(
+                update={"stabilization": p.scale_up.stabilization / speed}
+            ),
+            "scale_down": _scaled_steps(p.scale_down, speed),
             "mass_change": p.mass_change.model_copy(update={"confirmation": p.mass_change.confirmation / speed}),
         }
     )
     return config.model_copy(update={"policy": policy})
+
+
+def _scaled_steps(steps: _Steps, speed: float) -> _Steps:
+    """A direction's step limit with every period ``speed`` times shorter."""
+    policies = steps.policies
+    if policies is not None:
+        policies = tuple(rule.model_copy(update={"period": rule.period / speed}) for rule in policies)
+    return steps.model_copy(update={"period": steps.period / speed, "policies": policies})
 
 
 async def _ask_http(daemon: Daemon) -> list[tuple[str, str]]:
