@@ -117,8 +117,7 @@ class KubeApi:
         environ: Mapping[str, str] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """``clock``, ``rng``, ``service_account_dir``, ``environ`` and ``wall_clock`` (Unix time,
-        to read a ``Retry-After`` HTTP-date) are test hooks."""
+        """``clock``, ``rng``, ``service_account_dir``, ``environ``, ``wall_clock``: test hooks."""
         self.config = config
         self.metrics = metrics
         self.succeeded_at: float | None = None
@@ -355,8 +354,7 @@ class KubeApi:
                 return
             # Wait for the turn, or for an answer to someone else's probe (the API server is back:
             # a Lease renewal or a scale read must not sit out the rest of a turn it no longer needs).
-            # asyncio.timeout, not wait_for: on Python 3.11 a wait_for cancelled just as the event
-            # is set swallows the cancellation, and the request would be sent during shutdown.
+            # asyncio.timeout: a 3.11 wait_for cancelled as the event is set swallows the cancel.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._not_before - now):
                     await self._reopened.wait()
