@@ -61,6 +61,37 @@ class TestCheckConfig:
             f"bolina-scaler: config error: {fifo}: cannot read config file: a FIFO (named pipe), not a regular file"
         ]
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (
+                "# policy:\n#   min_replicas: 2\n",
+                "{path}: the document is empty (a ConfigMap mounted under the wrong key?)",
+            ),
+            ("- policy\n", "{path}: expected a mapping of sections"),
+            ("policy:\n  min_replicas: true\n", "policy.min_replicas: expected an integer, got True"),
+            ("policy:\n  max_replicas: '20'\n", "policy.max_replicas: expected an integer, got '20'"),
+            ("policy:\n  min_replicas: 0\n", "policy.min_replicas: 0 is refused: at 0 replicas no server registers"),
+        ],
+        ids=["empty", "list", "bool-int", "string-int", "zero"],
+    )
+    @pytest.mark.parametrize("command", ["check-config", "run", "plan", "simulate"])
+    def test_a_trap_exits_2_with_one_line(self, tmp_path: Path, command: str, text: str, expected: str):
+        """The config traps of issue 23, as a real process of each command that reads a config: exit
+        2 and one line naming the file or the key (the empty file used to run on every default)."""
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "bolina_scaler", command, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("bolina-scaler: config error: " + expected.format(path=path)), lines
+
     def test_config_flag_works_like_the_other_commands(self, capsys: pytest.CaptureFixture[str]):
         """check-config --config PATH, like run and plan (the positional PATH still works)."""
         path = str(ROOT / "config" / "config.yaml")
