@@ -7,9 +7,11 @@ conditions (a log line, an exit), bounded by timeouts.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bolina_scaler.cli import main
+from bolina_scaler.cli import build_parser, main
 from bolina_scaler.testing.consul import FakeConsul
 from bolina_scaler.testing.kubernetes import FakeKubernetes
 
@@ -132,6 +134,43 @@ class TestHelp:
         assert f"bolina-scaler {' '.join(command)}".strip() in examples
         for markup in ("``", ".. ", ":param", "::"):
             assert markup not in text, f"markup {markup!r} in {command} --help"
+
+
+def _options(command: str) -> list[argparse.Action]:
+    """The options of one command's parser, as ``--help`` lists them (not ``-h`` itself)."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = commands.choices[command]
+    return [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+
+
+class TestFlagHelp:
+    def test_run_help_says_what_sighup_does(self, capsys: pytest.CaptureFixture[str]):
+        """run --help names all three stop signals and says SIGHUP stops (it does not reload)."""
+        with pytest.raises(SystemExit):
+            main(["run", "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "until SIGTERM, SIGINT or SIGHUP" in text
+        assert "SIGHUP does not reload the config file" in text
+
+    @pytest.mark.parametrize("command", ["run", "plan", "check-config", "demo", "simulate", "report"])
+    def test_every_option_has_a_help_text_with_its_default(self, command: str):
+        """Every flag says what it does, and every flag with a default says which (a flag taking a
+        value and having no default says so, or is required)."""
+        for action in _options(command):
+            assert action.help, f"{command} {action.option_strings[0]}: no help text"
+            takes_value = action.nargs != 0
+            if takes_value and action.default is not None and not action.required:
+                assert "default" in action.help, f"{command} {action.option_strings[0]}: default not shown"
+
+    def test_every_duration_flag_says_its_syntax(self):
+        """A flag whose value is a duration says how to write one (seconds, or 300ms, 30s, 5m)."""
+        durations = [
+            a for a in _options("report") if isinstance(a.default, str) and re.fullmatch(r"\d+(ms|s|m|h)", a.default)
+        ]
+        assert {a.option_strings[0] for a in durations} == {"--interval", "--ttl", "--deregister-after", "--refresh"}
+        for action in durations:
+            assert action.metavar == "DURATION"
+            assert "seconds, or 300ms, 30s, 5m" in str(action.help), action.option_strings[0]
 
 
 @pytest.fixture
