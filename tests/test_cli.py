@@ -94,6 +94,22 @@ class TestCheckConfig:
         assert len(lines) == 1, lines
         assert lines[0].startswith("bolina-scaler: config error: " + expected.format(path=path)), lines
 
+    @pytest.mark.parametrize(
+        ("bounds", "expected"),
+        [
+            (["--min-replicas", "0"], "simulate: min_replicas: 0 is refused"),
+            (["--min-replicas", "5", "--max-replicas", "2"], "simulate: max_replicas: must be >= min_replicas (5)"),
+        ],
+    )
+    def test_simulate_refuses_the_bounds_a_config_may_not_have(
+        self, bounds: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+    ):
+        """simulate's own bounds are checked as a config's are: it simulated a fleet run refuses."""
+        assert main(["simulate", *bounds, "--hours", "0.01"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith(f"bolina-scaler: config error: {expected}"), lines
+
     def test_config_flag_works_like_the_other_commands(self, capsys: pytest.CaptureFixture[str]):
         """check-config --config PATH, like run and plan (the positional PATH still works)."""
         path = str(ROOT / "config" / "config.yaml")
