@@ -61,17 +61,7 @@ class ScriptedWorld:
         for name in pods:
             self.born.setdefault(name, t)
         registered = set(self.consul.instances(SERVICE))
-        order = {name: n for n, name in enumerate(self.kube.deleted_pods)}
-        removed = sorted(registered - set(pods), key=lambda name: order.get(name, len(order)))
-        if removed:
-            self.kept[t * self.speed] = [self.loads[n] for n in sorted(registered & set(pods)) if n in self.loads]
-        for gone in removed:
-            cost = self.kube.deletion_costs.get(gone, 0)
-            self.removed.append((t * self.speed, gone, self.reported.get(gone, "?"), self.loads.get(gone, "?"), cost))
-            self.consul.remove_instance(gone)
-            self.born.pop(gone, None)
-            self.reported.pop(gone, None)
-            self.stages.pop(gone, None)
+        self._deregister_deleted(t, registered, set(pods))
         ready = [n for n in pods if t - self.born[n] >= self.scenario.startup_delay / self.speed]
         healthy = [n for n in ready if n not in self.crashed]
         demand = self.scenario.demand(t * self.speed)
@@ -100,6 +90,20 @@ class ScriptedWorld:
         available = sum(1 for s in statuses.values() if s == "passing")
         replicas = int(self.kube.deployment(NAMESPACE, "bolina")["spec"]["replicas"])
         self.timeline.append((t * self.speed, demand, replicas, len(statuses), available))
+
+    def _deregister_deleted(self, t: float, registered: set[str], pods: set[str]) -> None:
+        """Pods Kubernetes deleted leave Consul; noted in the order the ReplicaSet chose them."""
+        order = {name: n for n, name in enumerate(self.kube.deleted_pods)}
+        removed = sorted(registered - pods, key=lambda name: order.get(name, len(order)))
+        if removed:
+            self.kept[t * self.speed] = [self.loads[n] for n in sorted(registered & pods) if n in self.loads]
+        for gone in removed:
+            cost = self.kube.deletion_costs.get(gone, 0)
+            self.removed.append((t * self.speed, gone, self.reported.get(gone, "?"), self.loads.get(gone, "?"), cost))
+            self.consul.remove_instance(gone)
+            self.born.pop(gone, None)
+            self.reported.pop(gone, None)
+            self.stages.pop(gone, None)
 
     def _classify(self, name: str, load: float, t: float) -> str:
         """The stage the server reports: the real classifier on its share of the demand (and errors)."""
