@@ -160,6 +160,7 @@ class TestTraps:
             ({"dry_run": 1}, "dry_run: expected true or false, got 1"),
             ({"consul": {"tls_verify": "false"}}, "consul.tls_verify: expected true or false, got 'false'"),
             ({"consul": {"service": 5}}, "consul.service: expected a string, got 5"),
+            ({"status": {"enabled": "yes"}}, "status.enabled: expected true or false, got 'yes'"),
         ],
     )
     def test_a_value_of_the_wrong_type_is_refused(self, data: dict[str, Any], expected: str):
@@ -174,6 +175,15 @@ class TestTraps:
         """``startup_grace: true`` is not 1 second."""
         with pytest.raises(ConfigError, match=rf"^policy\.{key}: expected a duration .*got a boolean"):
             parse_config({"policy": {key: True}})
+
+    def test_a_yaml_list_is_still_a_list(self):
+        """Strict sections still read a YAML list of rules (strict pydantic alone takes only a tuple)."""
+        rules = [{"type": "Pods", "value": 4, "period": "15s"}, {"type": "Percent", "value": 50, "period": "1m"}]
+        policy = parse_config({"policy": {"scale_up": {"policies": rules}}}).policy
+        assert [(rule.type, rule.value, rule.period) for rule in policy.scale_up.rules] == [
+            ("Pods", 4, 15.0),
+            ("Percent", 50, 60.0),
+        ]
 
     def test_a_number_may_be_written_as_an_integer(self):
         """Where a number is asked, an integer is one: ``scale_down_max_load: 1``, ``max_percent: 50``."""
