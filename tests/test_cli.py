@@ -7,9 +7,11 @@ conditions (a log line, an exit), bounded by timeouts.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bolina_scaler.cli import main
+from bolina_scaler.cli import build_parser, main
 from bolina_scaler.testing.consul import FakeConsul
 from bolina_scaler.testing.kubernetes import FakeKubernetes
 
@@ -61,6 +63,53 @@ class TestCheckConfig:
             f"bolina-scaler: config error: {fifo}: cannot read config file: a FIFO (named pipe), not a regular file"
         ]
 
+    @pytest.mark.parametrize(
+        ("text", "expected"),
+        [
+            (
+                "# policy:\n#   min_replicas: 2\n",
+                "{path}: the document is empty (a ConfigMap mounted under the wrong key?)",
+            ),
+            ("- policy\n", "{path}: expected a mapping of sections"),
+            ("policy:\n  min_replicas: true\n", "policy.min_replicas: expected an integer, got True"),
+            ("policy:\n  max_replicas: '20'\n", "policy.max_replicas: expected an integer, got '20'"),
+            ("policy:\n  min_replicas: 0\n", "policy.min_replicas: 0 is refused: at 0 replicas no server registers"),
+        ],
+        ids=["empty", "list", "bool-int", "string-int", "zero"],
+    )
+    @pytest.mark.parametrize("command", ["check-config", "run", "plan", "simulate"])
+    def test_a_trap_exits_2_with_one_line(self, tmp_path: Path, command: str, text: str, expected: str):
+        """The config traps of issue 23, as a real process of each command that reads a config: exit
+        2 and one line naming the file or the key (the empty file used to run on every default)."""
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        done = subprocess.run(
+            [sys.executable, "-m", "bolina_scaler", command, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("bolina-scaler: config error: " + expected.format(path=path)), lines
+
+    @pytest.mark.parametrize(
+        ("bounds", "expected"),
+        [
+            (["--min-replicas", "0"], "simulate: min_replicas: 0 is refused"),
+            (["--min-replicas", "5", "--max-replicas", "2"], "simulate: max_replicas: must be >= min_replicas (5)"),
+        ],
+    )
+    def test_simulate_refuses_the_bounds_a_config_may_not_have(
+        self, bounds: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+    ):
+        """simulate's own bounds are checked as a config's are: it simulated a fleet run refuses."""
+        assert main(["simulate", *bounds, "--hours", "0.01"]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith(f"bolina-scaler: config error: {expected}"), lines
+
     def test_config_flag_works_like_the_other_commands(self, capsys: pytest.CaptureFixture[str]):
         """check-config --config PATH, like run and plan (the positional PATH still works)."""
         path = str(ROOT / "config" / "config.yaml")
@@ -101,6 +150,43 @@ class TestHelp:
         assert f"bolina-scaler {' '.join(command)}".strip() in examples
         for markup in ("``", ".. ", ":param", "::"):
             assert markup not in text, f"markup {markup!r} in {command} --help"
+
+
+def _options(command: str) -> list[argparse.Action]:
+    """The options of one command's parser, as ``--help`` lists them (not ``-h`` itself)."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    parser = commands.choices[command]
+    return [a for a in parser._actions if a.option_strings and not isinstance(a, argparse._HelpAction)]
+
+
+class TestFlagHelp:
+    def test_run_help_says_what_sighup_does(self, capsys: pytest.CaptureFixture[str]):
+        """run --help names all three stop signals and says SIGHUP stops (it does not reload)."""
+        with pytest.raises(SystemExit):
+            main(["run", "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "until SIGTERM, SIGINT or SIGHUP" in text
+        assert "SIGHUP does not reload the config file" in text
+
+    @pytest.mark.parametrize("command", ["run", "plan", "check-config", "demo", "simulate", "report"])
+    def test_every_option_has_a_help_text_with_its_default(self, command: str):
+        """Every flag says what it does, and every flag with a default says which (a flag taking a
+        value and having no default says so, or is required)."""
+        for action in _options(command):
+            assert action.help, f"{command} {action.option_strings[0]}: no help text"
+            takes_value = action.nargs != 0
+            if takes_value and action.default is not None and not action.required:
+                assert "default" in action.help, f"{command} {action.option_strings[0]}: default not shown"
+
+    def test_every_duration_flag_says_its_syntax(self):
+        """A flag whose value is a duration says how to write one (seconds, or 300ms, 30s, 5m)."""
+        durations = [
+            a for a in _options("report") if isinstance(a.default, str) and re.fullmatch(r"\d+(ms|s|m|h)", a.default)
+        ]
+        assert {a.option_strings[0] for a in durations} == {"--interval", "--ttl", "--deregister-after", "--refresh"}
+        for action in durations:
+            assert action.metavar == "DURATION"
+            assert "seconds, or 300ms, 30s, 5m" in str(action.help), action.option_strings[0]
 
 
 @pytest.fixture

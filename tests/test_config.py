@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class TestDefaults:
-    def test_empty_file_is_a_valid_config(self):
-        """Every key is optional: an empty document gives the documented defaults."""
-        config = parse_config(None)
+    def test_an_empty_mapping_is_the_defaults(self):
+        """Every key is optional: ``{}`` (the defaults, on purpose) gives the documented defaults."""
+        config = parse_config({})
         assert config.consul.service == "bolina"
         assert config.kubernetes.deployment == "bolina"
         assert config.consul.wait == 30
@@ -80,6 +80,124 @@ class TestExample:
         ]
         assert settings
         assert [lines[n].strip() for n in settings if not documented(n)] == []
+
+
+class TestTraps:
+    """Files and values that passed and ran on something other than what was meant (issue 23)."""
+
+    @pytest.mark.parametrize(
+        "text", ["", "\n\n", "# policy:\n#   min_replicas: 2\n", "null\n", "~\n", "---\n", "--- \n...\n"]
+    )
+    def test_an_empty_document_is_refused(self, tmp_path: Path, text: str):
+        """An empty document (a ConfigMap mounted under the wrong key) is refused, naming the file and
+        saying how to ask for the defaults; it used to run a live scaler on every default."""
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert str(caught.value) == (
+            f"{path}: the document is empty (a ConfigMap mounted under the wrong key?); "
+            "write {} to run on the defaults"
+        )
+
+    def test_an_explicit_empty_mapping_is_the_defaults(self, tmp_path: Path):
+        """``{}`` is a choice, not an accident: it runs on the defaults."""
+        path = tmp_path / "c.yaml"
+        path.write_text("# the defaults, on purpose\n{}\n")
+        assert load_config(path) == parse_config({})
+
+    @pytest.mark.parametrize(
+        ("text", "kind"),
+        [("- policy\n", "a list"), ("policy\n", "a string"), ("3\n", "a number"), ("true\n", "a boolean")],
+    )
+    def test_a_document_that_is_not_a_mapping_names_the_file(self, tmp_path: Path, text: str, kind: str):
+        """A list or a string at the top is one line naming the file and what it holds."""
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert (
+            str(caught.value)
+            == f"{path}: expected a mapping of sections (consul:, kubernetes:, policy:, ...), got {kind}"
+        )
+
+    def test_an_empty_section_says_so(self):
+        """``policy:`` with nothing under it is null, not an empty section: the line says how to write one."""
+        with pytest.raises(ConfigError, match=r"^policy: expected a mapping of keys, got null \(an empty section"):
+            parse_config({"policy": None})
+
+    @pytest.mark.parametrize(
+        ("data", "expected"),
+        [
+            ({"policy": {"min_replicas": True}}, "policy.min_replicas: expected an integer, got True"),
+            ({"policy": {"max_replicas": "20"}}, "policy.max_replicas: expected an integer, got '20'"),
+            ({"policy": {"scale_up": {"max_step": 4.0}}}, "policy.scale_up.max_step: expected an integer, got 4.0"),
+            (
+                {"policy": {"scale_down": {"max_step": False}}},
+                "policy.scale_down.max_step: expected an integer, got False",
+            ),
+            (
+                {"policy": {"mass_change": {"min_fleet": "4"}}},
+                "policy.mass_change.min_fleet: expected an integer, got '4'",
+            ),
+            ({"consul": {"rate_burst": True}}, "consul.rate_burst: expected an integer, got True"),
+            ({"consul": {"max_answer_bytes": 1e6}}, "consul.max_answer_bytes: expected an integer, got 1000000.0"),
+            ({"http": {"port": "8080"}}, "http.port: expected an integer, got '8080'"),
+            (
+                {"policy": {"target_available_ratio": True}},
+                "policy.target_available_ratio: expected a number, got True",
+            ),
+            ({"policy": {"scale_down_ratio": "0.8"}}, "policy.scale_down_ratio: expected a number, got '0.8'"),
+            ({"policy": {"scale_down_max_load": True}}, "policy.scale_down_max_load: expected a number, got True"),
+            (
+                {"policy": {"scale_up": {"max_percent": True}}},
+                "policy.scale_up.max_percent: expected a number, got True",
+            ),
+            ({"policy": {"mass_change": {"ratio": False}}}, "policy.mass_change.ratio: expected a number, got False"),
+            ({"policy": {"demand": {"target_load": True}}}, "policy.demand.target_load: expected a number, got True"),
+            ({"policy": {"demand": {"anticipation": "0"}}}, "policy.demand.anticipation: expected a number, got '0'"),
+            ({"consul": {"rate_per_second": True}}, "consul.rate_per_second: expected a number, got True"),
+            ({"dry_run": 1}, "dry_run: expected true or false, got 1"),
+            ({"consul": {"tls_verify": "false"}}, "consul.tls_verify: expected true or false, got 'false'"),
+            ({"consul": {"service": 5}}, "consul.service: expected a string, got 5"),
+            ({"status": {"enabled": "yes"}}, "status.enabled: expected true or false, got 'yes'"),
+        ],
+    )
+    def test_a_value_of_the_wrong_type_is_refused(self, data: dict[str, Any], expected: str):
+        """Integers must be integers, numbers numbers (never a boolean), booleans booleans: lax
+        parsing read ``min_replicas: true`` as 1 and ``max_replicas: "20"`` as 20."""
+        with pytest.raises(ConfigError) as caught:
+            parse_config(data)
+        assert str(caught.value) == expected
+
+    @pytest.mark.parametrize("key", ["startup_grace", "scale_down_stabilization", "max_snapshot_age"])
+    def test_a_duration_is_never_a_boolean(self, key: str):
+        """``startup_grace: true`` is not 1 second."""
+        with pytest.raises(ConfigError, match=rf"^policy\.{key}: expected a duration .*got a boolean"):
+            parse_config({"policy": {key: True}})
+
+    def test_a_yaml_list_is_still_a_list(self):
+        """Strict sections still read a YAML list of rules (strict pydantic alone takes only a tuple)."""
+        rules = [{"type": "Pods", "value": 4, "period": "15s"}, {"type": "Percent", "value": 50, "period": "1m"}]
+        policy = parse_config({"policy": {"scale_up": {"policies": rules}}}).policy
+        assert [(rule.type, rule.value, rule.period) for rule in policy.scale_up.rules] == [
+            ("Pods", 4, 15.0),
+            ("Percent", 50, 60.0),
+        ]
+
+    def test_a_number_may_be_written_as_an_integer(self):
+        """Where a number is asked, an integer is one: ``scale_down_max_load: 1``, ``max_percent: 50``."""
+        policy = parse_config({"policy": {"scale_down_max_load": 1, "scale_up": {"max_percent": 50}}}).policy
+        assert (policy.scale_down_max_load, policy.scale_up.max_percent) == (1.0, 50.0)
+
+    def test_min_replicas_zero_is_refused_with_why_and_what_to_do(self):
+        """A fleet at 0 could never leave it (nothing registers in Consul): refused, pointing at the pause."""
+        with pytest.raises(ConfigError) as caught:
+            parse_config({"policy": {"min_replicas": 0}})
+        message = str(caught.value)
+        assert message.startswith("policy.min_replicas: 0 is refused: at 0 replicas no server registers in Consul")
+        assert "bolina-scaler/paused-replicas=0" in message
+        assert parse_config({"policy": {"min_replicas": 1}}).policy.min_replicas == 1
 
 
 class TestTokens:
@@ -165,8 +283,10 @@ class TestErrors:
 
     def test_not_a_mapping(self):
         """A YAML document that is not a mapping is rejected at the root."""
-        with pytest.raises(ConfigError, match=r"^<root>: expected a mapping"):
+        with pytest.raises(ConfigError, match=r"^<root>: expected a mapping of sections .*, got a list$"):
             parse_config([1, 2])
+        with pytest.raises(ConfigError, match=r"^<root>: the document is empty"):
+            parse_config(None)
 
     def test_yaml_syntax_error_names_the_line(self, tmp_path: Path):
         """Broken YAML reports the file and line."""

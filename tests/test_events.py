@@ -61,7 +61,7 @@ class TestEventFor:
         assert event is not None
         assert (
             event.message
-            == "New size: 12; reason: below_target: need 16 (clamped: max_replicas: wanted 16, limited to 12)"
+            == "New size: 12; reason: below_target: need 16 (clamped: max_replicas: wanted 16 replicas, limited to 12)"
         )
 
 

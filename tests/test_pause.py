@@ -90,7 +90,7 @@ class TestPausedDecision:
         assert bool(result.clamps) == (held > max_replicas)
         if held > max_replicas:
             assert str(result.clamps[0]) == (
-                f"max_replicas: wanted {held}, limited to {max_replicas} (the held count of {PAUSED_REPLICAS})"
+                f"max_replicas: wanted {held} replicas, limited to {max_replicas} (the held count of {PAUSED_REPLICAS})"
             )
             assert f"asks for {held}, above max_replicas {max_replicas}" in result.message
 
@@ -162,7 +162,10 @@ class TestPausedDaemon:
                 async with aiohttp.ClientSession() as session, session.get(f"{daemon.http.url}/v1/decision") as answer:
                     body = await answer.json()
         assert [p.body["spec"]["replicas"] for p in world.kube.patches] == [limit]
-        clamp = f"max_replicas: wanted {MAX_HELD_REPLICAS}, limited to {limit} (the held count of {PAUSED_REPLICAS})"
+        clamp = (
+            f"max_replicas: wanted {MAX_HELD_REPLICAS} replicas, limited to {limit} "
+            f"(the held count of {PAUSED_REPLICAS})"
+        )
         assert body["decision"]["desired"] == limit
         assert body["decision"]["clamps"] == [
             {

@@ -716,8 +716,8 @@ class TestDemandSizing:
         decision, _ = at_wall(4, demanding(*[(C, 1.0, 20.0)] * 4))
         assert decision.desired == 8  # 33 wanted, 20 at most, +4 per 15 s
         assert [str(c) for c in decision.clamps] == [
-            "max_replicas: wanted 33, limited to 20",
-            "scale_up_step: wanted 20, limited to 8 (at most 4 up per 15s, 0 used)",
+            "max_replicas: wanted 33 replicas, limited to 20",
+            "scale_up_step: wanted 20 replicas, limited to 8 (at most 4 up per 15s, 0 used)",
         ]
         decision, _ = at_wall(4, demanding(*[(C, 1.0, 20.0)] * 4), max_replicas=6)
         assert [c.name for c in decision.clamps] == ["max_replicas"]

@@ -38,7 +38,7 @@ class TestSelect:
         decision, _ = at(10, fleet(0, 10), scale_up=up)
         assert decision.desired == 14
         assert [str(c) for c in decision.clamps] == [
-            "scale_up_step: wanted 20, limited to 14 (at most 4 up per 15s, 0 used)"
+            "scale_up_step: wanted 20 replicas, limited to 14 (at most 4 up per 15s, 0 used)"
         ]
 
     def test_min_scale_down(self):
@@ -182,7 +182,7 @@ class TestScaleUpStabilization:
         memory = Memory(last_replicas=4, up_recommendations=((0.0, 6),))
         decision, _ = at(4, fleet(0, 4), now=10.0, memory=memory, scale_up=ScaleUpConfig(stabilization=30))
         assert (decision.direction, decision.desired) == (Direction.UP, 6)
-        assert str(decision.clamps[0]).startswith("scale_up_stabilization: wanted 8, limited to 6")
+        assert str(decision.clamps[0]).startswith("scale_up_stabilization: wanted 8 replicas, limited to 6")
 
     def test_untrusted_data_recommends_nothing(self):
         """An evaluation on untrusted data adds nothing to the window (the HPA records no recommendation

@@ -26,9 +26,15 @@ def add_demo_command(subparsers: Any) -> None:
         ),
         epilog=examples("bolina-scaler demo", "bolina-scaler demo --speed 3 --plot demo.png"),
     )
-    demo.add_argument("--speed", type=float, default=1.0, help="run the scripted scenario this many times faster")
+    demo.add_argument(
+        "--speed", type=float, default=1.0, help="play the scripted scenario this many times faster (default: 1)"
+    )
     demo.add_argument("--plot", metavar="FILE.png", help="draw the run (needs matplotlib)")
-    demo.add_argument("--log-format", choices=["auto", "json", "console"], help="log format")
+    demo.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        help="log format (default: auto: console on a terminal, else JSON)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
 

@@ -25,6 +25,10 @@ from bolina_scaler.reporter.settings import ReporterSettings
 
 __all__ = ["add_report_command"]
 
+DURATION = "DURATION"
+SYNTAX = "seconds, or 300ms, 30s, 5m, 1h"
+"""How a duration flag is written: what ``config.Duration`` reads."""
+
 
 def add_report_command(subparsers: Any) -> None:
     """Register ``bolina-scaler report`` on an argparse subparsers object."""
@@ -33,43 +37,83 @@ def add_report_command(subparsers: Any) -> None:
         "report",
         help="sidecar: register a Bolina server in its Consul agent and report its availability stage",
         description=(
-            "Register this Bolina server in the local Consul agent with a TTL check, read the server's "
-            "metrics (Prometheus text or JSON) every --interval, classify them (--classifier YAML) and "
-            "update the check on every stage change and as a heartbeat; deregister on SIGTERM, SIGINT or SIGHUP."
+            "Register this Bolina server in the local Consul agent with a TTL check, read the server's metrics\n"
+            "(Prometheus text or JSON) every --interval, classify them (--classifier YAML) and update the check\n"
+            "on every stage change and as a heartbeat. SIGTERM, SIGINT or SIGHUP deregister it and exit 0.\n"
+            "Durations are seconds or 300ms, 30s, 5m, 1h."
         ),
         epilog=examples(
             "bolina-scaler report --classifier config/availability.yaml --metrics-url http://127.0.0.1:9100/metrics",
             "(in a pod: manifests/components/report sets the flags; POD_NAME, POD_IP from the downward API)",
         ),
     )
-    report.add_argument("--classifier", required=True, help="availability classifier YAML (config/availability.yaml)")
-    report.add_argument("--metrics-url", required=True, help="the server's metrics URL")
-    report.add_argument("--metrics-format", choices=["auto", "prometheus", "json"], default="auto")
-    report.add_argument("--consul", default=env("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDRESS, help="agent address")
-    report.add_argument("--token-file", help="file holding the Consul ACL token (else CONSUL_HTTP_TOKEN)")
-    report.add_argument("--service", default="bolina", help="service name the scaler watches (default: bolina)")
-    report.add_argument("--id", default=env("POD_NAME"), help="Consul service ID (default: $POD_NAME)")
-    report.add_argument("--pod", default=env("POD_NAME"), help="pod name (default: $POD_NAME)")
-    report.add_argument("--server-id", default=env("BOLINA_SERVER_ID"), help="Bolina server id ($BOLINA_SERVER_ID)")
-    report.add_argument("--address", default=env("POD_IP"), help="server IP (default: $POD_IP)")
-    report.add_argument("--tcp-port", type=int, default=9001)
-    report.add_argument("--udp-port", type=int, default=9002)
-    report.add_argument("--interval", default="5s", help="how often to read the metrics (default 5s)")
-    report.add_argument("--ttl", default="30s", help="check TTL (default 30s; heartbeat every ttl/2)")
-    report.add_argument("--deregister-after", default="1m", help="DeregisterCriticalServiceAfter (min 1m)")
-    report.add_argument("--load-metric", help="metric holding the load (0..1): load= in the check output")
-    report.add_argument(
+    flag = report.add_argument
+    flag("--classifier", required=True, metavar="FILE", help="availability classifier YAML (config/availability.yaml)")
+    flag("--metrics-url", required=True, metavar="URL", help="the server's metrics URL")
+    flag(
+        "--metrics-format",
+        choices=["auto", "prometheus", "json"],
+        default="auto",
+        help="how to read the metrics answer (default: auto, from its Content-Type and first byte)",
+    )
+    flag(
+        "--consul",
+        default=env("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDRESS,
+        metavar="URL",
+        help=f"the local Consul agent's address (default: $CONSUL_HTTP_ADDR, else {DEFAULT_CONSUL_ADDRESS})",
+    )
+    flag("--token-file", metavar="FILE", help="file holding the Consul ACL token (default: $CONSUL_HTTP_TOKEN)")
+    flag("--service", default="bolina", help="service name the scaler watches (default: bolina)")
+    flag("--id", default=env("POD_NAME"), help="Consul service ID (default: $POD_NAME)")
+    flag("--pod", default=env("POD_NAME"), help="pod name (default: $POD_NAME)")
+    flag(
+        "--server-id", default=env("BOLINA_SERVER_ID"), help="Bolina server id (default: $BOLINA_SERVER_ID, else --id)"
+    )
+    flag("--address", default=env("POD_IP"), metavar="IP", help="server IP registered in Consul (default: $POD_IP)")
+    flag("--tcp-port", type=int, default=9001, metavar="PORT", help="server TCP port registered (default: 9001)")
+    flag("--udp-port", type=int, default=9002, metavar="PORT", help="server UDP port, Meta.udp_port (default: 9002)")
+    flag("--interval", default="5s", metavar=DURATION, help=f"how often to read the metrics (default: 5s; {SYNTAX})")
+    flag("--ttl", default="30s", metavar=DURATION, help=f"check TTL; a heartbeat every ttl/2 (default: 30s; {SYNTAX})")
+    flag(
+        "--deregister-after",
+        default="1m",
+        metavar=DURATION,
+        help=f"Consul's DeregisterCriticalServiceAfter: at least 1m, 0 for never (default: 1m; {SYNTAX})",
+    )
+    flag(
+        "--load-metric",
+        metavar="NAME",
+        help="metric holding the load (0..1): load= in the check output (default: none)",
+    )
+    flag(
         "--demand-metric",
+        metavar="NAME",
         help="metric holding the offered load (clients offered per second × mean session / capacity; may exceed 1): "
-        "demand= in the check output, what the scaler sizes the fleet from",
+        "demand= in the check output, what the scaler sizes the fleet from (default: none)",
     )
-    report.add_argument("--deadband-load", default="0.05", help="write when the load moved this much (default 0.05)")
-    report.add_argument(
-        "--deadband-demand", default="0.25", help="write when the demand moved this share of itself (default 0.25)"
+    flag(
+        "--deadband-load",
+        default="0.05",
+        metavar="SHARE",
+        help="write when the load moved this much, 0..1 (default: 0.05)",
     )
-    report.add_argument("--refresh", default="5m", help="write at least this often, re-stamping the demand (5m)")
-    report.add_argument(
-        "--max-metrics-bytes", default=str(DEFAULT_MAX_BYTES), help="largest metrics answer read (default 4 MiB)"
+    flag(
+        "--deadband-demand",
+        default="0.25",
+        metavar="SHARE",
+        help="write when the demand moved this share of itself (default: 0.25)",
+    )
+    flag(
+        "--refresh",
+        default="5m",
+        metavar=DURATION,
+        help=f"write at least this often, re-stamping the demand (default: 5m; {SYNTAX})",
+    )
+    flag(
+        "--max-metrics-bytes",
+        default=str(DEFAULT_MAX_BYTES),
+        metavar="BYTES",
+        help=f"largest metrics answer read, in bytes (default: {DEFAULT_MAX_BYTES}, 4 MiB)",
     )
     report.set_defaults(handler=_cmd_report)
 

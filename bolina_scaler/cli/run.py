@@ -33,7 +33,10 @@ def add_run_command(subparsers: Any) -> None:
         help="run the daemon",
         description=(
             "Watch the Bolina service in Consul with blocking queries and keep the share of Available\n"
-            "servers above the target by patching the Deployment's scale, until SIGTERM or SIGINT.\n"
+            "servers above the target by patching the Deployment's scale, until SIGTERM, SIGINT or SIGHUP.\n"
+            "Each of the three stops it cleanly: the patch in flight finishes, the Lease is released, and\n"
+            "it exits 0. SIGHUP does not reload the config file: restart to change it (the shipped\n"
+            "manifests roll the scaler's pods when config/config.yaml changes).\n"
             "With --dry-run it is a shadow: it decides and explains (logs 'dry run: would scale',\n"
             "serves /v1/decision) but never patches and never joins leader election, so it can run\n"
             "beside the real scaler. Exit codes: 0 stopped, 1 runtime failure, 2 bad config."

@@ -49,7 +49,7 @@ def add_simulate_command(subparsers: Any) -> None:
     sim.add_argument("--min-replicas", type=int, default=2, help="scenario bound for every scaler (default 2)")
     sim.add_argument("--max-replicas", type=int, default=40, help="scenario bound for every scaler (default 40)")
     sim.add_argument("--hpa-target", type=float, default=0.6, help="HPA target CPU utilisation (default 0.6)")
-    sim.add_argument("--seed", type=int, default=0, help="random seed (runs are deterministic per seed)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed: runs are deterministic per seed (default: 0)")
     sim.add_argument("--hours", type=float, help="cut (or extend) each trace to this many hours")
     sim.add_argument(
         "--fallback", action="store_true", help="also the policy without demand (servers that publish none)"

@@ -37,6 +37,16 @@ def _plain_key(part: Any) -> bool:
     return isinstance(part, str) and 0 < len(part) <= 64 and part.isprintable() and " " not in part
 
 
+_WRONG_TYPE = {
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "model_type": "expected a mapping of keys",
+}
+"""The schema's types are strict (``schema._Section``): a value of the wrong type says what was asked."""
+
+
 def one_line(exc: ValidationError) -> str:
     """pydantic's errors as one line naming the first offending key (``policy.max_replicas: ...``)."""
     first = exc.errors()[0]
@@ -51,8 +61,11 @@ def one_line(exc: ValidationError) -> str:
     elif first["type"] in {"value_error", "assertion_error"} and ": " in message:
         loc, _, message = message.partition(": ")
     else:
+        message = _WRONG_TYPE.get(first["type"], message)
         given = first.get("input")
-        if not isinstance(given, dict | list) and given is not None and "got " not in message:
+        if given is None and first["type"] == "model_type":
+            message = f"{message}, got null (an empty section: write {{}} or leave it out)"
+        elif not isinstance(given, dict | list) and given is not None and "got " not in message:
             message = f"{message}, got {short_repr(given)}"
     more = len(exc.errors()) - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""

@@ -6,7 +6,9 @@ CA bundle, kubeconfig) as the daemon will read them; ``parse_config`` validates 
 lets through: a key given twice (YAML would keep the last), anything but a regular file (a FIFO
 would block), a file larger than 1 MiB or not UTF-8, a character YAML forbids (a NUL byte),
 nesting deeper than Python can parse; each is a one-line ``ConfigError`` (exit 2), never a
-traceback.
+traceback. An empty document (an empty file, only comments, ``null``, ``---``) is refused too:
+that is what a ConfigMap mounted under the wrong key gives, and running on every default would
+start a live scaler of Deployment ``bolina``. ``{}`` is the way to say "the defaults", on purpose.
 """
 
 from __future__ import annotations
@@ -29,17 +31,44 @@ MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def parse_config(data: Any) -> Config:
-    """Validate already-parsed YAML; raise ``ConfigError`` with a one-line message."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"<root>: expected a mapping of sections, got {type(data).__name__}")
+    """Validate already-parsed YAML; raise ``ConfigError`` with a one-line message.
+
+    ``None`` (an empty document) is refused, not read as "every default": ``{}`` says that.
+    """
+    problem = _root_problem(data)
+    if problem is not None:
+        raise ConfigError(f"<root>: {problem}")
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(one_line(exc)) from None
     except RecursionError:
         raise ConfigError("<root>: nested too deeply") from None
+
+
+EMPTY_DOCUMENT = "the document is empty (a ConfigMap mounted under the wrong key?); write {} to run on the defaults"
+
+
+def _root_problem(data: Any) -> str | None:
+    """Why a parsed document cannot be a config at all (empty, or not a mapping), else None."""
+    if data is None:
+        return EMPTY_DOCUMENT
+    if not isinstance(data, dict):
+        return f"expected a mapping of sections (consul:, kubernetes:, policy:, ...), got {_kind(data)}"
+    return None
+
+
+def _kind(value: Any) -> str:
+    """What a YAML value is, in the words of its reader: ``a list``, ``a string``."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -125,7 +154,11 @@ def load_config(path: Path | str) -> Config:
     The files it names are read too, as the daemon will read them: the token file must hold a
     token an HTTP header can carry, the CA file must load as PEM certificates.
     """
-    config = parse_config(read_yaml(path))
+    data = read_yaml(path)
+    problem = _root_problem(data)
+    if problem is not None:  # the file is the thing to fix: name it
+        raise ConfigError(f"{path}: {problem}")
+    config = parse_config(data)
     consul = config.consul
     token = _check_file("consul.token_file", consul.token_file, limit=TOKEN_FILE_BYTES)
     if token is not None and (not token.strip().isascii() or not token.strip().isprintable()):

@@ -78,8 +78,8 @@ class ConsulConfig(_Section):
     address: str = Field(default_factory=lambda: os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_CONSUL_ADDRESS)
     service: str = Field(default="bolina", min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")
     datacenter: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.-]+$")
-    token_file: Path | None = None
-    ca_file: Path | None = None
+    token_file: Path | None = Field(default=None, strict=False)
+    ca_file: Path | None = Field(default=None, strict=False)
     tls_verify: bool = True
     wait: PositiveDuration = 30.0
     """How long one blocking query waits for a change. Consul answers a query whose index is above
@@ -140,7 +140,7 @@ class KubernetesConfig(_Section):
 
     namespace: str | None = Field(default=None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     deployment: str = Field(default="bolina", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
-    kubeconfig: Path | None = None
+    kubeconfig: Path | None = Field(default=None, strict=False)
     context: str | None = None
     request_timeout: PositiveDuration = 10.0
     resync: PositiveDuration = 30.0
@@ -212,6 +212,14 @@ class PolicyConfig(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
+        if self.min_replicas == 0:
+            # Scale to zero has no activation signal: a fleet at 0 registers nothing in Consul, so
+            # there is no share, no demand and no reason to grow again. A pause takes it down on purpose.
+            raise ValueError(
+                "min_replicas: 0 is refused: at 0 replicas no server registers in Consul, so nothing could "
+                "scale the fleet up again; use 1 or more (to take a fleet down on purpose, annotate the "
+                "Deployment bolina-scaler/paused-replicas=0)"
+            )
         if self.max_replicas < self.min_replicas:
             raise ValueError(f"max_replicas: must be >= min_replicas ({self.min_replicas}), got {self.max_replicas}")
         if self.scale_down_ratio <= self.target_available_ratio:

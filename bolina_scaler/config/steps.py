@@ -70,7 +70,9 @@ class StepConfig(Section):
     max_percent: float = Field(ge=0, le=1000, allow_inf_nan=False)
     period: PositiveDuration
     select: Literal["max", "min", "disabled"] = "max"
-    policies: tuple[StepRule, ...] | None = None
+    policies: tuple[StepRule, ...] | None = Field(default=None, strict=False)
+    """Not strict: a YAML list is a list, and strict pydantic takes only a tuple for a tuple (each
+    rule is a strict section of its own)."""
 
     @model_validator(mode="after")
     def _check(self) -> StepConfig:

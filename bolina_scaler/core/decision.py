@@ -58,9 +58,13 @@ class Clamp:
     detail: str = ""
 
     def __str__(self) -> str:
-        """``max_replicas: wanted 16, limited to 12``, as logs, Events and the API show it."""
+        """``max_replicas: wanted 16 replicas, limited to 12``, as logs, Events and the API show it.
+
+        Both are replica counts, and the text says so: beside "allows removing 11", a bare
+        "wanted 3, limited to 12" read as 3 removed."""
         detail = f" ({self.detail})" if self.detail else ""
-        return f"{self.name}: wanted {self.before}, limited to {self.after}{detail}"
+        replicas = "replica" if self.before == 1 else "replicas"
+        return f"{self.name}: wanted {self.before} {replicas}, limited to {self.after}{detail}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

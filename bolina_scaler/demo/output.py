@@ -1,20 +1,44 @@
 """What the demo prints: the scale actions, a terminal chart, the Events, the removed pods, the HTTP answers.
 
-Does I/O (stdout, and the optional matplotlib plot).
+Does I/O (stdout, and the optional matplotlib plot). Everything is told in scenario seconds. At
+``--speed N`` the daemon runs with every window N times shorter, so the durations in its own
+texts (``for 2s of 2s``, ``per 0.666667s``) are wall seconds: ``in_scenario_seconds`` turns them
+back (``for 6s of 6s``, ``per 2s``) before they go into the tables. The HTTP answers are printed
+as the daemon gave them.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 
 from bolina_scaler.config import Config
 from bolina_scaler.demo.scenario import CAPACITY
 from bolina_scaler.demo.world import ScriptedWorld
 
-__all__ = ["Action", "plot", "print_report", "sparkline"]
+__all__ = ["Action", "in_scenario_seconds", "plot", "print_report", "sparkline"]
 
 Action = tuple[float, int, int, str, str]
 """One scale action: (scenario seconds, before, after, reason, why)."""
+
+
+_SECONDS = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?(?:e-?\d+)?)(ms|s)\b")
+"""A duration as the daemon writes one (``{seconds:g}s``), not part of a word or a longer number."""
+
+
+def in_scenario_seconds(text: str, speed: float) -> str:
+    """``text`` with every duration the daemon wrote at ``speed`` told in scenario seconds.
+
+    ``per 0.666667s`` at speed 3 is ``per 2s``; at speed 1 the text is returned as it is.
+    """
+    if speed == 1.0:
+        return text
+
+    def scaled(match: re.Match[str]) -> str:
+        seconds = float(match.group(1)) * (0.001 if match.group(2) == "ms" else 1.0) * speed
+        return f"{seconds:.3g}s"
+
+    return _SECONDS.sub(scaled, text)
 
 
 def print_report(actions: list[Action], world: ScriptedWorld, config: Config, events: list[dict[str, object]],
@@ -22,17 +46,22 @@ def print_report(actions: list[Action], world: ScriptedWorld, config: Config, ev
     """Everything the demo prints after the run, in order."""
     _print_summary(actions, world)
     _print_chart(world, config)
-    _print_events(events)
+    _print_events(events, world.speed)
     _print_removed(world)
-    _print_http(answers)
+    _print_http(answers, world.speed)
 
 
 def _print_summary(actions: list[Action], world: ScriptedWorld) -> None:
     out = sys.stdout
     out.write("\nScale actions (scenario seconds):\n")
+    if world.speed != 1.0:
+        out.write(
+            f"(at --speed {world.speed:g} the daemon's windows were {world.speed:g} times shorter; "
+            "the durations in its texts are told here in scenario seconds)\n"
+        )
     out.write(f"{'t':>6}  {'replicas':>9}  {'reason':<24} why\n")
     for t, before, after, reason, why in actions:
-        out.write(f"{t:6.1f}  {before:>3} → {after:<3}  {reason:<24} {why}\n")
+        out.write(f"{t:6.1f}  {before:>3} → {after:<3}  {reason:<24} {in_scenario_seconds(why, world.speed)}\n")
     if world.timeline:
         peak = max(row[2] for row in world.timeline)
         last = world.timeline[-1]
@@ -74,27 +103,35 @@ def _print_chart(world: ScriptedWorld, config: Config, *, width: int = 60) -> No
     out.flush()
 
 
-def _print_events(events: list[dict[str, object]]) -> None:
+def _print_events(events: list[dict[str, object]], speed: float) -> None:
     out = sys.stdout
     out.write("\nKubernetes Events on deployment/bolina (kubectl describe deploy bolina):\n")
     out.write(f"  {'type':<8} {'reason':<20} {'count':>5}  message\n")
     for event in events:
-        out.write(f"  {event['type']!s:<8} {event['reason']!s:<20} {event.get('count', 1)!s:>5}  {event['message']}\n")
+        message = in_scenario_seconds(str(event["message"]), speed)
+        out.write(f"  {event['type']!s:<8} {event['reason']!s:<20} {event.get('count', 1)!s:>5}  {message}\n")
 
 
 def _print_removed(world: ScriptedWorld) -> None:
     out = sys.stdout
-    out.write("\nPods removed by scale-downs (pod-deletion-cost: Critical first, then the least loaded):\n")
-    for t, name, status, load in world.removed:
-        out.write(f"  t={t:5.1f}  {name:<28} was {status:<8} load {load}\n")
+    out.write(
+        "\nPods removed by scale-downs, in the ReplicaSet's order (lowest pod-deletion-cost first, "
+        "as the scaler set them: Critical, then Warning, then the least loaded):\n"
+    )
+    for n, (t, name, status, load, cost) in enumerate(world.removed):
+        out.write(f"  t={t:5.1f}  {name:<28} was {status:<8} load {load:<5} deletion cost {cost}\n")
+        kept = world.kept.get(t)
+        if kept and (n + 1 == len(world.removed) or world.removed[n + 1][0] != t):
+            out.write(f"  {'':7}  ({len(kept)} kept, loads {min(kept, key=float)} to {max(kept, key=float)})\n")
     if not world.removed:
         out.write("  (none)\n")
 
 
-def _print_http(answers: list[tuple[str, str]]) -> None:
+def _print_http(answers: list[tuple[str, str]], speed: float) -> None:
     out = sys.stdout
     if answers:
-        out.write("\nThe daemon's HTTP API (it stops with the demo):\n")
+        shorter = f"; its windows are {speed:g} times shorter, in its own seconds" if speed != 1.0 else ""
+        out.write(f"\nThe daemon's HTTP API (it stops with the demo{shorter}):\n")
     for command, body in answers:
         out.write(f"$ {command}\n{body}\n")
     out.flush()

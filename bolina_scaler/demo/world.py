@@ -4,6 +4,10 @@ Does I/O only through the fakes' Python controls (no HTTP). Each tick: pods that
 created register after a start-up delay, pods it deleted vanish from Consul, and each server
 reports the stage the real availability classifier (hysteresis, dwell) gives its share of the
 scripted demand; one server crashes along the way.
+
+The servers do not share the demand equally: each carries its own share (``weight``, from its
+name: some clients stay long, some servers got more of them), so at any moment their loads
+differ, as on a real fleet, and a scale-down visibly removes the least loaded ones.
 """
 
 from __future__ import annotations
@@ -13,11 +17,17 @@ from dataclasses import dataclass, field
 
 from bolina_scaler.demo.scenario import CAPACITY, DEMO_CLASSIFIER, NAMESPACE, SERVICE, Scenario
 from bolina_scaler.reporter.agent import check_status
-from bolina_scaler.reporter.availability import ClassifierConfig, Stage, classify
+from bolina_scaler.reporter.availability import ClassifierConfig, Stage, classify, quantize_load
 from bolina_scaler.testing.consul import FakeConsul
 from bolina_scaler.testing.kubernetes import FakeKubernetes
 
-__all__ = ["ScriptedWorld"]
+__all__ = ["ScriptedWorld", "weight"]
+
+
+def weight(name: str) -> float:
+    """A server's share of the demand relative to the fleet's mean: 0.5 to 1.5, fixed by its name."""
+    ordinal = name.rsplit("-", 1)[-1]  # not the template hash: the same pod carries the same share in every run
+    return 0.5 + (zlib.crc32(ordinal.encode()) % 1001) / 1000
 
 
 @dataclass(slots=True)
@@ -32,8 +42,11 @@ class ScriptedWorld:
     born: dict[str, float] = field(default_factory=dict)
     reported: dict[str, str] = field(default_factory=dict)
     timeline: list[tuple[float, int, int, int, int]] = field(default_factory=list)
-    removed: list[tuple[float, str, str, str]] = field(default_factory=list)
-    """Pods Kubernetes deleted: (scenario time, name, last reported status, load)."""
+    removed: list[tuple[float, str, str, str, int]] = field(default_factory=list)
+    """Pods Kubernetes deleted, in the order the ReplicaSet chose them: (scenario time, name, last
+    reported status, load, pod-deletion-cost)."""
+    kept: dict[float, list[str]] = field(default_factory=dict)
+    """At each scenario time pods were removed: the loads the servers left behind had published."""
     loads: dict[str, str] = field(default_factory=dict)
     stages: dict[str, Stage] = field(default_factory=dict)
     classifier: ClassifierConfig = field(init=False)
@@ -48,19 +61,17 @@ class ScriptedWorld:
         for name in pods:
             self.born.setdefault(name, t)
         registered = set(self.consul.instances(SERVICE))
-        for gone in registered - set(pods):
-            self.removed.append((t * self.speed, gone, self.reported.get(gone, "?"), self.loads.get(gone, "?")))
-            self.consul.remove_instance(gone)
-            self.born.pop(gone, None)
-            self.reported.pop(gone, None)
-            self.stages.pop(gone, None)
+        self._deregister_deleted(t, registered, set(pods))
         ready = [n for n in pods if t - self.born[n] >= self.scenario.startup_delay / self.speed]
         healthy = [n for n in ready if n not in self.crashed]
         demand = self.scenario.demand(t * self.speed)
-        load = demand / (CAPACITY * len(healthy)) if healthy else 0.0
-        statuses = {n: self._classify(n, load, t) for n in ready}
+        mean_load = demand / (CAPACITY * len(healthy)) if healthy else 0.0
+        mean_weight = sum(map(weight, healthy)) / len(healthy) if healthy else 1.0
+        loads = {n: mean_load * weight(n) / mean_weight for n in ready}
+        statuses = {n: self._classify(n, loads[n], t) for n in ready}
         for n, status in statuses.items():
-            published = f"{min(load, 1):.1f}"  # servers re-publish Service.Meta.load when it moves
+            # Servers re-publish Service.Meta.load when it moves, in the reporter's 5 % steps.
+            published = f"{quantize_load(loads[n]):.2f}"
             if n not in registered or self.loads.get(n) != published:
                 self.loads[n] = published
                 number = zlib.crc32(n.encode()) % 900_000_000 + 100_000_000
@@ -79,6 +90,20 @@ class ScriptedWorld:
         available = sum(1 for s in statuses.values() if s == "passing")
         replicas = int(self.kube.deployment(NAMESPACE, "bolina")["spec"]["replicas"])
         self.timeline.append((t * self.speed, demand, replicas, len(statuses), available))
+
+    def _deregister_deleted(self, t: float, registered: set[str], pods: set[str]) -> None:
+        """Pods Kubernetes deleted leave Consul; noted in the order the ReplicaSet chose them."""
+        order = {name: n for n, name in enumerate(self.kube.deleted_pods)}
+        removed = sorted(registered - pods, key=lambda name: order.get(name, len(order)))
+        if removed:
+            self.kept[t * self.speed] = [self.loads[n] for n in sorted(registered & pods) if n in self.loads]
+        for gone in removed:
+            cost = self.kube.deletion_costs.get(gone, 0)
+            self.removed.append((t * self.speed, gone, self.reported.get(gone, "?"), self.loads.get(gone, "?"), cost))
+            self.consul.remove_instance(gone)
+            self.born.pop(gone, None)
+            self.reported.pop(gone, None)
+            self.stages.pop(gone, None)
 
     def _classify(self, name: str, load: float, t: float) -> str:
         """The stage the server reports: the real classifier on its share of the demand (and errors)."""

@@ -27,7 +27,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bolina_scaler.config import PolicyConfig
+from pydantic import ValidationError
+
+from bolina_scaler.config import PolicyConfig, one_line
 from bolina_scaler.simulator.baselines import (
     HpaParams,
     HpaScaler,
@@ -66,9 +68,17 @@ FLASH_WINDOW = 1800.0
 def simulation_policy(
     config: PolicyConfig | None = None, *, min_replicas: int = 2, max_replicas: int = 40
 ) -> PolicyConfig:
-    """The policy under test: the given (or default) config with the scenario's replica bounds."""
+    """The policy under test: the given (or default) config with the scenario's replica bounds.
+
+    Validated as a config file is (``ValueError``, one line naming the key): ``min_replicas`` 0 or
+    above ``max_replicas`` would simulate a fleet the daemon refuses to run.
+    """
     base = config or PolicyConfig()
-    return base.model_copy(update={"min_replicas": min_replicas, "max_replicas": max_replicas})
+    bounds = {"min_replicas": min_replicas, "max_replicas": max_replicas}
+    try:
+        return PolicyConfig.model_validate(base.model_dump() | bounds)
+    except ValidationError as exc:
+        raise ValueError(one_line(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -335,6 +335,8 @@ class FakeKubernetes(LocalServer):
         self.arrivals: list[Arrival] = []
         self.requests: list[RecordedRequest] = []
         self.deleted_pods: list[str] = []
+        self.deletion_costs: dict[str, int] = {}
+        """The pod-deletion-cost each deleted pod had when the ReplicaSet controller chose it."""
         self._watchers: list[tuple[str, str, asyncio.Queue[Json]]] = []
         self._watch_faults: tuple[tuple[WatchFault, ...], int | None] | None = None
         self._watch_turn = 0
@@ -693,6 +695,7 @@ class FakeKubernetes(LocalServer):
             for pod in mine[: len(mine) - deployment.replicas]:
                 del self._store.pods[deployment.namespace, pod["metadata"]["name"]]
                 self.deleted_pods.append(pod["metadata"]["name"])
+                self.deletion_costs[pod["metadata"]["name"]] = _deletion_cost(pod)
 
     def _create_pod(self, deployment: _Deployment) -> None:
         deployment.next_pod += 1
