@@ -16,8 +16,10 @@ from bolina_scaler.core.memory import (
     demand_peak,
     moved,
     next_grant_expiry,
+    next_room,
     note_demand,
     note_recommendation,
+    note_usable,
     prune,
     record_scale,
 )
@@ -192,7 +194,9 @@ def _evaluate(look: _Look, memory: Memory) -> tuple[_Step, Memory]:
     the scale-down that follows it), opening on the first such evaluation and again after someone
     else changed the replica count; every other rule closes it.
     """
-    step = _out_of_bounds(look) or _unusable_data(look)
+    unusable = _unusable_data(look)
+    memory = note_usable(memory, unusable is None, look.now)
+    step = _out_of_bounds(look) or (None if unusable is None else _fallback(look, unusable, memory))
     sizing = None
     if step is None:
         step, memory = _mass_change_guard(look, memory)
@@ -234,6 +238,47 @@ def _unusable_data(look: _Look) -> _Step | None:
         why = f"the last Consul answer is {age:.0f}s old (max_snapshot_age {look.config.max_snapshot_age:g}s)"
         return look.hold(Reason.STALE_DATA, why)
     return None
+
+
+def _fallback(look: _Look, held: _Step, memory: Memory) -> _Step:
+    """``policy.fallback``: the trust rule's HOLD, until the data has been unusable for ``after``;
+    then the fallback count (never below the current one in ``raise_only``).
+
+    The fallback count is a config value, not a reading of the data, so it goes through the
+    bounds and the step limits of its direction as any other change does (as KEDA's fallback goes
+    through the HPA's behavior): a fleet that jumps from 2 to 40 at once would overwhelm the
+    scheduler and the image registry exactly when nothing can be measured. The stabilization
+    window does not apply (no share to stabilize on); after trusted data returns, it runs in full
+    before any scale-down. Messages stay the same from one evaluation to the next (the Events
+    aggregate by message); the countdown is in ``recheck_at``.
+    """
+    fallback = look.config.fallback
+    if fallback.replicas is None:
+        return held
+    since = look.now if memory.unusable_since is None else memory.unusable_since
+    due = since + fallback.after
+    if look.now < due:
+        plan = f"policy.fallback goes to {fallback.replicas} replicas after {fallback.after:g}s of unusable data"
+        return replace(held, message=f"{held.message}; {plan}", recheck_at=due)
+    current, wanted = look.current, fallback.replicas
+    if fallback.mode == "raise_only":
+        wanted = max(wanted, current)
+    message = (
+        f"{held.message.removeprefix(f'holding at {current}: ')} for {fallback.after:g}s or more: "
+        f"policy.fallback to {fallback.replicas} replicas ({fallback.mode})"
+    )
+    if wanted == current:
+        keeping = "already there" if current == fallback.replicas else f"keeping {current}, not lowering"
+        return _Step(current, Direction.HOLD, Reason.FALLBACK, f"{message}; {keeping}")
+    up = wanted > current
+    step = _within_limits(wanted, look, Reason.FALLBACK, message, memory, up=up)
+    if step.desired != wanted and step.recheck_at is None:
+        # Part of the way, the step limit permitting: no Consul change wakes the evaluator while
+        # the data is unusable, so ask again when the change about to be made leaves its period.
+        limit = look.config.scale_up if up else look.config.scale_down
+        sooner = next_room(memory, look.config, look.now, up=up)
+        step = replace(step, recheck_at=_earliest(sooner, look.now + limit.period))
+    return replace(step, reason=Reason.FALLBACK)
 
 
 def _up_or_keep(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step | None:
