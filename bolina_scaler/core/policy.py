@@ -7,6 +7,7 @@ from fractions import Fraction
 from bolina_scaler.config import PolicyConfig
 from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
 from bolina_scaler.core.demand import DemandEstimate, estimate_demand
+from bolina_scaler.core.fallback import again_at, plan_fallback
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.limits import within_limits
 from bolina_scaler.core.memory import (
@@ -136,7 +137,7 @@ def _look(
         current=current,
         pending=pending,
         expired=expired,
-        mean_load=_mean_load(fleet),
+        mean_load=fleet.mean_load,
         demand=demand,
         external_change=external_change,
         config=config,
@@ -241,43 +242,16 @@ def _unusable_data(look: _Look) -> _Step | None:
 
 
 def _fallback(look: _Look, held: _Step, memory: Memory) -> _Step:
-    """``policy.fallback``: the trust rule's HOLD, until the data has been unusable for ``after``;
-    then the fallback count (never below the current one in ``raise_only``).
-
-    The fallback count is a config value, not a reading of the data, so it goes through the
-    bounds and the step limits of its direction as any other change does (as KEDA's fallback goes
-    through the HPA's behavior): a fleet that jumps from 2 to 40 at once would overwhelm the
-    scheduler and the image registry exactly when nothing can be measured. The stabilization
-    window does not apply (no share to stabilize on); after trusted data returns, it runs in full
-    before any scale-down. Messages stay the same from one evaluation to the next (the Events
-    aggregate by message); the countdown is in ``recheck_at``.
-    """
-    fallback = look.config.fallback
-    if fallback.replicas is None:
-        return held
-    since = look.now if memory.unusable_since is None else memory.unusable_since
-    due = since + fallback.after
-    if look.now < due:
-        plan = f"policy.fallback goes to {fallback.replicas} replicas after {fallback.after:g}s of unusable data"
-        return replace(held, message=f"{held.message}; {plan}", recheck_at=due)
-    current, wanted = look.current, fallback.replicas
-    if fallback.mode == "raise_only":
-        wanted = max(wanted, current)
-    message = (
-        f"{held.message.removeprefix(f'holding at {current}: ')} for {fallback.after:g}s or more: "
-        f"policy.fallback to {fallback.replicas} replicas ({fallback.mode})"
-    )
-    if wanted == current:
-        keeping = "already there" if current == fallback.replicas else f"keeping {current}, not lowering"
-        return _Step(current, Direction.HOLD, Reason.FALLBACK, f"{message}; {keeping}")
-    up = wanted > current
-    step = _within_limits(wanted, look, Reason.FALLBACK, message, memory, up=up)
-    if step.desired != wanted and step.recheck_at is None:
-        # Part of the way, the step limit permitting: no Consul change wakes the evaluator while
-        # the data is unusable, so ask again when the change about to be made leaves its period.
-        limit = look.config.scale_up if up else look.config.scale_down
-        sooner = next_room(memory, look.config, look.now, up=up)
-        step = replace(step, recheck_at=_earliest(sooner, look.now + limit.period))
+    """The trust rule's HOLD, or the count ``core.fallback`` plans, within the bounds and the step limit."""
+    plan = plan_fallback(look.config.fallback, current=look.current, since=memory.unusable_since, now=look.now)
+    if plan is None or plan.wanted is None:
+        return held if plan is None else replace(held, message=f"{held.message}; {plan.words}", recheck_at=plan.due)
+    message, up = f"{held.message.partition(': ')[2]} {plan.words}", plan.wanted > look.current
+    if plan.wanted == look.current:
+        return _Step(look.current, Direction.HOLD, Reason.FALLBACK, message)
+    step = _within_limits(plan.wanted, look, Reason.FALLBACK, message, memory, up=up)
+    if step.desired != plan.wanted and step.recheck_at is None:
+        step = replace(step, recheck_at=again_at(memory, look.config, look.now, up=up))
     return replace(step, reason=Reason.FALLBACK)
 
 
@@ -432,18 +406,6 @@ def _removable_by_load(fleet: FleetSnapshot, mean: float | None, config: PolicyC
     serving = fleet.registered - fleet.critical
     removable = serving - math.ceil(mean * serving / bound - 1e-9)
     return max(0, removable), mean
-
-
-def _mean_load(fleet: FleetSnapshot) -> float | None:
-    """Mean reported load of the non-Critical servers; None unless every one of them reports it."""
-    total, serving = 0.0, 0
-    for server in fleet.servers:
-        if server.status is not Status.CRITICAL:
-            if server.load is None:
-                return None
-            total += server.load
-            serving += 1
-    return total / serving if serving else None
 
 
 def _mass_change_guard(look: _Look, memory: Memory) -> tuple[_Step | None, Memory]:
