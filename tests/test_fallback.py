@@ -16,12 +16,14 @@ from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.core.pause import Pause
 from bolina_scaler.core.policy import Memory, ScaleChange, decide, record_scale
+from bolina_scaler.core.scaler_status import status_of
 from bolina_scaler.metrics import Metrics, StateReading
 from bolina_scaler.testing.consul import Fault
 from tests.builders import fleet
 from tests.harness import NS, World, logged, running, until
 from tests.test_http import fetch, http_config
 from tests.test_policy import CONFIG
+from tests.test_scaler_status import status_annotation
 
 ON = CONFIG.model_copy(update={"fallback": FallbackConfig(replicas=8, after=60)})
 """min 2, max 20, scale_up max(4, 100 %) per 15 s, scale_down max(1, 10 %) per 60 s; fallback to 8 after 60 s."""
@@ -198,6 +200,12 @@ class TestFallbackSignals:
         assert hold is not None
         assert (hold.type, hold.reason) == ("Warning", "ScalingFallback")
 
+    def test_status_annotation_says_fallback(self):
+        """The bolina-scaler/status content says ``fallback`` for a fallback decision only (a paused one: no)."""
+        waiting, falling_back = run([(0.0, UNTRUSTED), (60.0, UNTRUSTED)], apply=False)
+        assert status_of(falling_back, outcome=Outcome.PATCHED, pause=None, problems=[], leader="a").fallback
+        assert not status_of(waiting, outcome=None, pause=None, problems=[], leader="a").fallback
+
     def test_gauge_is_one_only_while_the_fallback_decides(self):
         """bolina_scaler_fallback is 1 for a fallback decision and 0 for any other."""
         waiting, falling_back = run([(0.0, UNTRUSTED), (60.0, UNTRUSTED)], apply=False)
@@ -296,8 +304,9 @@ class TestFallbackInvariants:
 @pytest.mark.looptime
 class TestDaemonFallback:
     async def test_consul_down_goes_to_the_fallback_count_then_trusted_data_decides(self, world: World):
-        """Consul failing: hold for ``after``, then the fallback count (a Warning Event, the gauge at 1);
-        once Consul answers, the normal policy decides again and the gauge is 0."""
+        """Consul failing: hold for ``after``, then the fallback count (a Warning Event, the gauge at 1, the
+        status annotation's ``fallback`` true); once Consul answers, the normal policy decides again and
+        both say so."""
         world.serving(4)
         world.set_statuses("warning", 0, 1)  # share 0.5: the target, below scale_down_ratio: keep 4
         config = http_config(world)
@@ -310,6 +319,7 @@ class TestDaemonFallback:
                 assert daemon.http is not None
                 metrics = f"{daemon.http.url}/metrics"
                 assert "bolina_scaler_fallback 0.0" in (await fetch(metrics))[1]
+                await until(lambda: (status_annotation(world) or {}).get("fallback") is False, within=30)
                 world.consul.inject(Fault.http_error(500), times=1_000_000)
                 world.consul.touch("bolina")  # the parked query answers; every next one fails
                 await until(lambda: _reasons(logs)[-1:] == ["untrusted_data"])
@@ -317,6 +327,7 @@ class TestDaemonFallback:
                 await until(lambda: world.replicas() == 7, within=200)
                 assert 90 <= daemon.now() - failed_at < 91
                 assert "bolina_scaler_fallback 1.0" in (await fetch(metrics))[1]
+                await until(lambda: (status_annotation(world) or {}).get("fallback") is True, within=30)
                 world.consul.clear_faults()
                 for n in range(4, 7):
                     world.register(n, "passing")

@@ -10,13 +10,15 @@ when Consul answers again the normal policy decides, its stabilization window in
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from typing import Any
 
 import pytest
 
 from tests.integration.conftest import BolinaNamespace, Reliability, Scalers
-from tests.integration.harness import ConsulAgent, ConsulProxy, Scaler, decided_at_latest
+from tests.integration.harness import ConsulAgent, ConsulProxy, Scaler, decided_at_latest, wait_until
 from tests.integration.test_faults import STEADY, hold_window, last_decision, reason_of, steady, wait_scale
 
 pytestmark = pytest.mark.integration
@@ -30,6 +32,13 @@ def _gauge(scaler: Scaler, name: str) -> float | None:
     text = scaler.get("/metrics").body.decode()
     found = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     return None if found is None else float(found.group(1))
+
+
+def _status(ns: BolinaNamespace) -> dict[str, Any] | None:
+    """The bolina-scaler/status annotation, read with the README's kubectl one-liner."""
+    jsonpath = "jsonpath={.metadata.annotations.bolina-scaler/status}"
+    out = ns.kube.kubectl("-n", ns.name, "get", "deploy", "bolina", "-o", jsonpath).stdout.strip()
+    return json.loads(out) if out else None
 
 
 def _events(ns: BolinaNamespace, reason: str) -> list[dict[str, object]]:
@@ -47,8 +56,9 @@ def test_consul_outage_goes_to_the_fallback_count(
         "Consul agent answers every health query 500 'No cluster leader' (a proxy) until the fleet is at the "
         "fallback count; then Consul answers again and the new servers register Available",
         expected=f"hold at {STEADY} for {AFTER:g} s (no patch), then {STEADY}→{FALLBACK} (reason fallback, a "
-        "ScalingFallback Warning Event, bolina_scaler_fallback 1); once Consul answers: trusted again, the "
-        f"normal policy decides (gauge 0) and keeps {FALLBACK}: a scale-down waits the stabilization window",
+        "ScalingFallback Warning Event, bolina_scaler_fallback 1, the status annotation's fallback true); once "
+        "Consul answers: trusted again, the normal policy decides (gauge 0, status fallback false) and keeps "
+        f"{FALLBACK}: a scale-down waits the stabilization window",
     )
     with ConsulProxy(consul.address) as proxy:
         config = {"policy": {"fallback": {"replicas": FALLBACK, "after": f"{AFTER:g}s"}}}
@@ -71,6 +81,7 @@ def test_consul_outage_goes_to_the_fallback_count(
         (event,) = _events(bolina_ns, "ScalingFallback")
         assert event["type"] == "Warning"
         assert str(event["message"]).startswith(f"New size: {FALLBACK}; reason: fallback: "), event
+        wait_until(lambda: (_status(bolina_ns) or {}).get("fallback") is True, timeout=30, what="status: fallback")
         # Consul answers again; the three new servers register Available.
         ended = proxy.outage(False)
         bolina_ns.wait_running(FALLBACK)
@@ -79,14 +90,16 @@ def test_consul_outage_goes_to_the_fallback_count(
         trusted = time.monotonic() - ended
         assert after["decision"]["reason"] != "fallback", after
         assert _gauge(scaler, "bolina_scaler_fallback") == 0
+        wait_until(lambda: (_status(bolina_ns) or {}).get("fallback") is False, timeout=30, what="status: no fallback")
         hold_window(bolina_ns, scaler, 5, FALLBACK)
         kept = last_decision(scaler)["decision"]
         assert kept["reason"] == "stabilizing", kept
     patched = [(line["before"], line["after"], line["reason"]) for line in scaler.logged("scale.patched")]
     assert patched == [(STEADY, FALLBACK, "fallback")]
     reliability.observed(
-        f"held at {STEADY} ({held}); {STEADY}→{FALLBACK} {raised:.2f} s after the outage began (reason fallback, "
-        f"a ScalingFallback Warning Event, gauge 1); trusted again {trusted:.2f} s after Consul answered "
-        f"(incl. 3 servers registering), reason {kept['reason']}: {FALLBACK} kept",
+        f"held at {STEADY} ({held}); {STEADY}→{FALLBACK} {raised:.2f} s after the outage began (reason "
+        "fallback, a ScalingFallback Warning Event, gauge 1, status fallback true); trusted again "
+        f"{trusted:.2f} s after Consul answered (incl. 3 servers registering), reason {kept['reason']}: "
+        f"{FALLBACK} kept",
         recovery_s=trusted,
     )
