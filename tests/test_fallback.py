@@ -133,6 +133,31 @@ class TestFallbackRule:
         assert [c.name for c in decision.clamps] == ["scale_up_step"]
         assert decision.recheck_at == 70.0
 
+    def test_scale_up_stabilization_does_not_delay_it(self):
+        """``after`` is the fallback's window: the scale-up stabilization (the lowest count recommended
+        within scale_up.stabilization) does not hold it back on top."""
+        config = ON.model_copy(update={"scale_up": ScaleUpConfig(stabilization=300)})
+        memory = Memory(last_replicas=4, unusable_since=0.0, up_recommendations=((0.0, 4),))
+        decision, _ = decide(fleet=UNTRUSTED, current=4, config=config, memory=memory, now=60.0)
+        assert (decision.desired, decision.reason, decision.clamps) == (8, Reason.FALLBACK, ())
+
+    def test_disabled_scale_up_holds_without_asking_again(self):
+        """With scale_up.select disabled the fallback cannot raise: it holds, and sets no timer that
+        could never free room."""
+        config = ON.model_copy(update={"scale_up": ScaleUpConfig(select="disabled")})
+        *_, decision = run([(0.0, UNTRUSTED), (60.0, UNTRUSTED)], config=config)
+        assert (decision.desired, decision.direction, decision.reason) == (4, Direction.HOLD, Reason.FALLBACK)
+        assert decision.recheck_at is None
+
+    def test_the_step_rules_shortest_period_bounds_the_next_try(self):
+        """With step rules of several periods, a fallback cut short asks again at the latest when its
+        own change leaves the shortest rule's period."""
+        rules = [{"type": "Pods", "value": 2, "period": "10s"}, {"type": "Pods", "value": 3, "period": "1m"}]
+        config = with_fallback(replicas=16).model_copy(update={"scale_up": ScaleUpConfig(policies=rules)})
+        *_, decision = run([(0.0, UNTRUSTED), (60.0, UNTRUSTED)], config=config)
+        assert (decision.desired, decision.reason) == (7, Reason.FALLBACK)  # max(2, 3) with select: max
+        assert decision.recheck_at == 70.0
+
     def test_scale_down_after_a_fallback_waits_the_whole_window(self):
         """When trusted data returns to a fleet the fallback raised, scale-down still waits the full
         stabilization window, counted from the first trusted answer."""

@@ -57,10 +57,14 @@ def plan_fallback(config: FallbackConfig, *, current: int, since: float | None, 
     return FallbackPlan(due, wanted, words)
 
 
-def again_at(memory: Memory, config: PolicyConfig, now: float, *, up: bool) -> float:
-    """When to evaluate again after a fallback change the step limit cut short. No Consul change
-    wakes the evaluator while the data is unusable: ask again when the limit frees room once this
-    change is made, i.e. when an earlier change leaves its period, at the latest when this one does."""
-    period = config.scale_up.period if up else config.scale_down.period
+def again_at(memory: Memory, config: PolicyConfig, now: float, *, up: bool) -> float | None:
+    """When to evaluate again after a fallback change the step limit cut short (None: never, the
+    direction is ``select: disabled``). No Consul change wakes the evaluator while the data is
+    unusable: ask again when the limit frees room once this change is made, i.e. when an earlier
+    change leaves one rule's period, at the latest when this one leaves the shortest."""
+    limit = config.scale_up if up else config.scale_down
+    if limit.select == "disabled":
+        return None
+    latest = now + min(rule.period for rule in limit.rules)
     sooner = next_room(memory, config, now, up=up)
-    return now + period if sooner is None else min(sooner, now + period)
+    return latest if sooner is None else min(sooner, latest)

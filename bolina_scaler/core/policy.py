@@ -17,7 +17,6 @@ from bolina_scaler.core.memory import (
     demand_peak,
     moved,
     next_grant_expiry,
-    next_room,
     note_demand,
     note_recommendation,
     note_usable,
@@ -242,14 +241,16 @@ def _unusable_data(look: _Look) -> _Step | None:
 
 
 def _fallback(look: _Look, held: _Step, memory: Memory) -> _Step:
-    """The trust rule's HOLD, or the count ``core.fallback`` plans, within the bounds and the step limit."""
+    """The trust rule's HOLD, or the count ``core.fallback`` plans, within the bounds and the step
+    limit (not the scale-up stabilization: the data has said nothing for ``after`` already)."""
     plan = plan_fallback(look.config.fallback, current=look.current, since=memory.unusable_since, now=look.now)
     if plan is None or plan.wanted is None:
         return held if plan is None else replace(held, message=f"{held.message}; {plan.words}", recheck_at=plan.due)
     message, up = f"{held.message.partition(': ')[2]} {plan.words}", plan.wanted > look.current
     if plan.wanted == look.current:
         return _Step(look.current, Direction.HOLD, Reason.FALLBACK, message)
-    step = _within_limits(plan.wanted, look, Reason.FALLBACK, message, memory, up=up)
+    unstabilized = replace(memory, up_recommendations=())  # `after` is the fallback's window, none on top
+    step = _within_limits(plan.wanted, look, Reason.FALLBACK, message, unstabilized, up=up)
     if step.desired != plan.wanted and step.recheck_at is None:
         step = replace(step, recheck_at=again_at(memory, look.config, look.now, up=up))
     return replace(step, reason=Reason.FALLBACK)
