@@ -9,8 +9,8 @@ alerts and the dashboard in ``manifests/components/monitoring`` exists here (tes
 in step).
 
 Gauges that describe the daemon's current state (servers by status, replicas, trust, leader,
-readiness, pause) come from the daemon's state through ``refresh`` just before each scrape, so
-they can never drift from what ``/v1/servers`` and ``/v1/decision`` show. A value the daemon does
+readiness, pause, fallback) come from the daemon's state through ``refresh`` just before each
+scrape, so they can never drift from what ``/v1/servers`` and ``/v1/decision`` show. A value the daemon does
 not know yet is absent, never a stand-in: no servers before the first Consul answer, no
 ``replicas_current`` before the first read of the scale, no pause state before the first read of
 the Deployment. Time since the last trusted Consul answer is
@@ -40,7 +40,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from bolina_scaler import __version__
-from bolina_scaler.core.decision import Decision
+from bolina_scaler.core.decision import Decision, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import Status
 from bolina_scaler.core.outcome import Outcome
@@ -99,6 +99,7 @@ class _StateCollector(Collector):
         if r.decision is not None:
             values[f"{PREFIX}_replicas_desired"] = [((), r.decision.desired)]
             values[f"{PREFIX}_replicas_pending"] = [((), r.decision.inputs.pending)]
+            values[f"{PREFIX}_fallback"] = [((), 1 if r.decision.reason is Reason.FALLBACK else 0)]
         values[f"{PREFIX}_leader"] = [((), 1 if r.leader else 0)]
         values[f"{PREFIX}_ready"] = [((), 1 if r.ready else 0)]
         values[f"{PREFIX}_stuck_seconds"] = [((), r.stuck_seconds)]
@@ -138,6 +139,11 @@ _STATE_GAUGES: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     (
         f"{PREFIX}_leader",
         "1 while this replica may scale: it holds the Lease (always, without leader election; never in dry run).",
+        (),
+    ),
+    (
+        f"{PREFIX}_fallback",
+        "1 while policy.fallback decides the count: Consul's data has stayed unusable for policy.fallback.after.",
         (),
     ),
     (f"{PREFIX}_ready", "1 while /readyz answers 200.", ()),

@@ -433,7 +433,8 @@ class TestInvariants:
     @settings(max_examples=400, deadline=None)
     @given(situations())
     def test_untrusted_data_never_moves_within_bounds(self, case):
-        """On untrusted data, a count already within bounds never changes."""
+        """On untrusted data, a count already within bounds never changes (without ``policy.fallback``, as
+        here: tests/test_fallback.py has its invariants)."""
         config, current, snapshot, memory, now = case
         decision, _ = decide(fleet=snapshot, current=current, config=config, memory=memory, now=now)
         if not snapshot.trusted:

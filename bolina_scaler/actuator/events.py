@@ -25,6 +25,9 @@ Reasons (stable strings, like the HorizontalPodAutoscaler's):
 ``ScaleHeld``           Warning   not scaling on purpose: untrusted or stale Consul data, or
                                   the mass-change guard is waiting for confirmation
 ``MaxReplicasReached``  Warning   more servers are needed but the Deployment is at max_replicas
+``ScalingFallback``     Warning   Consul's data has stayed unusable for ``policy.fallback.after``:
+                                  the scale was changed to the fallback count (``New size: N;
+                                  reason: ...``), or is held there (or above it, ``raise_only``)
 ======================  ========  ===========================================================
 """
 
@@ -75,6 +78,8 @@ def event_for(decision: Decision, *, outcome: Outcome, error: str | None = None)
     clamps = "; ".join(str(clamp) for clamp in decision.clamps)
     why = f"{decision.reason}: {decision.message}" + (f" (clamped: {clamps})" if clamps else "")
     if outcome is Outcome.PATCHED:
+        if decision.reason is Reason.FALLBACK:
+            return EventSpec("Warning", "ScalingFallback", f"New size: {decision.desired}; reason: {why}")
         return EventSpec("Normal", "SuccessfulRescale", f"New size: {decision.desired}; reason: {why}")
     if outcome is Outcome.FAILED:
         return EventSpec(
@@ -82,6 +87,8 @@ def event_for(decision: Decision, *, outcome: Outcome, error: str | None = None)
             "FailedRescale",
             f"failed to scale from {decision.current} to {decision.desired}: {error or 'unknown error'}",
         )
+    if decision.direction is Direction.HOLD and decision.reason is Reason.FALLBACK:
+        return EventSpec("Warning", "ScalingFallback", decision.message)
     if decision.direction is Direction.HOLD and decision.reason in _HELD:
         return EventSpec("Warning", "ScaleHeld", decision.message)
     if decision.reason is Reason.AT_MAX:

@@ -34,6 +34,7 @@ __all__ = [
     "DeletionCostConfig",
     "DemandConfig",
     "EventsConfig",
+    "FallbackConfig",
     "HttpConfig",
     "KubernetesConfig",
     "LeaderElectionConfig",
@@ -192,6 +193,32 @@ class DemandConfig(_Section):
     the reporters' --refresh (5m) plus 1.5 × the agents' check_update_interval (30s)."""
 
 
+class FallbackConfig(_Section):
+    """What to do when Consul's data stays unusable (untrusted, stale or absent): like KEDA's
+    ``fallback``, but by default it only ever raises the count.
+
+    Without it the policy holds at the current count for as long as the data stays unusable; a
+    fleet frozen at the foot of a peak is then the outage. With ``replicas`` set, once the data
+    has been unusable for ``after`` without a break, the fleet goes to ``replicas``: never below
+    the current count in ``raise_only`` (KEDA's ``currentReplicasIfHigher``), exactly there in
+    ``exact`` (KEDA's ``static``). The first trusted answer ends it.
+
+    Shipped off (``replicas: null``): the right count is the size of *this* fleet's peak, which
+    no default can know. The only count that fits every fleet is ``max_replicas``, and going
+    there on every Consul outage longer than ``after`` (an agent upgrade, a rotated ACL token)
+    turns a monitoring outage into a cost one while the servers themselves are usually fine.
+    ``docs/policy.md`` ("When the data stays unusable: the fallback") says how to choose.
+    """
+
+    replicas: int | None = Field(default=None, ge=0, le=MAX_REPLICAS)
+    """The count to go to; None: no fallback, hold for as long as the data is unusable. Must lie
+    within ``min_replicas`` and ``max_replicas`` (``PolicyConfig`` checks it)."""
+    after: Duration = 120.0
+    """How long the data must have been unusable without a break before the fallback acts."""
+    mode: Literal["raise_only", "exact"] = "raise_only"
+    """``raise_only``: never below the current count; ``exact``: to ``replicas``, down too."""
+
+
 class PolicyConfig(_Section):
     """The scaling policy's knobs; ``docs``: README "Configuration reference"."""
 
@@ -209,6 +236,7 @@ class PolicyConfig(_Section):
     scale_down: ScaleDownConfig = ScaleDownConfig()
     mass_change: MassChangeConfig = MassChangeConfig()
     demand: DemandConfig = DemandConfig()
+    fallback: FallbackConfig = FallbackConfig()
 
     @model_validator(mode="after")
     def _check(self) -> PolicyConfig:
@@ -226,6 +254,12 @@ class PolicyConfig(_Section):
             raise ValueError(
                 "scale_down_ratio: must be above target_available_ratio "
                 f"({self.target_available_ratio:g}), got {self.scale_down_ratio:g}"
+            )
+        held = self.fallback.replicas
+        if held is not None and not self.min_replicas <= held <= self.max_replicas:
+            raise ValueError(
+                f"fallback.replicas: must lie within min_replicas ({self.min_replicas}) and max_replicas "
+                f"({self.max_replicas}), got {held}"
             )
         return self
 

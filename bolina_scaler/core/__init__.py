@@ -8,6 +8,7 @@ plain values, and the simulator runs the same code in virtual time.
   (decide, apply the pause, say what would be sent);
 * ``policy``: ``decide`` (snapshot, replicas, config, memory, now → ``Decision``, memory);
 * ``limits``: how far one decision may move (bounds, scale-up stabilization, step limits);
+* ``fallback``: what ``policy.fallback`` does once Consul's data has stayed unusable for long;
 * ``demand``: the fleet's demand from what its servers report, and whether it may be sized from;
 * ``memory``: what the policy remembers between evaluations (in-flight grants, scale changes,
   the recommendation windows);

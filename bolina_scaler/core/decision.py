@@ -42,6 +42,8 @@ class Reason(enum.StrEnum):
     STEP_LIMITED = "step_limited"
     UNTRUSTED_DATA = "untrusted_data"
     STALE_DATA = "stale_data"
+    FALLBACK = "fallback"
+    """The data has stayed unusable for ``policy.fallback.after``: the fallback count decides (``policy.fallback``)."""
     MASS_CHANGE_GUARD = "mass_change_guard"
     NO_SERVERS_REGISTERED = "no_servers_registered"
     PAUSED = "paused"

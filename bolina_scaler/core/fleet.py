@@ -94,6 +94,18 @@ class FleetSnapshot:
         """Share of registered servers that are Available; ``None`` for an empty fleet."""
         return self.available / self.registered if self.servers else None
 
+    @property
+    def mean_load(self) -> float | None:
+        """Mean reported load of the non-Critical servers; None unless every one of them reports it."""
+        total, serving = 0.0, 0
+        for server in self.servers:
+            if server.status is not Status.CRITICAL:
+                if server.load is None:
+                    return None
+                total += server.load
+                serving += 1
+        return total / serving if serving else None
+
     def ranked(self) -> list[Server]:
         """Servers best candidate first: Available, then Warning, then Critical; least loaded first.
 

@@ -28,6 +28,7 @@ __all__ = [
     "next_room",
     "note_demand",
     "note_recommendation",
+    "note_usable",
     "prune",
     "record_scale",
 ]
@@ -77,6 +78,9 @@ class Memory:
     """When the mass-change guard started holding, if it is holding."""
     last_replicas: int | None = None
     """The replica count at the last evaluation or the last change we made."""
+    unusable_since: float | None = None
+    """Since when every evaluation has found Consul's data unusable (untrusted, stale); None once
+    one found it usable. ``policy.fallback`` acts when this has lasted ``after``."""
 
 
 def record_scale(memory: Memory, decision: Decision, *, now: float) -> Memory:
@@ -117,6 +121,14 @@ def note_demand(memory: Memory, demand: float, config: PolicyConfig, now: float)
     horizon = now - config.scale_down_stabilization
     kept = tuple((t, value) for t, value in memory.demand_peaks if t > horizon and value > demand)
     return replace(memory, demand_peaks=(*kept, (now, demand)))
+
+
+def note_usable(memory: Memory, usable: bool, now: float) -> Memory:
+    """Take in whether this evaluation's data is usable: a usable one ends the unusable stretch,
+    the first unusable one starts it (at ``now``: the moment this process first saw it)."""
+    if usable:
+        return memory if memory.unusable_since is None else replace(memory, unusable_since=None)
+    return memory if memory.unusable_since is not None else replace(memory, unusable_since=now)
 
 
 def demand_peak(memory: Memory) -> float | None:

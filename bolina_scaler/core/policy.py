@@ -7,6 +7,7 @@ from fractions import Fraction
 from bolina_scaler.config import PolicyConfig
 from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
 from bolina_scaler.core.demand import DemandEstimate, estimate_demand
+from bolina_scaler.core.fallback import again_at, plan_fallback
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.limits import within_limits
 from bolina_scaler.core.memory import (
@@ -18,6 +19,7 @@ from bolina_scaler.core.memory import (
     next_grant_expiry,
     note_demand,
     note_recommendation,
+    note_usable,
     prune,
     record_scale,
 )
@@ -134,7 +136,7 @@ def _look(
         current=current,
         pending=pending,
         expired=expired,
-        mean_load=_mean_load(fleet),
+        mean_load=fleet.mean_load,
         demand=demand,
         external_change=external_change,
         config=config,
@@ -192,7 +194,9 @@ def _evaluate(look: _Look, memory: Memory) -> tuple[_Step, Memory]:
     the scale-down that follows it), opening on the first such evaluation and again after someone
     else changed the replica count; every other rule closes it.
     """
-    step = _out_of_bounds(look) or _unusable_data(look)
+    unusable = _unusable_data(look)
+    memory = note_usable(memory, unusable is None, look.now)
+    step = _out_of_bounds(look) or (None if unusable is None else _fallback(look, unusable, memory))
     sizing = None
     if step is None:
         step, memory = _mass_change_guard(look, memory)
@@ -234,6 +238,22 @@ def _unusable_data(look: _Look) -> _Step | None:
         why = f"the last Consul answer is {age:.0f}s old (max_snapshot_age {look.config.max_snapshot_age:g}s)"
         return look.hold(Reason.STALE_DATA, why)
     return None
+
+
+def _fallback(look: _Look, held: _Step, memory: Memory) -> _Step:
+    """The trust rule's HOLD, or the count ``core.fallback`` plans, within the bounds and the step
+    limit (not the scale-up stabilization: the data has said nothing for ``after`` already)."""
+    plan = plan_fallback(look.config.fallback, current=look.current, since=memory.unusable_since, now=look.now)
+    if plan is None or plan.wanted is None:
+        return held if plan is None else replace(held, message=f"{held.message}; {plan.words}", recheck_at=plan.due)
+    message, up = f"{held.message.partition(': ')[2]} {plan.words}", plan.wanted > look.current
+    if plan.wanted == look.current:
+        return _Step(look.current, Direction.HOLD, Reason.FALLBACK, message)
+    unstabilized = replace(memory, up_recommendations=())  # `after` is the fallback's window, none on top
+    step = _within_limits(plan.wanted, look, Reason.FALLBACK, message, unstabilized, up=up)
+    if step.desired != plan.wanted and step.recheck_at is None:
+        step = replace(step, recheck_at=again_at(memory, look.config, look.now, up=up))
+    return replace(step, reason=Reason.FALLBACK)
 
 
 def _up_or_keep(look: _Look, sizing: _Sizing | None, memory: Memory) -> _Step | None:
@@ -387,18 +407,6 @@ def _removable_by_load(fleet: FleetSnapshot, mean: float | None, config: PolicyC
     serving = fleet.registered - fleet.critical
     removable = serving - math.ceil(mean * serving / bound - 1e-9)
     return max(0, removable), mean
-
-
-def _mean_load(fleet: FleetSnapshot) -> float | None:
-    """Mean reported load of the non-Critical servers; None unless every one of them reports it."""
-    total, serving = 0.0, 0
-    for server in fleet.servers:
-        if server.status is not Status.CRITICAL:
-            if server.load is None:
-                return None
-            total += server.load
-            serving += 1
-    return total / serving if serving else None
 
 
 def _mass_change_guard(look: _Look, memory: Memory) -> tuple[_Step | None, Memory]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from bolina_scaler.core.decision import Decision
+from bolina_scaler.core.decision import Decision, Reason
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.core.pause import Pause
 
@@ -102,7 +102,7 @@ def status_of(
         limited_by=tuple(dict.fromkeys(clamp.name for clamp in decision.clamps)),
         outcome=None if outcome is None else str(outcome),
         paused=pause is not None,
-        fallback=str(decision.reason) == "fallback",
+        fallback=decision.reason is Reason.FALLBACK,
         ready=not problems,
         problem=problem,
         leader=leader,

@@ -405,6 +405,10 @@ class FakeConsul(LocalServer):
         for _ in range(times):
             self._faults.append((path_prefix, fault))
 
+    def clear_faults(self) -> None:
+        """Forget every injected fault not used up yet: Consul answers normally again."""
+        self._faults.clear()
+
     def parked(self, service: str | None = None) -> int:
         """How many blocking queries are waiting right now (on one service, or in total)."""
         return self._parked[service] if service is not None else sum(self._parked.values())
