@@ -336,7 +336,10 @@ class TestDaemonFallback:
         world.set_statuses("warning", 0, 1)  # share 0.5: the target, below scale_down_ratio: keep 4
         config = http_config(world)
         config = config.model_copy(
-            update={"policy": config.policy.model_copy(update={"fallback": FallbackConfig(replicas=7, after=90)})}
+            update={
+                "policy": config.policy.model_copy(update={"fallback": FallbackConfig(replicas=7, after=90)}),
+                "status": config.status.model_copy(update={"enabled": True}),  # opt-in
+            }
         )
         with capture_logs() as logs:
             async with running(config) as daemon:

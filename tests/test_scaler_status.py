@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bolina_scaler.config import Config
 from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.core.pause import Pause
@@ -137,6 +138,12 @@ def far_lease() -> dict[str, object]:
     return {"holderIdentity": "someone-else", "leaseDurationSeconds": 3600, "renewTime": far, "acquireTime": far}
 
 
+def with_status(world: World) -> Config:
+    """The world's config with ``status.enabled: true`` (it is opt-in)."""
+    config = world.config()
+    return config.model_copy(update={"status": config.status.model_copy(update={"enabled": True})})
+
+
 def status_writes(world: World) -> int:
     """PATCHes of the Deployment itself (not of its scale): the status writes."""
     return len(world.kube.annotation_patches)
@@ -153,7 +160,7 @@ class TestTheDaemon:
         """After a scale-up the annotation says desired 6, why, and that it was patched; the
         status write never costs the next scale patch a 409 of its own making."""
         world.serving(4)
-        async with running(world.config()) as daemon:
+        async with running(with_status(world)) as daemon:
             await until(lambda: status_annotation(world) is not None)
             world.set_statuses("critical", 1, 2, 3)
             await until(lambda: world.replicas() == 6)
@@ -174,7 +181,7 @@ class TestTheDaemon:
         an unchanged one again after status.refresh (5 min)."""
         world.serving(4)
         loop = asyncio.get_running_loop()
-        async with running(world.config()) as daemon:
+        async with running(with_status(world)) as daemon:
             await until(lambda: daemon.status is not None and daemon.status.writes >= 1)
             start = loop.time()
             for n in range(30):  # a flapping server: the status changes with every evaluation
@@ -190,7 +197,7 @@ class TestTheDaemon:
     async def test_a_follower_never_writes(self, world: World) -> None:
         world.serving(4)
         world.kube.set_lease(NS, "bolina-scaler", far_lease())
-        async with running(world.config()) as daemon:
+        async with running(with_status(world)) as daemon:
             await until(lambda: daemon.state.evaluations >= 1)
             world.set_statuses("critical", 1, 2, 3)
             await asyncio.sleep(60)
@@ -200,7 +207,7 @@ class TestTheDaemon:
         """A Role without `patch` on deployments: scaling goes on, one warning, writes back off to 5 min."""
         world.serving(4)
         world.kube.deny("patch", "deployments")
-        async with running(world.config()) as daemon:
+        async with running(with_status(world)) as daemon:
             world.set_statuses("critical", 1, 2, 3)
             await until(lambda: world.replicas() == 6)
             await asyncio.sleep(1200)
@@ -209,10 +216,11 @@ class TestTheDaemon:
         assert 1 <= tries <= 12
         assert status_annotation(world) is None
 
-    async def test_disabled_writes_nothing(self, world: World) -> None:
+    async def test_off_by_default_writes_nothing(self, world: World) -> None:
+        """The shipped default (status.enabled: false): the shipped Role grants no patch on the Deployment."""
         world.serving(4)
         config = world.config()
-        config = config.model_copy(update={"status": config.status.model_copy(update={"enabled": False})})
+        assert config.status.enabled is False
         async with running(config):
             world.set_statuses("critical", 1, 2, 3)
             await until(lambda: world.replicas() == 6)

@@ -330,9 +330,12 @@ class EventsConfig(_Section):
 
 
 class StatusConfig(_Section):
-    """The ``bolina-scaler/status`` annotation the leader writes on the Deployment (``core.scaler_status``)."""
+    """The ``bolina-scaler/status`` annotation the leader writes on the Deployment (``core.scaler_status``).
 
-    enabled: bool = True
+    Off by default: the write needs ``patch`` on the Deployment, which RBAC cannot narrow to one
+    annotation, so it is opt-in (``manifests/components/status-annotation`` grants it)."""
+
+    enabled: bool = False
     min_interval: PositiveDuration = 15.0
     """A changed status is written at most this often: each write moves the Deployment's
     resourceVersion (one request; the evaluator adopts the new version)."""

@@ -250,8 +250,8 @@ class Daemon:
 
     def _status_content(self) -> StatusContent | None:
         """What ``bolina-scaler/status`` should say now; None unless we lead and have decided."""
-        if not self.role.may_patch:
-            return None
+        if not self.role.may_patch or self.evaluator.patch_task is not None:
+            return None  # never beside a scale patch: the write would cost it a 409
         state = self.state
         if state.decision is None:
             return None

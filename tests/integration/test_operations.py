@@ -50,8 +50,9 @@ def _events(kube: KubeCluster, ns: str, reason: str) -> list[dict[str, Any]]:
 
 
 def test_the_role_grants_get_and_watch_on_the_one_deployment(kube: KubeCluster, bolina_ns: BolinaNamespace) -> None:
-    """With the scaler's own token: GET, a WATCH filtered on metadata.name=bolina and a PATCH (the
-    status annotation) of bolina work; a list, an unfiltered watch, or another Deployment are forbidden."""
+    """With the scaler's own token: GET and a WATCH filtered on metadata.name=bolina work; a list,
+    an unfiltered watch, a PATCH of the Deployment itself, or another Deployment are forbidden
+    (the status annotation's `patch` is opt-in: the next test)."""
     ns = bolina_ns.name
     kube.kubectl("-n", ns, "create", "deployment", "other", "--image=example.invalid/other:1", "--replicas=0")
     sa = Kube(kube.server, kube.ca_file, bolina_ns.sa_token)
@@ -82,7 +83,7 @@ def test_the_role_grants_get_and_watch_on_the_one_deployment(kube: KubeCluster, 
         "watch all": 403,
         "list": 403,
         "list bolina by name": 403,
-        "patch bolina": 200,
+        "patch bolina": 403,
         "patch other": 403,
     }
 
@@ -243,15 +244,24 @@ def test_monitoring_objects_validate_against_the_operator_crds(kube: KubeCluster
 def test_the_status_annotation_reads_with_the_documented_kubectl_one_liner(
     kube: KubeCluster, bolina_ns: BolinaNamespace, consul: ConsulAgent, scalers: Scalers
 ) -> None:
-    """With the shipped Role and the scaler's own token, the leader writes bolina-scaler/status;
-    the README's jsonpath one-liner reads it as JSON saying what was decided and done; a pause
-    shows in it; no warning or error is logged."""
+    """With the Role as manifests/components/status-annotation patches it (its JSON patch, applied
+    to the shipped Role) and the scaler's own token, a leader with status.enabled writes
+    bolina-scaler/status; the README's jsonpath one-liner reads it as JSON saying what was decided
+    and done; a pause shows in it; no warning or error is logged."""
     ns = bolina_ns.name
+    component = yaml.safe_load(
+        (ROOT / "manifests" / "components" / "status-annotation" / "kustomization.yaml").read_text()
+    )
+    (patch,) = component["patches"]
+    kube.kubectl(
+        "-n", ns, "patch", "role", "bolina-scaler", "--type=json", "-p", json.dumps(yaml.safe_load(patch["patch"]))
+    )
     bolina_ns.set_scale(2)
     pods = bolina_ns.wait_running(2)
     fleet = Fleet(consul, bolina_ns)
     fleet.sync("passing")
-    scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **FAST))
+    config = deep_merge(FAST, {"status": {"enabled": True}})
+    scaler = scalers.start(scalers.config(consul.address, consul.scaler_token_file, bolina_ns, **config))
     wait_until(scaler.ready, timeout=30, what="ready", alive=scaler.exited)
     scaler.wait_log(lambda line: line["event"] == "leader.elected", timeout=30, what="'leader.elected'")
 
