@@ -211,8 +211,11 @@ class ProblemLog:
 
     PROBLEMS_KEPT = 8
 
-    def __init__(self, logger: Any, *, failing: str, recovered: str, message: str) -> None:
+    def __init__(self, logger: Any, *, failing: str, recovered: str, message: str, shared: bool = False) -> None:
+        """``shared``: the keys are one service (the Lease: a GET, an UPDATE, a round that timed out):
+        any key's recovery ends every key's problems, in one line."""
         self._log = logger
+        self._shared = shared
         self._failing_event = failing
         self._recovered_event = recovered
         self._message = message
@@ -234,5 +237,9 @@ class ProblemLog:
 
     def recovered(self, *, key: str = "", **fields: Any) -> None:
         """``key`` works again: log that once, if it had a problem."""
-        if self._problems.pop(key, None) is not None:
+        if self._shared:
+            if self._problems:
+                self._problems.clear()
+                self._log.info(self._recovered_event, **fields)
+        elif self._problems.pop(key, None) is not None:
             self._log.info(self._recovered_event, **fields)

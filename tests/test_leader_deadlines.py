@@ -118,6 +118,29 @@ class TestLeaderDeadline:
         assert renewed_at + 9 - SLACK <= stepped_at <= renewed_at + 9 + SLACK
 
 
+class TestLogging:
+    async def test_the_recovery_is_logged_once_when_the_lease_answers_again(self, world: World):
+        """A renewal hangs (its round times out), then the API server refuses every Lease request
+        (503) for a minute, then answers: no `leader.lease_recovered` while it fails (a round that
+        ends by a refusal is not a recovery), and exactly one once a Lease request works. Before,
+        the first round ended by a refusal logged a recovery in the middle of the outage, and the
+        real one was never logged (the integration test_apiserver_outages looks for it)."""
+        with capture_logs() as logs:
+            async with running(world) as a:
+                await until(a.leadership.is_leader)
+                await asyncio.sleep(3)
+                world.kube.delay_next(HANGS, count=1, method="PUT", path_contains="/leases")
+                world.kube.inject_error(503, count=10_000, path_contains="/leases")
+                await world.kube.next_request(method="PUT", path_contains="/leases")
+                await asyncio.sleep(60)
+                assert logged(logs, "leader.lease_failing")
+                assert not logged(logs, "leader.lease_recovered")
+                world.kube.clear_faults()
+                await until(a.leadership.is_leader, within=30)
+                await asyncio.sleep(10)
+        assert len(logged(logs, "leader.lease_recovered")) == 1
+
+
 class TestShutdown:
     @pytest.mark.parametrize("fault", ["hangs", "parked"])
     async def test_release_stays_within_shutdown_timeout(self, world: World, fault: str):

@@ -142,6 +142,7 @@ class Leadership:
             failing="leader.lease_failing",
             recovered="leader.lease_recovered",
             message="a Lease request failed; a leader steps down after renew_deadline",
+            shared=True,  # a GET that fails and an UPDATE that works: the Lease works again
         )
         self._leases = api.resource(subject, path, problems=self._problems)
         self._lease = self._leases.item(config.lease_name)
@@ -204,8 +205,7 @@ class Leadership:
                     key="lease_round",
                 )
             return False
-        self._problems.recovered(key="lease_round")
-        return leading
+        return leading  # a Lease answer, if it came, logged the recovery (``shared``)
 
     async def _round(self) -> bool:
         started = self._clock()

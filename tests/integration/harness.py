@@ -660,6 +660,15 @@ SHIPPED = {
 }
 
 
+def grant_status_annotation(kube: KubeCluster, namespace: str) -> None:
+    """Patch the shipped Role as manifests/components/status-annotation does (its own JSON patch):
+    the scaler may then write the opt-in bolina-scaler/status annotation."""
+    component = ROOT / "manifests" / "components" / "status-annotation" / "kustomization.yaml"
+    (patch,) = yaml.safe_load(component.read_text())["patches"]
+    grant = json.dumps(yaml.safe_load(patch["patch"]))
+    kube.kubectl("-n", namespace, "patch", "role", "bolina-scaler", "--type=json", "-p", grant)
+
+
 def render_manifests() -> list[dict[str, Any]]:
     """``kubectl kustomize manifests/overlays/dev``: the objects this project ships."""
     out = subprocess.run(

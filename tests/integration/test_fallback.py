@@ -18,7 +18,14 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import BolinaNamespace, Reliability, Scalers
-from tests.integration.harness import ConsulAgent, ConsulProxy, Scaler, decided_at_latest, wait_until
+from tests.integration.harness import (
+    ConsulAgent,
+    ConsulProxy,
+    Scaler,
+    decided_at_latest,
+    grant_status_annotation,
+    wait_until,
+)
 from tests.integration.test_faults import STEADY, hold_window, last_decision, reason_of, steady, wait_scale
 
 pytestmark = pytest.mark.integration
@@ -61,7 +68,9 @@ def test_consul_outage_goes_to_the_fallback_count(
         f"{FALLBACK}: a scale-down waits the stabilization window",
     )
     with ConsulProxy(consul.address) as proxy:
-        config = {"policy": {"fallback": {"replicas": FALLBACK, "after": f"{AFTER:g}s"}}}
+        # The status annotation is opt-in: its component's Role, and status.enabled.
+        grant_status_annotation(bolina_ns.kube, bolina_ns.name)
+        config = {"policy": {"fallback": {"replicas": FALLBACK, "after": f"{AFTER:g}s"}}, "status": {"enabled": True}}
         scaler, fleet = steady(consul, bolina_ns, scalers, address=proxy.address, config=config)
         assert _gauge(scaler, "bolina_scaler_fallback") == 0
         began = proxy.outage(True)

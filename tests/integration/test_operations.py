@@ -29,6 +29,7 @@ from tests.integration.harness import (
     KubeCluster,
     decided_at_latest,
     deep_merge,
+    grant_status_annotation,
     wait_until,
 )
 
@@ -249,13 +250,7 @@ def test_the_status_annotation_reads_with_the_documented_kubectl_one_liner(
     bolina-scaler/status; the README's jsonpath one-liner reads it as JSON saying what was decided
     and done; a pause shows in it; no warning or error is logged."""
     ns = bolina_ns.name
-    component = yaml.safe_load(
-        (ROOT / "manifests" / "components" / "status-annotation" / "kustomization.yaml").read_text()
-    )
-    (patch,) = component["patches"]
-    kube.kubectl(
-        "-n", ns, "patch", "role", "bolina-scaler", "--type=json", "-p", json.dumps(yaml.safe_load(patch["patch"]))
-    )
+    grant_status_annotation(kube, ns)
     bolina_ns.set_scale(2)
     pods = bolina_ns.wait_running(2)
     fleet = Fleet(consul, bolina_ns)
