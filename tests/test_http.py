@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bolina_scaler.actuator.scale import Scale
 from bolina_scaler.config import Config, parse_config
-from bolina_scaler.core.decision import Decision, Direction, Inputs, Reason
+from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
 from bolina_scaler.core.fleet import FleetSnapshot
 from bolina_scaler.core.model import ConsulIndex, InstanceId, Server, ServerId, Status
 from bolina_scaler.core.outcome import Outcome
@@ -55,7 +55,7 @@ def fleet(*servers: Server, trusted: bool = True, observed_at: float = NOW - 2) 
     return FleetSnapshot.of(servers, index=42, observed_at=observed_at, problems=() if trusted else ["consul down"])
 
 
-def decision(*, current: int = 4, desired: int = 6) -> Decision:
+def decision(*, current: int = 4, desired: int = 6, clamps: tuple[Clamp, ...] = ()) -> Decision:
     inputs = Inputs(
         consul_index=ConsulIndex(42),
         trusted=True,
@@ -78,6 +78,7 @@ def decision(*, current: int = 4, desired: int = 6) -> Decision:
         reason=Reason.BELOW_TARGET,
         message="share 1/4 is below target 0.5: 2 more server(s) needed",
         inputs=inputs,
+        clamps=clamps,
     )
 
 

@@ -17,45 +17,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bolina_scaler.config import Config
-from bolina_scaler.core.decision import Clamp, Decision, Direction, Inputs, Reason
+from bolina_scaler.core.decision import Clamp
 from bolina_scaler.core.outcome import Outcome
 from bolina_scaler.core.pause import Pause
 from bolina_scaler.core.scaler_status import MAX_STATUS_BYTES, STATUS_ANNOTATION, StatusContent, due, encode, status_of
 from tests.harness import NS, World, running, until
-
-INPUTS = Inputs(
-    consul_index=7,
-    trusted=True,
-    trust_problems=(),
-    snapshot_age=0.1,
-    registered=4,
-    available=1,
-    warning=2,
-    critical=1,
-    pending=0,
-    pending_expired=0,
-    current_replicas=4,
-    available_ratio=0.25,
-)
-
-
-def decision(desired: int = 6, current: int = 4, clamps: tuple[Clamp, ...] = ()) -> Decision:
-    return Decision(
-        desired=desired,
-        current=current,
-        direction=Direction.UP if desired > current else Direction.NONE,
-        reason=Reason.BELOW_TARGET,
-        message="1 of 4 Available",
-        inputs=INPUTS,
-        clamps=clamps,
-    )
+from tests.test_http import decision
 
 
 class TestContent:
     def test_what_it_says(self) -> None:
         """Desired, current, the reason, which clamp limited it, paused, fallback, ready, and a phrase."""
         content = status_of(
-            decision(12, 4, (Clamp("max_replicas", 16, 12),)),
+            decision(desired=12, current=4, clamps=(Clamp("max_replicas", 16, 12),)),
             outcome=Outcome.PATCHED,
             pause=None,
             problems=[],
@@ -80,7 +54,7 @@ class TestContent:
 
     def test_paused_and_not_ready_say_so(self) -> None:
         content = status_of(
-            decision(4, 4),
+            decision(desired=4, current=4),
             outcome=Outcome.UNCHANGED,
             pause=Pause(source="bolina-scaler/paused", replicas=None),
             problems=["stuck: a scale change it wants has not been made for 61s " + "x" * 500],
@@ -101,7 +75,7 @@ class TestContent:
 
 
 def content(desired: int) -> StatusContent:
-    return status_of(decision(desired), outcome=None, pause=None, problems=[], leader="a")
+    return status_of(decision(desired=desired), outcome=None, pause=None, problems=[], leader="a")
 
 
 class TestDue:
