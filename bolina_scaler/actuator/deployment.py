@@ -120,13 +120,7 @@ class DeploymentWatch:
         self._pace = Pace(api.config.retry_initial, api.config.retry_max, rng=self._rng)
         self._idle_turns = 0
         """Turns in a row that did not work (reset when a watch works)."""
-        subject = Subject(
-            resource="deployments",
-            kind="deployment",
-            namespace=self.namespace,
-            name=self.name,
-            missing="check kubernetes.deployment and kubernetes.namespace",
-        )
+        subject = Subject.deployment(self.namespace, self.name)
         self._problems = ProblemLog(
             log,
             failing="pause.read_failing",

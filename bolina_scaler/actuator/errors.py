@@ -88,6 +88,17 @@ class Subject:
     missing: str = ""
     """What to check when it does not exist (the 404 message's hint)."""
 
+    @classmethod
+    def deployment(cls, namespace: str, name: str, *, resource: str = "deployments") -> Subject:
+        """The scaled Deployment (``resource``: ``deployments``, or its ``deployments/scale``)."""
+        return cls(
+            resource=resource,
+            kind="deployment",
+            namespace=namespace,
+            name=name,
+            missing="check kubernetes.deployment and kubernetes.namespace",
+        )
+
     def doing(self, verb: str) -> str:
         named = f" '{self.name}'" if self.name else ""
         return f"{verb} {self.resource}{named} in namespace '{self.namespace}'"

@@ -71,13 +71,7 @@ class ScaleTarget:
 
     @property
     def subject(self) -> Subject:
-        return Subject(
-            resource="deployments/scale",
-            kind="deployment",
-            namespace=self.namespace,
-            name=self.deployment,
-            missing="check kubernetes.deployment and kubernetes.namespace",
-        )
+        return Subject.deployment(self.namespace, self.deployment, resource="deployments/scale")
 
     @property
     def path(self) -> str:

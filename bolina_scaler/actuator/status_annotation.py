@@ -50,13 +50,7 @@ class StatusAnnotation:
     async def write(self, text: str) -> Written:
         api = self._api
         name, namespace = api.config.deployment, api.namespace
-        subject = Subject(
-            resource="deployments",
-            kind="deployment",
-            namespace=namespace,
-            name=name,
-            missing="check kubernetes.deployment and kubernetes.namespace",
-        )
+        subject = Subject.deployment(namespace, name)
         path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}"
         body = {"metadata": {"annotations": {STATUS_ANNOTATION: text}}}
         answer = await api.resource(subject, path, problems=self.problems).patch(
