@@ -363,8 +363,6 @@ class KubeApi:
         """No answer (or 429/5xx): from now on, requests take turns; ``Retry-After`` (capped by the
         caller at ``kubernetes.retry_after_max``) is honoured: the gate opens for one probe at most
         that long from now, whatever was asked before."""
-        if retry_after is not None:
-            retry_after = min(retry_after, self.config.retry_after_max)
         now = self.now()
         earliest = now + (retry_after or 0.0)
         if self._not_before is None:
