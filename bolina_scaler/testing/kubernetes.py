@@ -949,13 +949,7 @@ class FakeKubernetes(LocalServer):
         meta = dict(updated.get("metadata") or {})
         annotations = meta.pop("annotations", None) or {}
         precondition = meta.pop("resourceVersion", None)
-        if precondition and precondition != deployment.resource_version:
-            raise _ApiError(
-                409,
-                f'Operation cannot be fulfilled on deployments.apps "{name}": the object has been '
-                "modified; please apply your changes to the latest version and try again",
-                details={"name": name, "group": "apps", "kind": "deployments"},
-            )
+        _check_precondition(deployment, precondition)
         if _without_annotations(updated) != _without_annotations(current):
             raise _ApiError(422, "the fake patches only metadata.annotations of a Deployment")
         if not isinstance(annotations, dict) or not all(isinstance(v, str) for v in annotations.values()):
@@ -1057,13 +1051,7 @@ class FakeKubernetes(LocalServer):
                 "resourceVersion": (body.get("metadata") or {}).get("resourceVersion")
             }
         precondition = (updated.get("metadata") or {}).get("resourceVersion")
-        if precondition and precondition != deployment.resource_version:
-            raise _ApiError(
-                409,
-                f'Operation cannot be fulfilled on deployments.apps "{name}": the object has been '
-                "modified; please apply your changes to the latest version and try again",
-                details={"name": name, "group": "apps", "kind": "deployments"},
-            )
+        _check_precondition(deployment, precondition)
         replicas = (updated.get("spec") or {}).get("replicas", 0)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise _ApiError(
@@ -1271,6 +1259,17 @@ async def _body(request: web.Request) -> Any:
         return json.loads(raw) if raw else None
     except ValueError:
         return raw.decode("utf-8", "replace")
+
+
+def _check_precondition(deployment: _Deployment, precondition: object) -> None:
+    """A write that names a resourceVersion other than the Deployment's: 409, as the API server says it."""
+    if precondition and precondition != deployment.resource_version:
+        raise _ApiError(
+            409,
+            f'Operation cannot be fulfilled on deployments.apps "{deployment.name}": the object has been '
+            "modified; please apply your changes to the latest version and try again",
+            details={"name": deployment.name, "group": "apps", "kind": "deployments"},
+        )
 
 
 def _without_annotations(obj: Json) -> Json:
