@@ -29,6 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 NS = "bolina"
 
 
+def run_with_config(command: str, config: Path) -> subprocess.CompletedProcess[str]:
+    """``bolina-scaler COMMAND --config CONFIG`` as a real process (the timeout only bounds a regression)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bolina_scaler", command, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 class TestCheckConfig:
     def test_valid_file_prints_effective_config(self, capsys: pytest.CaptureFixture[str]):
         """check-config on the example exits 0 and prints the effective config as JSON."""
@@ -52,12 +62,7 @@ class TestCheckConfig:
         one line, without a writer ever coming (the timeout only bounds a regression)."""
         fifo = tmp_path / "config.yaml"
         os.mkfifo(fifo)
-        done = subprocess.run(
-            [sys.executable, "-m", "bolina_scaler", command, "--config", str(fifo)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_with_config(command, fifo)
         assert done.returncode == 2
         assert done.stderr.strip().splitlines() == [
             f"bolina-scaler: config error: {fifo}: cannot read config file: a FIFO (named pipe), not a regular file"
@@ -83,12 +88,7 @@ class TestCheckConfig:
         2 and one line naming the file or the key (the empty file used to run on every default)."""
         path = tmp_path / "config.yaml"
         path.write_text(text)
-        done = subprocess.run(
-            [sys.executable, "-m", "bolina_scaler", command, "--config", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = run_with_config(command, path)
         assert done.returncode == 2, done.stderr
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, lines

@@ -20,6 +20,15 @@ from bolina_scaler.config import ConfigError, ConsulConfig, load_config, parse_c
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def one_line_error(data: object) -> str:
+    """The ConfigError ``data`` raises: one line (asserted), returned for the caller's checks."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
 class TestDefaults:
     def test_an_empty_mapping_is_the_defaults(self):
         """Every key is optional: ``{}`` (the defaults, on purpose) gives the documented defaults."""
@@ -275,10 +284,7 @@ class TestErrors:
     )
     def test_one_line_naming_the_key(self, data, expected):
         """Each invalid value fails with a single line that starts with the offending key."""
-        with pytest.raises(ConfigError) as caught:
-            parse_config(data)
-        message = str(caught.value)
-        assert "\n" not in message
+        message = one_line_error(data)
         assert message.startswith(expected), message
 
     def test_not_a_mapping(self):

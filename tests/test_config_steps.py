@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bolina_scaler.config import ConfigError, StepRule, parse_config
+from tests.test_config import one_line_error
 
 
 def _up(**keys: Any) -> dict[str, Any]:
@@ -86,10 +87,7 @@ class TestErrors:
     )
     def test_one_line_naming_the_key(self, data, expected):
         """Each invalid step-limit value fails with a single line that starts with the offending key."""
-        with pytest.raises(ConfigError) as caught:
-            parse_config(data)
-        message = str(caught.value)
-        assert "\n" not in message
+        message = one_line_error(data)
         assert message.startswith(expected), message
         assert "more problem" not in message, message
 
